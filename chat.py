@@ -1,0 +1,57 @@
+"""The s1 chat format, in one place (train.py, sample.py, eval.py and curate.py all use it).
+
+One training example, as s1 renders it with the Qwen2.5 chat template (s1_reference §3.7, §4.1):
+
+    <|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n
+    <|im_start|>user\\n{question}<|im_end|>\\n
+    <|im_start|>assistant\\n<|im_start|>think\\n{thinking}\\n<|im_start|>answer\\nAnswer: {answer}<|im_end|>\\n
+
+(line breaks added for display). <|im_start|> and <|im_end|> are single special tokens; "think" and
+"answer" are ordinary text. There is no end-of-thinking tag: thinking ends when the model emits
+<|im_start|>, which begins "<|im_start|>answer". The loss covers everything after
+"<|im_start|>assistant\\n": the thinking, the answer and the closing <|im_end|>\\n.
+"""
+SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+THINK = IM_START + "think"    # opens the thinking phase
+ANSWER = IM_START + "answer"  # opens the answer phase (the model's natural end of thinking)
+FORCED_ANSWER = "\n" + ANSWER + "\nFinal Answer:"  # what budget forcing appends at the cap (§5.1)
+
+
+def prompt_text(question):
+    """The chat-templated prompt, up to and including "<|im_start|>assistant\\n"."""
+    return (f"{IM_START}system\n{SYSTEM}{IM_END}\n"
+            f"{IM_START}user\n{question}{IM_END}\n"
+            f"{IM_START}assistant\n")
+
+
+def completion_text(thinking=None, answer=None):
+    """The assistant turn. With neither part it is the generation prompt, "<|im_start|>think", with
+    no newline: the model writes it, as in s1's evaluation harness (§5.1 step 5)."""
+    if thinking is None and answer is None:
+        return THINK
+    text = ""
+    if thinking is not None:
+        text += f"{THINK}\n{thinking.strip()}\n"
+    if answer is not None:
+        answer = answer if "Answer:" in answer else "Answer: " + answer  # s1 tokenization.py
+        text += f"{ANSWER}\n{answer.strip()}{IM_END}\n"
+    return text
+
+
+def render(tokenizer, question, thinking=None, answer=None):
+    """Token ids and a loss mask (1 = this token is a training target) for one example."""
+    prompt_ids = tokenizer.encode(prompt_text(question), add_special_tokens=False)
+    completion_ids = tokenizer.encode(completion_text(thinking, answer), add_special_tokens=False)
+    # Training marks a loss only when there is something to learn; a bare generation prompt has none.
+    target = 1 if thinking is not None or answer is not None else 0
+    return prompt_ids + completion_ids, [0] * len(prompt_ids) + [target] * len(completion_ids)
+
+
+def load_tokenizer(name_or_path):
+    """A Hugging Face tokenizer from a local directory or a hub name (HF_HUB_OFFLINE=1 uses the cache)."""
+    from transformers import AutoTokenizer
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as e:
+        raise FileNotFoundError(f"{name_or_path}: cannot load a tokenizer ({type(e).__name__}: {e})") from None

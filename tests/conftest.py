@@ -1,0 +1,37 @@
+"""Shared test helpers. Tests run offline on CPU and build tiny random Qwen2 models themselves."""
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+TOKENIZER_DIR = os.path.join(ROOT, "data", "qwen2.5-tokenizer")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+def tiny_hf_model(tie=False, vocab=256, hidden=64, layers=2, heads=4, kv_heads=2, seed=0):
+    """A random transformers Qwen2ForCausalLM (the oracle), small enough to run in milliseconds."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                         tie_word_embeddings=tie, rope_theta=1e6, max_position_embeddings=512)
+    model = Qwen2ForCausalLM(config).float().eval()
+    with torch.no_grad():  # transformers inits biases to zero; random ones make the test meaningful
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+@pytest.fixture(scope="session", params=[False, True], ids=["untied", "tied"])
+def tiny_checkpoint(request, tmp_path_factory):
+    """(directory, transformers model) for a tiny checkpoint saved to disk, untied and tied."""
+    hf = tiny_hf_model(tie=request.param)
+    path = tmp_path_factory.mktemp("tied" if request.param else "untied")
+    hf.save_pretrained(path)
+    return str(path), hf
