@@ -48,6 +48,22 @@ def render(tokenizer, question, thinking=None, answer=None):
     return prompt_ids + completion_ids, [0] * len(prompt_ids) + [target] * len(completion_ids)
 
 
+def build_byte_tokenizer(out_dir):
+    """A byte-level tokenizer (256 byte tokens) plus Qwen's special tokens, saved in transformers
+    format: tiny models trained from scratch (tests, the demo) need ~260 rows, not Qwen's 151,936.
+    The chat format renders the same strings; only the ids differ."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(alphabet))}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=IM_END, pad_token="<|endoftext|>",
+                                        additional_special_tokens=[IM_START])
+    tokenizer.save_pretrained(out_dir)
+    return tokenizer
+
+
 def load_tokenizer(name_or_path):
     """A Hugging Face tokenizer from a local directory or a hub name (HF_HUB_OFFLINE=1 uses the cache)."""
     from transformers import AutoTokenizer

@@ -272,6 +272,10 @@ class Qwen2(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+        # Activation checkpointing per block (train.py turns it on): keep only each block's input
+        # and recompute its insides in backward. Done here at the call site rather than with a
+        # wrapper module so that parameter names stay the transformers ones.
+        self.checkpoint_blocks = False
 
     def forward(self, input_ids, position_ids=None, labels=None, cache=None, n_new=None, ce_chunk=4096):
         """input_ids (B, T). labels (B, T), if given, are the targets of each position (already
@@ -292,7 +296,10 @@ class Qwen2(nn.Module):
         x = self.model.embed_tokens(input_ids)
         cos, sin = rope_cos_sin(position_ids, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         for i, block in enumerate(self.model.layers):
-            x = block(x, cos, sin, docs, cache, i)
+            if self.checkpoint_blocks and torch.is_grad_enabled():
+                x = checkpoint(block, x, cos, sin, docs, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, docs, cache, i)
         x = self.model.norm(x)
         if cache is not None:
             cache.lengths += n_new
@@ -338,16 +345,16 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "mer
                    "special_tokens_map.json", "added_tokens.json", "chat_template.jinja")
 
 
-def checkpoint_dir(name_or_path):
+def checkpoint_dir(name_or_path, patterns=("*.json", "*.safetensors", "*.txt", "*.jinja")):
     """A local directory as is; anything else is a hub name, fetched (or found in the cache when
-    HF_HUB_OFFLINE=1) by huggingface_hub."""
+    HF_HUB_OFFLINE=1) by huggingface_hub: the files matching `patterns` only."""
     if os.path.isdir(name_or_path):
         return name_or_path
     if os.path.exists(name_or_path) or name_or_path.startswith((".", "/")) or name_or_path.count("/") != 1:
         raise FileNotFoundError(f"{name_or_path}: not a checkpoint directory (nor a hub name like Qwen/Qwen2.5-0.5B)")
     from huggingface_hub import snapshot_download
     try:
-        return snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"])
+        return snapshot_download(name_or_path, allow_patterns=list(patterns))
     except Exception as e:
         raise FileNotFoundError(f"{name_or_path}: not a local directory and not available from the hub "
                                 f"({type(e).__name__}: {e})") from None

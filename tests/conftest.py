@@ -35,3 +35,31 @@ def tiny_checkpoint(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("tied" if request.param else "untied")
     hf.save_pretrained(path)
     return str(path), hf
+
+
+def run(cmd, cwd=ROOT, timeout=300):
+    """Run a command; on failure show its output (the error names what went wrong)."""
+    import subprocess
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_sft(tmp_path_factory):
+    """A tiny untied Qwen2 checkpoint with a byte-level tokenizer, and 16 s1-style examples."""
+    import json
+    import random
+    import chat
+    root = tmp_path_factory.mktemp("sft")
+    tiny_hf_model(vocab=320, hidden=64, layers=2, heads=4, kv_heads=2).save_pretrained(root / "model")
+    chat.build_byte_tokenizer(str(root / "model"))
+    rng = random.Random(0)
+    with open(root / "data.jsonl", "w") as f:
+        for _ in range(16):
+            a, b = rng.randint(1, 99), rng.randint(1, 99)
+            steps = " ".join(f"{a}+{k}={a + k}." for k in range(1, rng.randint(2, 8)))
+            f.write(json.dumps({"question": f"What is {a}+{b}?", "thinking": f"{steps} So {a + b}.",
+                                "answer": str(a + b)}) + "\n")
+    return str(root / "model"), str(root / "data.jsonl")

@@ -1,0 +1,150 @@
+"""train.py: the recipe's arithmetic, the loss mask, and real runs of tiny models on CPU (1 process
+and 2 torchrun processes on gloo)."""
+import json
+import math
+import os
+import shutil
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, TOKENIZER_DIR, run
+
+import chat
+import model as M
+import train
+
+PY = sys.executable
+TORCHRUN = os.path.join(os.path.dirname(PY), "torchrun")
+
+
+def losses(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return [json.loads(line)["loss"] for line in f]
+
+
+def test_lr_schedule_is_transformers_cosine_with_warmup():
+    from transformers import get_cosine_schedule_with_warmup
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-5)
+    sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=math.ceil(315 * 0.05), num_training_steps=315)
+    for step in range(315):
+        assert train.lr_at(step, 315, 1e-5, 0.05) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-15)
+        opt.step(), sched.step()
+
+
+def test_plan_gives_s1s_315_steps_and_balances_ranks():
+    lengths = [100 + (i * 7919) % 9000 for i in range(1000)]
+    steps = train.plan_steps(lengths, global_batch=16, world=16, epochs=5, seed=42, pack=False, block_size=32768)
+    assert len(steps) == 315  # 63 per epoch: the last batch of each epoch is filled by wrapping around
+    for epoch in range(5):
+        seen = [i for step in steps[63 * epoch:63 * (epoch + 1)] for rows in step for row in rows for i in row]
+        assert len(seen) == 63 * 16 and set(seen) == set(range(1000))
+    assert all(len(rows) == 1 and len(rows[0]) == 1 for step in steps for rows in step)
+    # Packed, 2 ranks: every row fits the block, ranks run the same number of micro-steps, and the
+    # longest-first assignment keeps the two ranks' token counts within one sequence of each other.
+    packed = train.plan_steps(lengths, global_batch=16, world=2, epochs=1, seed=0, pack=True, block_size=20000)
+    for step in packed:
+        assert len(step[0]) == len(step[1])
+        assert all(sum(lengths[i] for i in row) <= 20000 for rows in step for row in rows)
+        load = [sum(lengths[i] for row in rows for i in row) for rows in step]
+        assert abs(load[0] - load[1]) <= max(lengths)
+
+
+def test_loss_starts_at_the_think_token_with_the_real_tokenizer():
+    tok = chat.load_tokenizer(TOKENIZER_DIR)
+    (ids, labels), = train.tokenize([("What is 2+2?", "2 and 2 make 4.", "4")], tok, block_size=32768)[0]
+    first = next(t for t, y in enumerate(labels) if y != M.IGNORE)  # labels[t] is the target of position t
+    assert labels[first] == ids[first + 1] == 151644  # the <|im_start|> that opens think
+    assert tok.decode(ids[:first + 1]).endswith("<|im_start|>assistant\n")
+    assert all(y == M.IGNORE for y in labels[:first]) and labels[-1] == M.IGNORE
+    assert tok.decode([y for y in labels if y != M.IGNORE]).startswith("<|im_start|>think\n2 and 2")
+    (cut_ids, _), = train.tokenize([("What is 2+2?", "2 and 2 make 4.", "4")], tok, block_size=50)[0]
+    assert cut_ids == ids[:50]
+
+
+@pytest.mark.parametrize("row,error", [
+    ({"question": "q", "thinking": "t"}, "no answer column"),
+    ({"question": "q", "reasoning": "t", "answer": "a"}, "no thinking column; found ['answer', 'question', 'reasoning']"),
+])
+def test_unknown_columns_fail_naming_them(row, error):
+    with pytest.raises(SystemExit, match=error.replace("[", r"\[").replace("]", r"\]")):
+        train.to_triples([row], "data.jsonl")
+
+
+def test_bad_rows_fail_naming_the_row():
+    good = {"question": "q", "deepseek_thinking_trajectory": "t", "deepseek_attempt": "a"}
+    with pytest.raises(SystemExit, match="data.jsonl row 2: thinking .*deepseek_thinking_trajectory.* empty"):
+        train.to_triples([good, good, dict(good, deepseek_thinking_trajectory="  ")], "data.jsonl")
+    with pytest.raises(SystemExit, match="data.jsonl row 1: question .* missing"):
+        train.to_triples([good, {k: v for k, v in good.items() if k != "question"}], "data.jsonl")
+    # s1K's own layout: a list with one trace, and the attempt as the answer
+    assert train.to_triples([{"question": "q", "thinking_trajectories": ["t"], "attempt": "a"}], "x") == [("q", "t", "a")]
+
+
+def test_dry_run_32b_fits_16_gpus_not_8_without_checkpointing(tmp_path, capsys):
+    config = dict(model_type="qwen2", hidden_size=5120, intermediate_size=27648, num_hidden_layers=64,
+                  num_attention_heads=40, num_key_value_heads=8, vocab_size=152064, tie_word_embeddings=False,
+                  rope_theta=1e6, torch_dtype="bfloat16")  # Qwen2.5-32B-Instruct's config.json
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    base = ["--dry-run", "--model", str(tmp_path), "--data", str(tmp_path / "none.jsonl")]
+    assert train.main(train.parse_args(base + ["--gpus", "16"])) is True
+    assert "32.76B parameters" in capsys.readouterr().out
+    assert train.main(train.parse_args(base + ["--gpus", "8", "--activation-checkpointing", "off"])) is False
+    assert "does NOT fit" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_sft, tmp_path_factory):
+    """Training runs of the tiny model, shared by the tests below: 8 steps of 2 sequences each."""
+    model, data = tiny_sft
+    out = tmp_path_factory.mktemp("runs")
+    common = ["--model", model, "--data", data, "--device", "cpu", "--dtype", "float32", "--save-dtype", "float32",
+              "--global-batch", "2", "--epochs", "1", "--lr", "1e-3", "--save-every", "3"]
+    paths = {name: str(out / name) for name in ("one", "two", "resumed", "packed", "ac", "token")}
+    run([PY, "train.py", *common, "--out", paths["one"]])  # 1 process, gradient accumulation 2
+    run([TORCHRUN, "--standalone", "--nproc-per-node", "2", "train.py", *common, "--out", paths["two"]])
+    # As if killed during step 6: steps 4 and 5 are logged, but the newest checkpoint is step 3's.
+    run([PY, "train.py", *common, "--out", paths["resumed"], "--stop-at", "5"])
+    shutil.rmtree(os.path.join(paths["resumed"], "checkpoints", "step_000005"))
+    run([PY, "train.py", *common, "--out", paths["resumed"], "--resume"])
+    run([PY, "train.py", *common, "--out", paths["packed"], "--pack", "--global-batch", "2"])
+    run([PY, "train.py", *common, "--out", paths["ac"], "--activation-checkpointing", "on", "--loss-norm", "token"])
+    run([PY, "train.py", *common, "--out", paths["token"], "--loss-norm", "token"])
+    return paths
+
+
+def test_two_processes_equal_one_process_with_accumulation(runs):
+    one, two = losses(runs["one"]), losses(runs["two"])
+    assert len(one) == len(two) == 8
+    assert max(abs(a - b) for a, b in zip(one, two)) <= 1e-5
+
+
+def test_resume_reproduces_the_uninterrupted_run_exactly(runs):
+    assert losses(runs["resumed"]) == losses(runs["one"])
+
+
+def test_packing_and_activation_checkpointing_do_not_change_the_losses(runs):
+    assert max(abs(a - b) for a, b in zip(losses(runs["packed"]), losses(runs["one"]))) <= 1e-5
+    assert max(abs(a - b) for a, b in zip(losses(runs["ac"]), losses(runs["token"]))) <= 1e-5
+    assert losses(runs["token"]) != losses(runs["one"])  # the two normalisations really differ
+
+
+def test_exported_checkpoint_gives_the_same_logits_in_transformers(runs, tiny_sft):
+    from transformers import Qwen2ForCausalLM
+    final = os.path.join(runs["one"], "final")
+    ours, ref = M.from_pretrained(final, dtype=torch.float32), Qwen2ForCausalLM.from_pretrained(final).eval()
+    start = M.from_pretrained(tiny_sft[0], dtype=torch.float32)
+    ids = torch.randint(0, 259, (2, 40))
+    with torch.no_grad():
+        assert (ours(ids) - ref(ids).logits).abs().max() <= 1e-5
+        assert (ours(ids) - start(ids)).abs().max() > 1e-3  # training moved the weights
+    assert os.path.exists(os.path.join(final, "tokenizer.json"))
+
+
+def test_loss_decreases(tiny_sft, tmp_path):
+    model, data = tiny_sft
+    run([PY, "train.py", "--model", model, "--init", "random", "--data", data, "--device", "cpu", "--dtype", "float32",
+         "--global-batch", "4", "--epochs", "5", "--lr", "3e-3", "--warmup-ratio", "0.1", "--out", str(tmp_path)])
+    curve = losses(str(tmp_path))
+    assert len(curve) == 20
+    assert sum(curve[-3:]) / 3 < 0.6 * sum(curve[:3]) / 3, curve

@@ -1,0 +1,491 @@
+"""train.py: s1's supervised fine-tuning, in raw PyTorch with FSDP2.
+
+The paper's run (s1_reference §4.3): full fine-tune of Qwen2.5-32B-Instruct on s1K for 5 epochs at
+global batch 16 (315 steps), lr 1e-5 with 5 % warm-up then cosine to 0, AdamW(0.9, 0.95, wd 1e-4),
+bf16, 26 minutes on 16 H100s. Those are the defaults below, so `--help` shows the recipe.
+
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 train.py
+    torchrun --nnodes 2 --nproc-per-node 8 ... train.py --data simplescaling/s1K-1.1 --block-size 20000
+    python train.py --dry-run --gpus 8                       # will it fit, how long, before renting
+    python train.py --model tiny/ --data my.jsonl --device cpu --dtype float32     # a laptop
+
+Every optimizer step sees --global-batch sequences. They are dealt to the ranks balanced by
+length; each rank runs one row per micro-step (one sequence, or with --pack several whole
+sequences in one row) and accumulates gradients until its share is done, so the same recipe runs
+on 1 CPU process or 16 GPUs and gives the same updates.
+"""
+import argparse
+import json
+import math
+import os
+import socket
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                     get_optimizer_state_dict, set_model_state_dict,
+                                                     set_optimizer_state_dict)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from tqdm import tqdm
+
+import chat
+import model as qwen
+
+H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM (NVIDIA datasheet)
+ASSUMED_MFU = 0.35  # torchtitan's published 33-39 % for FSDP2 on H100; to be replaced by our own measurement
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="Qwen/Qwen2.5-32B-Instruct", help="hub name or local checkpoint directory")
+    p.add_argument("--init", choices=["pretrained", "random"], default="pretrained",
+                   help="random: train from scratch with the checkpoint's config.json (the CPU demo)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer directory or hub name (default: --model)")
+    p.add_argument("--data", default="simplescaling/s1K-1.1",
+                   help="hub dataset, or a local .jsonl/.json/.parquet with a question, a thinking and an answer "
+                        "column: question | thinking, deepseek_thinking_trajectory, thinking_trajectories, "
+                        "gemini_thinking_trajectory | answer, deepseek_attempt, attempt, gemini_attempt "
+                        "(first present wins; s1K-1.1 maps to its deepseek_* columns)")
+    p.add_argument("--out", default="runs/s1", help="output directory: log, config, checkpoints, final model")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--global-batch", type=int, default=16, help="sequences per optimizer step")
+    p.add_argument("--block-size", type=int, default=32768,
+                   help="longest sequence; longer ones are cut on the right (s1: 32768, s1.1: 20000)")
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--warmup-ratio", type=float, default=0.05, help="linear warm-up share of the steps")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.95))
+    p.add_argument("--eps", type=float, default=1e-8)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--loss-norm", choices=["sequence", "token"], default="sequence",
+                   help="sequence: mean over each sequence's loss tokens, then over the batch (s1 via HF Trainer "
+                        "at batch 1 per GPU); token: sum over all loss tokens of the step / their count")
+    p.add_argument("--pack", action="store_true", help="pack whole sequences into rows of --block-size tokens")
+    p.add_argument("--activation-checkpointing", choices=["auto", "on", "off"], default="auto",
+                   help="recompute each block in backward; auto = on for models over 1B parameters")
+    p.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16",
+                   help="compute dtype; master weights, gradient reduction and optimizer state are fp32")
+    p.add_argument("--save-dtype", choices=["bfloat16", "float32"], default="bfloat16", help="dtype of the final model")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--seed", type=int, default=42, help="shuffling and random init (HF Trainer's default 42)")
+    p.add_argument("--ce-chunk", type=int, default=2048, help="positions per LM-head/loss chunk")
+    p.add_argument("--save-every", type=int, default=0, help="distributed checkpoint every N steps (0: only at the end)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--stop-at", type=int, default=0,
+                   help="stop (with a checkpoint) once this step is done; the schedule is that of the full run")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (memory per GPU, steps, time) and exit")
+    p.add_argument("--gpus", type=int, default=16, help="--dry-run: GPUs to plan for")
+    p.add_argument("--gpu-memory-gb", type=float, default=80.0, help="--dry-run: memory per GPU")
+    p.add_argument("--mfu", type=float, default=ASSUMED_MFU, help="model-FLOPs utilisation used to predict time")
+    return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: rows -> (question, thinking, answer) -> token ids, labels
+
+COLUMNS = {
+    "question": ["question"],
+    "thinking": ["thinking", "deepseek_thinking_trajectory", "thinking_trajectories", "gemini_thinking_trajectory"],
+    "answer": ["answer", "deepseek_attempt", "attempt", "gemini_attempt"],
+}
+
+
+def read_rows(spec):
+    """A list of dicts from a local .jsonl/.json/.parquet file or a hub dataset's train split."""
+    if spec.endswith((".jsonl", ".json")):
+        if not os.path.exists(spec):
+            raise SystemExit(f"--data {spec}: no such file")
+        rows = []
+        with open(spec) as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise SystemExit(f"{spec} line {n}: not valid JSON ({e})")
+        return rows
+    import datasets
+    try:
+        ds = (datasets.load_dataset("parquet", data_files=spec, split="train") if spec.endswith(".parquet")
+              else datasets.load_dataset(spec, split="train"))
+    except Exception as e:
+        raise SystemExit(f"--data {spec}: cannot load ({type(e).__name__}: {e})")
+    return list(ds)
+
+
+def to_triples(rows, source):
+    """(question, thinking, answer) per row, with the column names resolved once for the file."""
+    if not rows:
+        raise SystemExit(f"{source}: no rows")
+    names = {}
+    for field, candidates in COLUMNS.items():
+        found = [c for c in candidates if c in rows[0]]
+        if not found:
+            raise SystemExit(f"{source}: no {field} column; found {sorted(rows[0])}, accepted {candidates}")
+        names[field] = found[0]
+    triples = []
+    for i, row in enumerate(rows):
+        values = []
+        for field, column in names.items():
+            value = row.get(column)
+            if isinstance(value, list):  # s1K stores thinking_trajectories as a list of one string
+                value = "\n".join(value)
+            if not isinstance(value, str) or not value.strip():
+                raise SystemExit(f"{source} row {i}: {field} ({column!r}) is missing or empty")
+            values.append(value)
+        triples.append(tuple(values))
+    return triples
+
+
+def tokenize(triples, tokenizer, block_size):
+    """(ids, labels) per example. labels[t] is the target of position t: the next token where the
+    chat format marks it for loss, else IGNORE; sequences over block_size are cut on the right."""
+    examples, cut = [], 0
+    for question, thinking, answer in tqdm(triples, desc="tokenize", disable=not is_main(), leave=False):
+        ids, mask = chat.render(tokenizer, question, thinking, answer)
+        cut += len(ids) > block_size
+        ids, mask = ids[:block_size], mask[:block_size]
+        labels = [t if m else qwen.IGNORE for t, m in zip(ids[1:], mask[1:])] + [qwen.IGNORE]
+        examples.append((ids, labels))
+    return examples, cut
+
+
+# ----------------------------------------------------------------------------------------------
+# The plan: which rows each rank runs at each step. A pure function of the seed and the lengths,
+# identical on every rank, so the step number is the whole data cursor for --resume.
+
+def plan_steps(lengths, global_batch, world, epochs, seed, pack, block_size):
+    n = len(lengths)
+    steps_per_epoch = math.ceil(n / global_batch)
+    steps = []
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        # Fill the last batch by wrapping around, as torch's DistributedSampler did for s1
+        # (1,000 examples, 16 GPUs: 63 steps of 16 per epoch, 315 in all).
+        order = (order * 2)[:steps_per_epoch * global_batch]
+        for s in range(steps_per_epoch):
+            batch = sorted(order[s * global_batch:(s + 1) * global_batch], key=lambda i: -lengths[i])
+            per_rank, tokens = [[] for _ in range(world)], [0] * world
+            cap = global_batch if pack else math.ceil(global_batch / world)  # unpacked: equal counts
+            for i in batch:  # longest first, each to the least-loaded rank: ranks finish together
+                r = min((r for r in range(world) if len(per_rank[r]) < cap), key=lambda r: tokens[r])
+                per_rank[r].append(i)
+                tokens[r] += lengths[i]
+            rows = [pack_rows(ex, lengths, block_size) if pack else [[i] for i in ex] for ex in per_rank]
+            micro = max(len(r) for r in rows)
+            steps.append([r + [[]] * (micro - len(r)) for r in rows])  # [] = idle row, keeps collectives in step
+    return steps
+
+
+def pack_rows(indices, lengths, block_size):
+    """First-fit decreasing: whole sequences into as few rows of block_size tokens as fit."""
+    rows, room = [], []
+    for i in sorted(indices, key=lambda i: -lengths[i]):
+        j = next((j for j, free in enumerate(room) if free >= lengths[i]), None)
+        if j is None:
+            rows.append([]), room.append(block_size)
+            j = len(rows) - 1
+        rows[j].append(i)
+        room[j] -= lengths[i]
+    return rows
+
+
+def make_row(examples, row, device):
+    """input ids, labels, positions (restarting per document) and the document of each position."""
+    if not row:  # an idle row: one token, no loss
+        zero = torch.zeros(1, 1, dtype=torch.long, device=device)
+        return zero, torch.full_like(zero, qwen.IGNORE), zero, zero[0]
+    ids = [t for i in row for t in examples[i][0]]
+    labels = [t for i in row for t in examples[i][1]]
+    pos = [p for i in row for p in range(len(examples[i][0]))]
+    doc = [d for d, i in enumerate(row) for _ in examples[i][0]]
+    as_row = lambda xs: torch.tensor([xs], dtype=torch.long, device=device)
+    return as_row(ids), as_row(labels), as_row(pos), as_row(doc)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Learning rate: transformers' get_cosine_schedule_with_warmup, which s1's HF Trainer used
+
+def lr_at(step, total, peak, warmup_ratio):
+    warmup = math.ceil(total * warmup_ratio)
+    if step < warmup:
+        return peak * step / max(1, warmup)  # note: step 0 trains at lr 0, as in HF
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# ----------------------------------------------------------------------------------------------
+# FLOP and memory model, for the plan printed before training and for MFU
+
+def matmul_params(cfg):
+    """Parameters that take part in matmuls: all but the embedding lookup (the LM head does)."""
+    h, i, L, kv = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.num_key_value_heads
+    per_block = 2 * h * h + 2 * h * kv * cfg.head_dim + 3 * h * i
+    return L * per_block + h * cfg.vocab_size
+
+
+def train_flops(cfg, seq_len):
+    """Forward + backward FLOPs of one sequence: 6 per matmul parameter per token, plus causal
+    attention, 6 * layers * hidden * seq_len per token (recomputation is not counted: MFU convention)."""
+    return 6 * matmul_params(cfg) * seq_len + 6 * cfg.num_hidden_layers * cfg.hidden_size * seq_len ** 2
+
+
+def memory_plan(cfg, n_params, gpus, seq_len, checkpointing, ce_chunk):
+    """Bytes per GPU, by part. Sharded fp32 state: params 4 + grads 4 + AdamW m, v 8 = 16 B/param.
+    Activations are per token and layer in bf16: with checkpointing each block keeps its input
+    (hidden) and one block at a time is recomputed; without, each block keeps about 10 hidden- and
+    4 intermediate-sized tensors. Gathered bf16 weights: the current and the prefetched block."""
+    h, i, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    block_inside = seq_len * (10 * h + 4 * i) * 2
+    block_params = (n_params - 2 * cfg.vocab_size * h) / L
+    parts = {
+        "params+grads+AdamW (fp32, sharded)": 16 * n_params / gpus,
+        "gathered bf16 weights (2 units)": 2 * 2 * max(block_params, cfg.vocab_size * h),
+        "activations": (L * seq_len * h * 2 + block_inside) if checkpointing else L * block_inside,
+        "LM head + loss chunk (fp32 logits and grad)": 3 * ce_chunk * cfg.vocab_size * 4,
+    }
+    return parts
+
+
+def print_plan(cfg, n_params, args, gpus, checkpointing, lengths=None, steps=None):
+    gb = 1024 ** 3
+    parts = memory_plan(cfg, n_params, gpus, args.block_size, checkpointing, args.ce_chunk)
+    total, usable = sum(parts.values()), 0.92 * args.gpu_memory_gb * gb  # 8 %: CUDA context, NCCL, fragmentation
+    print0(f"memory per GPU at {args.block_size} tokens/row, {gpus} GPUs, activation checkpointing "
+           f"{'on' if checkpointing else 'off'}:")
+    for name, b in parts.items():
+        print0(f"  {name:45s} {b / gb:8.1f} GiB")
+    verdict = "fits" if total <= usable else "does NOT fit"
+    print0(f"  {'total':45s} {total / gb:8.1f} GiB of {args.gpu_memory_gb:.0f} GB -> {verdict}")
+    if lengths is not None and steps is not None:
+        flops = args.epochs * sum(train_flops(cfg, n) for n in lengths)
+        seconds = flops / (gpus * H100_BF16_TFLOPS * 1e12 * args.mfu)
+        print0(f"time: {len(steps)} steps, {args.epochs * sum(lengths) / 1e6:.1f}M tokens, {flops / 1e18:.1f} EFLOP "
+               f"-> {seconds / 60:.0f} min on {gpus} H100 at {args.mfu:.0%} MFU ({seconds * gpus / 3600:.1f} GPU-hours)")
+    return total <= usable
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributed helpers
+
+def is_main():
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def print0(*a):
+    if is_main():
+        print(*a, flush=True)
+
+
+def init_distributed(device_type):
+    if "RANK" not in os.environ:  # plain `python train.py`: a process group of one
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if device_type == "cuda":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def build_model(args, cfg, path, device, checkpointing, world):
+    """Meta-device model -> FSDP2 shards -> weights: only rank 0 reads the checkpoint (or makes the
+    random init) and set_model_state_dict broadcasts each tensor's shards to the other ranks."""
+    with torch.device("meta"):
+        model = qwen.Qwen2(cfg)
+    model.checkpoint_blocks = checkpointing
+    mesh = init_device_mesh(device.type, (world,))
+    mp = MixedPrecisionPolicy(param_dtype=getattr(torch, args.dtype), reduce_dtype=torch.float32)
+    for block in model.model.layers:
+        fully_shard(block, mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=mp)  # the root: embedding, final norm, LM head
+    for m in model.modules():  # our loss is already normalised over the global batch: sum, don't average
+        if isinstance(m, FSDPModule):
+            m.set_gradient_divide_factor(1.0)
+            m.set_force_sum_reduction_for_comms(True)  # a plain SUM (gloo has no pre-multiplied sum)
+    model.to_empty(device=device)
+    full = {}
+    if is_main():
+        if args.init == "random":
+            cpu_model = qwen.Qwen2(cfg)
+            cpu_model.init_weights(seed=args.seed)
+            full = {k: v.float() for k, v in cpu_model.state_dict().items()}
+        else:
+            shapes = {k: v.shape for k, v in model.named_parameters()}  # a tied LM head appears once
+            full = {k: v.float() for k, v in qwen.read_checkpoint(path, shapes, cfg.tie_word_embeddings)}
+        if cfg.tie_word_embeddings:
+            full["lm_head.weight"] = full["model.embed_tokens.weight"]
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    return model
+
+
+def make_optimizer(model, args, device):
+    # As HF Trainer (which s1 used): no weight decay on biases and norm weights.
+    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "norm" in n)]
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "norm" in n]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=args.lr, betas=tuple(args.betas), eps=args.eps, fused=device.type == "cuda")
+
+
+def save_checkpoint(model, opt, step, out):
+    """A sharded DCP checkpoint, written to a .tmp directory and renamed when complete."""
+    path = os.path.join(out, "checkpoints", f"step_{step:06d}")
+    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)}
+    dcp.save(state, checkpoint_id=path + ".tmp")
+    dist.barrier()
+    if is_main():
+        os.rename(path + ".tmp", path)
+    dist.barrier()
+
+
+def load_latest_checkpoint(model, opt, out):
+    folder = os.path.join(out, "checkpoints")
+    done = sorted(d for d in os.listdir(folder) if d.startswith("step_") and not d.endswith(".tmp")) \
+        if os.path.isdir(folder) else []
+    if not done:
+        raise SystemExit(f"--resume: no complete checkpoint in {folder}")
+    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)}
+    dcp.load(state, checkpoint_id=os.path.join(folder, done[-1]))
+    set_model_state_dict(model, state["model"])
+    set_optimizer_state_dict(model, opt, state["optim"])
+    return int(done[-1].removeprefix("step_"))
+
+
+def open_log(path, keep_until):
+    """The JSONL step log, keeping the records of steps up to the resumed one: steps that ran after
+    the last checkpoint of a killed run are run again, and logged again."""
+    kept = []
+    if keep_until and os.path.exists(path):
+        with open(path) as f:
+            kept = [line for line in f if json.loads(line)["step"] <= keep_until]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
+    return open(path, "a")
+
+
+# ----------------------------------------------------------------------------------------------
+
+def main(args):
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    path = qwen.checkpoint_dir(args.model, patterns=("config.json",) if args.dry_run else
+                               ("*.json", "*.safetensors", "*.txt", "*.jinja"))
+    cfg = qwen.read_config(os.path.join(path, "config.json"))
+    with torch.device("meta"):
+        n_params = qwen.num_params(qwen.Qwen2(cfg))
+    checkpointing = args.activation_checkpointing == "on" or (args.activation_checkpointing == "auto" and n_params > 1e9)
+
+    if args.dry_run:  # the data only informs the time estimate; memory is planned for full rows
+        print0(f"{args.model}: {n_params / 1e9:.2f}B parameters")
+        lengths = steps = None
+        try:
+            triples = to_triples(read_rows(args.data), args.data)
+            examples, _ = tokenize(triples, chat.load_tokenizer(args.tokenizer or args.model), args.block_size)
+            lengths = [len(ids) for ids, _ in examples]
+            steps = plan_steps(lengths, args.global_batch, args.gpus, args.epochs, args.seed, args.pack, args.block_size)
+        except (SystemExit, FileNotFoundError) as e:
+            print0(f"(no time estimate: {e})")
+        return print_plan(cfg, n_params, args, args.gpus, checkpointing, lengths, steps)
+
+    rank, world = init_distributed(device.type)
+    torch.manual_seed(args.seed)
+    os.makedirs(args.out, exist_ok=True)
+    tokenizer = chat.load_tokenizer(args.tokenizer or path)
+    triples = to_triples(read_rows(args.data), args.data)
+    examples, cut = tokenize(triples, tokenizer, args.block_size)
+    lengths = [len(ids) for ids, _ in examples]
+    loss_tokens = [sum(t != qwen.IGNORE for t in labels) for _, labels in examples]
+    steps = plan_steps(lengths, args.global_batch, world, args.epochs, args.seed, args.pack, args.block_size)
+
+    print0(json.dumps(vars(args), indent=1))
+    print0(f"world {world} on {device.type}; {cfg.num_hidden_layers} layers, {n_params / 1e6:.1f}M parameters; "
+           f"activation checkpointing {'on' if checkpointing else 'off'}")
+    print0(f"data: {len(examples)} examples, {sum(lengths):,} tokens, {sum(loss_tokens):,} loss tokens, "
+           f"longest {max(lengths)}, {cut} cut at {args.block_size}; {len(steps)} steps, "
+           f"{len(steps[0][0])} micro-steps per rank at step 1")
+    if device.type == "cuda":
+        print_plan(cfg, n_params, args, world, checkpointing, lengths, steps)
+    if is_main():
+        with open(os.path.join(args.out, "train_config.json"), "w") as f:
+            json.dump(dict(vars(args), world=world, n_params=n_params, steps=len(steps)), f, indent=1)
+
+    model = build_model(args, cfg, path, device, checkpointing, world)
+    opt = make_optimizer(model, args, device)
+    start = load_latest_checkpoint(model, opt, args.out) if args.resume else 0
+    end = min(len(steps), args.stop_at) if args.stop_at else len(steps)
+    log = open_log(os.path.join(args.out, "log.jsonl"), keep_until=start) if is_main() else None
+    bar = tqdm(total=len(steps), initial=start, desc="train", disable=not is_main(), dynamic_ncols=True)
+
+    for step in range(start, end):
+        t0 = time.perf_counter()
+        lr = lr_at(step, len(steps), args.lr, args.warmup_ratio)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        in_step = [i for rank_rows in steps[step] for row in rank_rows for i in row]
+        step_loss_tokens = sum(loss_tokens[i] for i in in_step)
+        local_loss, local_tokens = torch.zeros((), dtype=torch.float64), 0
+        for row in steps[step][rank]:
+            ids, labels, pos, doc = make_row(examples, row, device)
+            losses = model(ids, position_ids=pos if args.pack else None, labels=labels, ce_chunk=args.ce_chunk)[0]
+            if not row:
+                loss = losses.sum()  # zero, but runs the collectives other ranks are waiting for
+            elif args.loss_norm == "sequence":  # each sequence's mean, averaged over the global batch
+                counts = torch.tensor([loss_tokens[i] for i in row], device=device, dtype=torch.float32)
+                loss = (torch.zeros(len(row), device=device).index_add(0, doc, losses) / counts).sum() / len(in_step)
+            else:
+                loss = losses.sum() / step_loss_tokens
+            loss.backward()
+            local_loss += loss.detach().double().cpu()
+            local_tokens += len(ids[0])
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip).full_tensor().item()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        totals = torch.tensor([local_loss.item(), local_tokens], dtype=torch.float64, device=device)
+        dist.all_reduce(totals)
+        dt = time.perf_counter() - t0
+        record = dict(step=step + 1, loss=totals[0].item(), lr=lr, grad_norm=grad_norm, loss_tokens=step_loss_tokens,
+                      tokens=int(totals[1].item()), tokens_per_s=totals[1].item() / dt, seconds=dt)
+        if device.type == "cuda":
+            flops = sum(train_flops(cfg, lengths[i]) for i in in_step)
+            record.update(mfu=flops / dt / (world * H100_BF16_TFLOPS * 1e12),
+                          peak_mem_gb=torch.cuda.max_memory_allocated() / 1024 ** 3)
+        if is_main():
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            bar.update(1)
+            bar.write(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+        if args.save_every and (step + 1) % args.save_every == 0 and step + 1 < len(steps):
+            save_checkpoint(model, opt, step + 1, args.out)
+    bar.close()
+
+    if end < len(steps):  # stopped early on purpose: leave a checkpoint to resume from
+        if not (args.save_every and end % args.save_every == 0):
+            save_checkpoint(model, opt, end, args.out)
+    else:  # the final model, in Hugging Face format
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if is_main():
+            dtype = getattr(torch, args.save_dtype)
+            tok_dir = path if args.tokenizer is None else qwen.checkpoint_dir(args.tokenizer)
+            qwen.save_pretrained({k: v.to(dtype) for k, v in full.items()}, os.path.join(args.out, "final"),
+                                 cfg=cfg, tokenizer_dir=tok_dir)
+            print0(f"saved {os.path.join(args.out, 'final')}")
+    dist.barrier()
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    if args.dry_run:
+        sys.exit(0 if main(args) else 1)
+    main(args)
+    # gloo can abort at interpreter exit while its threads still hold tensors (cpu_notes §3);
+    # leaving through os._exit after a clean shutdown avoids it.
+    dist.destroy_process_group()
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(0)
