@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import socket
 import sys
 import time
@@ -314,10 +315,11 @@ def build_model(args, cfg, path, device, checkpointing, world):
         if args.init == "random":
             cpu_model = qwen.Qwen2(cfg)
             cpu_model.init_weights(seed=args.seed)
-            full = {k: v.float() for k, v in cpu_model.state_dict().items()}
+            full = cpu_model.state_dict()
         else:
             shapes = {k: v.shape for k, v in model.named_parameters()}  # a tied LM head appears once
-            full = {k: v.float() for k, v in qwen.read_checkpoint(path, shapes, cfg.tie_word_embeddings)}
+            # kept in the checkpoint's dtype (65 GB for 32B, not 131): the copy into the fp32 shards converts
+            full = dict(qwen.read_checkpoint(path, shapes, cfg.tie_word_embeddings))
         if cfg.tie_word_embeddings:
             full["lm_head.weight"] = full["model.embed_tokens.weight"]
     set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
@@ -456,6 +458,8 @@ def main(args):
             flops = sum(train_flops(cfg, lengths[i]) for i in in_step)
             record.update(mfu=flops / dt / (world * H100_BF16_TFLOPS * 1e12),
                           peak_mem_gb=torch.cuda.max_memory_allocated() / 1024 ** 3)
+        else:  # peak resident memory of this process (Linux reports KiB)
+            record.update(peak_mem_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2)
         if is_main():
             log.write(json.dumps(record) + "\n")
             log.flush()
