@@ -235,8 +235,9 @@ class KVCache:
     count of real (non-padding) new tokens, so rows of different lengths share one batch. Padding
     slots written past a row's end are overwritten by its next tokens before anything can see them."""
 
-    def __init__(self, cfg, batch, max_len, device="cpu", dtype=torch.float32):
-        shape = (cfg.num_hidden_layers, batch, cfg.num_key_value_heads, max_len, cfg.head_dim)
+    def __init__(self, cfg, batch, max_len, device="cpu", dtype=torch.float32, kv_heads=None):
+        # kv_heads: this rank's share of the KV heads under tensor parallelism (sample.py)
+        shape = (cfg.num_hidden_layers, batch, kv_heads or cfg.num_key_value_heads, max_len, cfg.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.lengths = torch.zeros(batch, dtype=torch.long, device=device)
@@ -395,8 +396,10 @@ def read_checkpoint(path, expected_shapes, tied):
         raise KeyError(f"{path}: checkpoint lacks {len(missing)} tensor(s), e.g. {missing[:3]}")
 
 
-def from_pretrained(name_or_path, device="cpu", dtype=None):
-    """Build on the meta device (no memory, no init), then stream the weights in, checked."""
+def from_pretrained(name_or_path, device="cpu", dtype=None, transform=None):
+    """Build on the meta device (no memory, no init), then stream the weights in, checked.
+    transform(name, tensor) -> tensor, if given, is applied to each tensor as it streams in
+    (sample.py's tensor parallelism keeps only its rank's slice)."""
     path = checkpoint_dir(name_or_path)
     cfg = read_config(os.path.join(path, "config.json"))
     dtype = dtype or getattr(torch, cfg.torch_dtype)
@@ -405,6 +408,7 @@ def from_pretrained(name_or_path, device="cpu", dtype=None):
     params = dict(model.named_parameters())  # a tied lm_head appears once, as the embedding
     for name, tensor in read_checkpoint(path, {n: p.shape for n, p in params.items()}, cfg.tie_word_embeddings):
         module_name, _, attr = name.rpartition(".")
+        tensor = transform(name, tensor) if transform else tensor
         setattr(model.get_submodule(module_name), attr, nn.Parameter(tensor.to(device, dtype)))
     if cfg.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight

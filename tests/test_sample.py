@@ -1,0 +1,231 @@
+"""sample.py: the decoder against a naive full-recompute loop, and budget forcing on a hand-built
+model whose behaviour is known token by token."""
+import json
+import os
+import sys
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+import torch
+from conftest import ROOT, run, tiny_hf_model
+
+import chat
+import model as M
+import sample
+
+PY = sys.executable
+TORCHRUN = os.path.join(os.path.dirname(PY), "torchrun")
+QUESTIONS = ["What is 2+3?", "Name a prime larger than ten, please.", "Why?"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A random tiny Qwen2 with the byte-level tokenizer: (model, tokenizer, directory)."""
+    path = tmp_path_factory.mktemp("tiny")
+    tiny_hf_model(vocab=320, hidden=64, layers=2, heads=4, kv_heads=2).save_pretrained(path)
+    tokenizer = chat.build_byte_tokenizer(str(path))
+    return M.from_pretrained(str(path), dtype=torch.float32), tokenizer, str(path)
+
+
+def bigram_model(tokenizer, chain):
+    """A Qwen2 whose next token depends only on the current one, as `chain` says: every block
+    adds nothing (o_proj and down_proj are zero), the embedding is one-hot and the LM head maps
+    token t to chain[t]. So its output is known exactly, e.g. it ends its thinking after "abc"."""
+    vocab = len(tokenizer)
+    cfg = M.Config(vocab_size=vocab, hidden_size=264, intermediate_size=8, num_hidden_layers=1,
+                   num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    model = M.Qwen2(cfg)
+    model.init_weights()
+    tid = lambda s: tokenizer.encode(s, add_special_tokens=False)[0]
+    with torch.no_grad():
+        model.model.embed_tokens.weight.zero_()
+        model.model.embed_tokens.weight[:, :vocab] = torch.eye(vocab)
+        model.model.layers[0].self_attn.o_proj.weight.zero_()
+        model.model.layers[0].mlp.down_proj.weight.zero_()
+        model.lm_head.weight.zero_()
+        for a, b in chain.items():
+            model.lm_head.weight[tid(b), tid(a)] = 1.0
+    return model.eval()
+
+
+# After "think": "abc", then the end of thinking. After a forced "Wait": "abc" again. After the
+# forced "answer": "\n7", then <|im_end|>; after the forced "Final Answer:", " 7<|im_end|>".
+CHAIN = {"k": "a", "a": "b", "b": "c", "c": "<|im_start|>", "t": "a",
+         "r": "\n", "\n": "7", ":": " ", " ": "7", "7": "<|im_end|>"}
+
+
+@pytest.fixture(scope="module")
+def bigram(tmp_path_factory):
+    tokenizer = chat.build_byte_tokenizer(str(tmp_path_factory.mktemp("bytes")))
+    return bigram_model(tokenizer, CHAIN), tokenizer
+
+
+def generate_with_ids(*args, **kw):
+    """sample.generate, plus each row's generated token ids (byte-level text does not round-trip)."""
+    rows = {}
+    outs = sample.generate(*args, on_token=lambda b, row: rows.__setitem__(b, row), **kw)
+    return outs, [rows[b].tokens for b in range(len(outs))]
+
+
+def test_greedy_equals_naive_full_recompute(tiny):
+    model, tokenizer, _ = tiny
+    out, generated = generate_with_ids(model, tokenizer, QUESTIONS, max_tokens=200, batch_size=3, progress=False)
+    for o, tokens in zip(out, generated):
+        ids = tokenizer.encode(o["prompt"], add_special_tokens=False)
+        assert len(tokens) >= 24
+        expected = []
+        with torch.no_grad():  # the naive reference: the whole sequence through the model for every token
+            for _ in range(24):
+                expected.append(int(model(torch.tensor([ids + expected]))[0, -1, :len(tokenizer)].argmax()))
+        assert tokens[:24] == expected
+
+
+def test_rows_of_different_lengths_batch_like_one_at_a_time(tiny):
+    model, tokenizer, _ = tiny
+    kw = dict(max_tokens=150, max_thinking_tokens=20, progress=False)
+    batched = sample.generate(model, tokenizer, QUESTIONS, batch_size=3, **kw)
+    alone = [sample.generate(model, tokenizer, [q], batch_size=1, **kw)[0] for q in QUESTIONS]
+    assert [o["text"] for o in batched] == [o["text"] for o in alone]
+
+
+def test_cap_gives_exactly_n_thinking_tokens_then_the_answer_header(tiny):
+    model, tokenizer, _ = tiny
+    header = tokenizer.encode(chat.FORCED_ANSWER, add_special_tokens=False)
+    for cap in (1, 7, 25):
+        outs, generated = generate_with_ids(model, tokenizer, QUESTIONS, max_thinking_tokens=cap, max_tokens=200,
+                                            progress=False)
+        for o, tokens in zip(outs, generated):
+            assert o["thinking_tokens"] == cap and o["ended"] == "capped"
+            assert tokens[cap:cap + len(header)] == header
+            assert o["text"].startswith(o["thinking"] + chat.FORCED_ANSWER)
+
+
+def test_natural_end_and_wait_insertions_on_a_known_model(bigram):
+    model, tokenizer = bigram
+    o = sample.generate(model, tokenizer, ["q"], max_tokens=300, progress=False)[0]
+    assert (o["thinking"], o["ended"], o["forced"]) == ("abc", "natural", [])
+    assert o["text"] == "abc<|im_start|>answer\n7<|im_end|>"
+    assert o["answer"] == "\n7" and o["finished"]
+    for k in (1, 2, 4):
+        o = sample.generate(model, tokenizer, ["q"], num_ignore=k, max_tokens=300, progress=False)[0]
+        assert [e["what"] for e in o["forced"]] == ["Wait"] * k
+        assert o["thinking"] == "abc" + "Waitabc" * k and o["thinking_tokens"] == 3 + 7 * k
+        assert o["ended"] == "natural" and o["text"].endswith("<|im_start|>answer\n7<|im_end|>")
+    # The budget shrinks across rounds: with 4 ignores but a cap of 12, the second round is cut.
+    o = sample.generate(model, tokenizer, ["q"], num_ignore=4, max_thinking_tokens=12, max_tokens=300, progress=False)[0]
+    assert o["thinking"] == "abcWaitabcWa" and o["ended"] == "capped"
+    assert o["text"].endswith("\n<|im_start|>answer\nFinal Answer: 7<|im_end|>") and o["answer"] == " 7"
+
+
+def test_tokens_fed_are_prompt_plus_generated_no_reprefill(bigram):
+    model, tokenizer = bigram
+    fed = []
+    handle = model.model.embed_tokens.register_forward_hook(lambda m, inp, out: fed.append(inp[0].numel()))
+    stats = {}
+    outs = sample.generate(model, tokenizer, ["q", "a longer question"], num_ignore=4, max_tokens=300,
+                           stats=stats, batch_size=2, progress=False)
+    handle.remove()
+    prompts = [len(tokenizer.encode(o["prompt"], add_special_tokens=False)) for o in outs]
+    # every token after the prompt is fed once, except the closing <|im_end|>, which needs no successor
+    assert stats["fed"] == sum(prompts) + sum(o["generated_tokens"] - o["finished"] for o in outs)
+    steps = len(fed) - 1  # one prefill, then one token per row per step
+    assert steps == max(o["generated_tokens"] - o["finished"] for o in outs)
+
+
+def test_auto_budget_and_context_limit(bigram):
+    model, tokenizer = bigram
+    o = sample.generate(model, tokenizer, ["q"], max_thinking_tokens="auto", num_ignore=100, max_tokens=300,
+                        progress=False)[0]
+    prompt = len(tokenizer.encode(o["prompt"], add_special_tokens=False))
+    assert o["thinking_tokens"] == 300 - prompt - len(tokenizer.encode(chat.FORCED_ANSWER)) - 100
+    assert o["ended"] == "capped" and o["finished"]
+
+
+def test_sampling_is_seeded_and_respects_top_p(tiny):
+    model, tokenizer, _ = tiny
+    kw = dict(max_tokens=140, temperature=1.0, progress=False, max_thinking_tokens=16)
+    a = sample.generate(model, tokenizer, QUESTIONS, seed=1, **kw)
+    b = sample.generate(model, tokenizer, QUESTIONS, seed=1, **kw)
+    c = sample.generate(model, tokenizer, QUESTIONS, seed=2, **kw)
+    assert [o["text"] for o in a] == [o["text"] for o in b] != [o["text"] for o in c]
+    logits = torch.tensor([[0.0, 5.0, 4.9, -3.0]])
+    picks = {int(sample.sample_tokens(logits, 1.0, 0.5, torch.Generator().manual_seed(i), 4)) for i in range(50)}
+    assert picks == {1}  # token 1 alone holds over half the mass
+    assert int(sample.sample_tokens(torch.tensor([[0.0, 1.0, 9.0]]), 0.0, 1.0, None, 2)) == 1  # ids past the vocab never
+
+
+def test_parallel_sampling_and_rejection_sampling(bigram):
+    model, tokenizer = bigram
+    outs = sample.generate(model, tokenizer, ["q", "r"], n=3, max_tokens=200, progress=False)
+    assert len(outs) == 6 and all(o["thinking"] == "abc" for o in outs)
+    ok = sample.rejection_sample(model, tokenizer, ["q"], max_thinking_tokens=5, max_tries=3, max_tokens=200,
+                                 progress=False, temperature=0.0)[0]
+    assert ok["accepted"] and ok["tries"] == 1
+    rejected = sample.rejection_sample(model, tokenizer, ["q"], max_thinking_tokens=2, max_tries=3,
+                                       max_tokens=200, progress=False, temperature=0.0)[0]
+    assert not rejected["accepted"] and rejected["tries"] == 3
+
+
+def test_conditional_control_prompts():
+    assert sample.control_prompt("Q", "tokens", 2048) == "Q\n\nThink for up to 2048 tokens."
+    assert sample.control_prompt("Q", "steps", 64) == "Q\n\nThink for up to 64 steps."
+    assert sample.control_prompt("Q", "short").startswith("Q\n\nAnswer after a short amount of thinking.")
+
+
+def post(url, body):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_server_round_trip_streaming_and_bad_requests(bigram):
+    model, tokenizer = bigram
+    server = sample.make_server(model, tokenizer, port=0, context=300)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
+    try:
+        body = {"messages": [{"role": "user", "content": "q"}], "num_ignore": 2, "max_tokens": 150}
+        code, text = post(url, body)
+        assert code == 200
+        message = json.loads(text)["choices"][0]["message"]
+        direct = sample.generate(model, tokenizer, ["q"], num_ignore=2, max_tokens=300, progress=False)[0]
+        assert (message["reasoning_content"], message["content"]) == (direct["thinking"], direct["answer"])
+        code, text = post(url, dict(body, stream=True))
+        chunks = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+        deltas = [c["choices"][0]["delta"] for c in chunks]
+        assert "".join(d.get("reasoning_content", "") for d in deltas) == direct["thinking"]
+        assert "".join(d.get("content", "") for d in deltas) == direct["answer"]
+        assert text.rstrip().endswith("data: [DONE]") and chunks[-1]["choices"][0]["finish_reason"] == "stop"
+        for bad in (b"not json", {"messages": []}, {"messages": [{"role": "user"}]},
+                    {"messages": [{"role": "user", "content": "q"}], "temperature": -1},
+                    {"messages": [{"role": "user", "content": "q"}], "max_thinking_tokens": "lots"},
+                    {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}):
+            code, text = post(url, bad)
+            assert code == 400 and "message" in json.loads(text)["error"], bad
+        assert post(url, body)[0] == 200  # still serving
+    finally:
+        server.shutdown()
+
+
+def test_file_mode_resumes_and_tensor_parallel_matches_one_process(tiny, tmp_path):
+    _, _, path = tiny
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"id": f"q{i}", "question": q}) + "\n" for i, q in enumerate(QUESTIONS)))
+    args = ["sample.py", "--model", path, "--input", str(questions), "--max-thinking-tokens", "12",
+            "--num-ignore", "1", "--max-tokens", "160", "--batch-size", "2"]
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps({"id": "q1", "question": "already done"}) + "\n" + '{"id": "q2", "quest')  # torn line
+    run([PY, *args, "--output", str(one)])
+    rows = [json.loads(line) for line in one.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["q1", "q0", "q2"] and rows[0]["question"] == "already done"
+    two = tmp_path / "two.jsonl"
+    run([TORCHRUN, "--standalone", "--nproc-per-node", "2", *args, "--output", str(two)])
+    by_id = {r["id"]: r["text"] for r in map(json.loads, two.read_text().splitlines())}
+    assert len(by_id) == 3
+    assert all(by_id[r["id"]] == r["text"] for r in rows[1:])
