@@ -2,12 +2,17 @@
 
     python bench.py forward          # model.py forward vs transformers Qwen2ForCausalLM
     python bench.py train            # one training step (forward, loss, backward, AdamW) of each
+    python bench.py grade            # eval.py's grader vs plain math-verify on MATH500's 500 solutions
+    python bench.py decode           # sample.py's decoder vs transformers generate, and the tokens
+                                     # budget forcing feeds vs re-submitting the prompt every round
 
 Machines are noisy: every figure is the median of --repeats timed runs after one warm-up, and runs
 of ours and the reference alternate so that drift hits both. The ratio ours/reference is what to
 quote (< 1.0 means ours is faster).
 """
 import argparse
+import json
+import os
 import statistics
 import time
 
@@ -64,7 +69,7 @@ def bench_forward(args):
         compare(f"{tag}, all logits", lambda: ours(ids), lambda: ref(ids, use_cache=False), args.repeats)
 
         def ours_prefill():  # KV-cache prefill: only the last position's logits
-            ours(ids, cache=M.KVCache(ours.cfg, 1, args.tokens, dtype=dtype))
+            ours(ids, cache=M.KVCache(ours.cfg, 1, args.tokens, device="cpu", dtype=dtype))
         compare(f"{tag}, prefill (KV cache, last logits)", ours_prefill,
                 lambda: ref(ids, use_cache=True, logits_to_keep=1), args.repeats)
         del ours, ref
@@ -103,13 +108,83 @@ def bench_train(args):
     compare("bf16, forward + backward + AdamW", ours_step, ref_step, args.repeats)
 
 
-BENCHES = {"forward": bench_forward, "train": bench_train}
+@torch.no_grad()
+def bench_decode(args):
+    import sample
+    print(f"\nGreedy decoding of {args.new_tokens} new tokens after a 16-token prompt, random Qwen2.5-0.5B-shaped "
+          f"model, bf16, {torch.get_num_threads()} CPU threads, median of {args.repeats}")
+    print("| case | ours | transformers generate | ours / transformers |\n|---|---|---|---|")
+    ours, ref = build_pair(torch.bfloat16)
+    no_stop = dict(im_start=-1, im_end=-1)  # never stop early: exactly new_tokens tokens, like min_new_tokens
+
+    for batch in (1, 8):
+        prompts = torch.randint(0, 151643, (batch, 16), generator=torch.Generator().manual_seed(batch))
+
+        def ours_run():
+            rows = [sample.Row(prompt_len=16, cap=None, ignores_left=0, phase="answer") for _ in range(batch)]
+            sample.decode(ours, prompts.tolist(), rows, no_stop, max_tokens=16 + args.new_tokens)
+            assert all(len(r.tokens) == args.new_tokens for r in rows)
+
+        def ref_run():
+            out = ref.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=False,
+                               max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, pad_token_id=0)
+            assert out.shape[1] == 16 + args.new_tokens
+
+        o, r = compare(f"batch {batch} ({batch * args.new_tokens} tokens)", ours_run, ref_run, args.repeats)
+        print(f"|   tokens/s | {batch * args.new_tokens / o:.1f} | {batch * args.new_tokens / r:.1f} | {r / o:.2f}x faster |")
+
+    # Tokens run through the model for one question with K "Wait" extensions. Ours feeds each token
+    # once. s1's harness re-submits the prompt and everything so far at every round (and once more
+    # for the answer), so it pays the prefix again per round. Segment lengths: the s1-32B AIME24
+    # averages of s1_reference §7.2 (5,300 thinking tokens without forcing, about +700 per "Wait").
+    print("\nTokens fed through the model for one AIME-like question (prompt 150, first thinking 5300, "
+          "+700 per Wait, answer 200)")
+    print("| K Waits | ours | re-submit each round | ratio |\n|---|---|---|---|")
+    prompt, first, per_wait, wait, header, answer = 150, 5300, 700, 1, 2, 200
+    for k in (1, 2, 4):
+        segments = [first] + [per_wait] * k
+        ours_fed = prompt + sum(segments) + k * wait + header + answer
+        prefix, resubmit = prompt, 0
+        for seg in segments:  # each round prefills the whole prefix again, then generates its segment
+            resubmit += prefix + seg
+            prefix += seg + wait
+        resubmit += prefix - wait + header + answer  # the answer round re-submits everything once more
+        print(f"| {k} | {ours_fed:,} | {resubmit:,} | {resubmit / ours_fed:.2f}x |")
+
+
+def bench_grade(args):
+    """eval.py's grader (s1's answer extraction, integer compare, math-verify with the answer re-boxed)
+    against plain math-verify on the whole text, both on MATH500's 500 reference solutions."""
+    import eval as ev
+    from math_verify import parse, verify
+    questions = ev.load_benchmark("math500")
+    with open(ev.BENCHMARKS["math500"][3]) as f:
+        solutions = [json.loads(line)["solution"] for line in f]
+    counts = {}
+
+    def ours():
+        ev.GOLD_CACHE.clear()  # a cold grade of each answer: no parses kept from the previous run
+        counts["ours"] = sum(ev.grade("math500", q, s)["correct"] for q, s in zip(questions, solutions))
+
+    def plain():  # the gold in $...$: bare, math-verify finds only 392 of the 500 golds' expressions
+        counts["plain"] = sum(verify(parse(f"${q['gold']}$"), parse(s)) for q, s in zip(questions, solutions))
+
+    print(f"\nGrading MATH500's 500 reference solutions against the official answers, "
+          f"{os.cpu_count()} CPUs, one process, median of {args.repeats}")
+    print(f"first pass of ours, math-verify's parser cold: {seconds(ours):.3f} s")
+    print("| case | ours | plain math-verify | ours / plain |\n|---|---|---|---|")
+    compare("500 solutions", ours, plain, args.repeats)
+    print(f"correct: ours {counts['ours']}/500, plain math-verify {counts['plain']}/500")
+
+
+BENCHES = {"forward": bench_forward, "train": bench_train, "decode": bench_decode, "grade": bench_grade}
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", help=f"benchmarks to run, from {sorted(BENCHES)} (default: all)")
     parser.add_argument("--tokens", type=int, default=512, help="sequence length")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case (median reported)")
+    parser.add_argument("--new-tokens", type=int, default=128, help="decode: tokens generated per row")
     args = parser.parse_args()
     for which in args.which or BENCHES:
         if which not in BENCHES:

@@ -15,7 +15,9 @@ SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 THINK = IM_START + "think"    # opens the thinking phase
 ANSWER = IM_START + "answer"  # opens the answer phase (the model's natural end of thinking)
-FORCED_ANSWER = "\n" + ANSWER + "\nFinal Answer:"  # what budget forcing appends at the cap (§5.1)
+# What budget forcing appends at the cap (§5.1). The harness adds the leading "\n" only when the
+# thinking does not already end in one; we always add it, so every capped row ends the same way.
+FORCED_ANSWER = "\n" + ANSWER + "\nFinal Answer:"
 
 
 def prompt_text(question):

@@ -31,7 +31,10 @@ try:  # optional: flash-attn's varlen kernel is used for packed rows on CUDA whe
 except ImportError:
     flash_attn_varlen_func = None
 try:  # PyTorch's own varlen flash kernel (CUDA only); used when flash-attn is missing
+    import inspect
     from torch.nn.attention.varlen import varlen_attn
+    # torch >= 2.12 spells causal as window_size=(-1, 0) and takes enable_gqa; 2.10-2.11 take is_causal
+    _VARLEN_NEW_API = "window_size" in inspect.signature(varlen_attn).parameters
 except ImportError:
     varlen_attn = None
 
@@ -144,30 +147,33 @@ def packed_attention(q, k, v, cu_seqlens, max_seqlen):
     """Causal attention inside each document of a packed batch.
     q: (N, Hq, D), k and v: (N, Hkv, D) for the N = B*T flattened tokens; documents are
     [cu_seqlens[i], cu_seqlens[i+1])."""
-    if q.is_cuda and flash_attn_varlen_func is not None:
+    flash_dtype = q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)  # the varlen kernels' only dtypes
+    if flash_dtype and flash_attn_varlen_func is not None:
         return flash_attn_varlen_func(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, causal=True)
-    if q.is_cuda and varlen_attn is not None:
-        if q.shape[1] != k.shape[1]:  # older torch versions lack enable_gqa; repeating heads is exact
+    if flash_dtype and varlen_attn is not None:
+        if _VARLEN_NEW_API:
+            return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
+                               window_size=(-1, 0), enable_gqa=True)
+        if q.shape[1] != k.shape[1]:  # no GQA in the older kernel: repeating the KV heads is exact
             k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
             v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
-        try:  # torch >= 2.12 spells causal as a window
-            return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, window_size=(-1, 0))
-        except TypeError:
-            return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, is_causal=True)
-    # CPU (and CUDA without a varlen kernel): SDPA one document at a time. Exact, and on a CPU the
-    # cost is in the matmuls, not the Python loop.
+        return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, is_causal=True)
+    # CPU (and fp32 or no varlen kernel on CUDA): SDPA one document at a time. Exact, and the cost
+    # is in the matmuls, not the Python loop. The batch dimension of 1 matters: SDPA only takes its
+    # fast (flash) CPU kernel for 4-D inputs; 3-D ones fall back to the quadratic-memory math path.
     out = torch.empty_like(q)
     bounds = cu_seqlens.tolist()
     for start, end in zip(bounds[:-1], bounds[1:]):
-        out[start:end] = F.scaled_dot_product_attention(
-            q[start:end].transpose(0, 1), k[start:end].transpose(0, 1), v[start:end].transpose(0, 1),
-            is_causal=True, enable_gqa=True).transpose(0, 1)
+        doc = lambda t: t[start:end].transpose(0, 1)[None]  # (1, H, T_doc, D)
+        out[start:end] = F.scaled_dot_product_attention(doc(q), doc(k), doc(v), is_causal=True,
+                                                        enable_gqa=True)[0].transpose(0, 1)
     return out
 
 
 def document_boundaries(position_ids):
     """cu_seqlens (int32) and the longest document for packed rows: a document starts at every row
-    start and wherever the position restarts at 0 (the convention transformers and torchtitan use)."""
+    start and wherever the position restarts at 0 (the convention of torchtitan and of transformers'
+    flash-attention path)."""
     B, T = position_ids.shape
     starts = position_ids.flatten() == 0
     starts[::T] = True
@@ -235,22 +241,32 @@ class KVCache:
     count of real (non-padding) new tokens, so rows of different lengths share one batch. Padding
     slots written past a row's end are overwritten by its next tokens before anything can see them."""
 
-    def __init__(self, cfg, batch, max_len, device="cpu", dtype=torch.float32, kv_heads=None):
-        # kv_heads: this rank's share of the KV heads under tensor parallelism (sample.py)
+    def __init__(self, cfg, batch, max_len, device, dtype, kv_heads=None):
+        # dtype: the model's. kv_heads: this rank's share of the KV heads under tensor parallelism.
         shape = (cfg.num_hidden_layers, batch, kv_heads or cfg.num_key_value_heads, max_len, cfg.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.lengths = torch.zeros(batch, dtype=torch.long, device=device)
         self.max_len = max_len
-        self.positions = None  # (B, T) slots of the tokens in the forward under way
-        self.kv_len = 0        # how many slots that forward needs to look at
+
+    def begin(self, n_new, T):
+        """Called by the model's forward before its blocks run: the slots of the T new tokens of
+        each row (positions), which of them are real (the first n_new[b] of row b), and how many
+        slots attention must look at. Returns the positions (they are also the RoPE positions)."""
+        self.positions = self.lengths[:, None] + torch.arange(T, device=self.lengths.device)
+        self.real = torch.arange(T, device=self.lengths.device)[None, :] < n_new[:, None]
+        self.kv_len = int((self.lengths + n_new).max())
+        if self.kv_len > self.max_len:
+            raise ValueError(f"KV cache overflow: {self.kv_len} slots needed, {self.max_len} allocated")
+        return self.positions
 
     def attend(self, layer, q, k, v):
-        """Store this layer's new k, v and attend causally over each row's cached slots."""
+        """Store this layer's new k, v (real tokens only) and attend causally over each row's slots."""
         B, T = self.positions.shape
-        rows = torch.arange(B, device=q.device)[:, None].expand(B, T)
-        self.k[layer][rows, :, self.positions] = k  # indexing puts (B, T) first: (B, T, Hkv, D)
-        self.v[layer][rows, :, self.positions] = v
+        rows = torch.arange(B, device=q.device)[:, None].expand(B, T)[self.real]
+        slots = self.positions[self.real]
+        self.k[layer][rows, :, slots] = k[self.real]  # indexing puts the tokens first: (N, Hkv, D)
+        self.v[layer][rows, :, slots] = v[self.real]
         keys, values = self.k[layer][:, :, :self.kv_len], self.v[layer][:, :, :self.kv_len]
         visible = torch.arange(self.kv_len, device=q.device)[None, None, :] <= self.positions[:, :, None]
         out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=visible[:, None],
@@ -286,18 +302,16 @@ class Qwen2(nn.Module):
         docs = None
         if cache is not None:
             n_new = torch.full((B,), T, device=input_ids.device) if n_new is None else n_new
-            position_ids = cache.lengths[:, None] + torch.arange(T, device=input_ids.device)
-            cache.positions, cache.kv_len = position_ids, int(position_ids.max()) + 1
-            if cache.kv_len > cache.max_len:
-                raise ValueError(f"KV cache overflow: {cache.kv_len} slots needed, {cache.max_len} allocated")
+            position_ids = cache.begin(n_new, T)
         elif position_ids is not None:
+            position_ids = position_ids.expand(B, T)  # one (1, T) row of positions may serve the batch
             docs = document_boundaries(position_ids)
         else:
             position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
         x = self.model.embed_tokens(input_ids)
         cos, sin = rope_cos_sin(position_ids, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         for i, block in enumerate(self.model.layers):
-            if self.checkpoint_blocks and torch.is_grad_enabled():
+            if self.checkpoint_blocks and torch.is_grad_enabled() and cache is None:
                 x = checkpoint(block, x, cos, sin, docs, use_reentrant=False)
             else:
                 x = block(x, cos, sin, docs, cache, i)
@@ -336,7 +350,9 @@ def token_losses(hidden, weight, labels, chunk=4096):
     parts = [checkpoint(_chunk_ce, h[i:i + chunk], weight, y[i:i + chunk], use_reentrant=False)
              for i in range(0, y.numel(), chunk)]
     losses = torch.zeros(labels.shape, dtype=torch.float32, device=hidden.device)
-    return losses.masked_scatter(keep, torch.cat(parts)) if parts else losses + 0.0 * hidden.sum()
+    if not parts:  # nothing to learn here (an idle row), but under FSDP every rank must produce a
+        return losses + 0.0 * (hidden.sum() + weight[:1].sum())  # gradient for every parameter
+    return losses.masked_scatter(keep, torch.cat(parts))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -349,6 +365,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "mer
 def checkpoint_dir(name_or_path, patterns=("*.json", "*.safetensors", "*.txt", "*.jinja")):
     """A local directory as is; anything else is a hub name, fetched (or found in the cache when
     HF_HUB_OFFLINE=1) by huggingface_hub: the files matching `patterns` only."""
+    name_or_path = os.path.expanduser(os.fspath(name_or_path))
     if os.path.isdir(name_or_path):
         return name_or_path
     if os.path.exists(name_or_path) or name_or_path.startswith((".", "/")) or name_or_path.count("/") != 1:
@@ -428,6 +445,8 @@ def save_pretrained(model_or_state_dict, out_dir, cfg=None, tokenizer_dir=None, 
         state = model_or_state_dict.state_dict()
     else:
         state = model_or_state_dict
+        if cfg is None:
+            raise ValueError("save_pretrained: a state dict needs cfg= (the model's Config)")
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()
                if not (cfg.tie_word_embeddings and k == "lm_head.weight")}
     shards, size = [{}], 0

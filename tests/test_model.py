@@ -57,7 +57,7 @@ def test_batch_of_different_lengths_matches_transformers_padding(tiny_checkpoint
     with torch.no_grad():
         ref = hf(padded, attention_mask=mask).logits
         packed = ours(torch.cat(docs)[None], position_ids=torch.cat([torch.arange(n) for n in lengths])[None])[0]
-        cache = M.KVCache(ours.cfg, batch=3, max_len=16)
+        cache = M.KVCache(ours.cfg, batch=3, max_len=16, device="cpu", dtype=torch.float32)
         last = ours(padded, cache=cache, n_new=torch.tensor(lengths))
     starts = [0, 5, 16]
     for i, n in enumerate(lengths):
@@ -91,7 +91,7 @@ def test_cached_decoding_equals_full_forward(tiny_checkpoint):
     prompt_lengths = torch.tensor([4, 9, 1])
     with torch.no_grad():
         full = ours(ids)
-        cache = M.KVCache(ours.cfg, batch=3, max_len=24)
+        cache = M.KVCache(ours.cfg, batch=3, max_len=24, device="cpu", dtype=torch.float32)
         out = ours(ids[:, :9], cache=cache, n_new=prompt_lengths)
         assert max_diff(out, full[torch.arange(3), prompt_lengths - 1]) <= 1e-5
         for step in range(10):
@@ -165,6 +165,17 @@ def test_config_accepts_transformers_4_and_5_spellings(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({k: v for k, v in v4.items() if k != "hidden_size"}))
     with pytest.raises(KeyError, match="bad.json.*hidden_size"):
         M.read_config(str(tmp_path / "bad.json"))
+    # What a real Qwen2.5 config.json (written by transformers 4.x) carries besides
+    real = dict(v4, sliding_window=131072, use_sliding_window=False, max_window_layers=21, rope_scaling=None,
+                bos_token_id=151643, eos_token_id=151645, hidden_act="silu", use_cache=True)
+    (tmp_path / "real.json").write_text(json.dumps(real))
+    assert M.read_config(str(tmp_path / "real.json")).eos_token_id == 151645
+    for bad, error in ((dict(real, use_sliding_window=True), "use_sliding_window"),
+                       (dict(real, rope_scaling={"type": "yarn", "factor": 4.0}), "rope scaling"),
+                       (dict(real, model_type="llama"), "model_type"), (dict(real, head_dim=32), "head_dim")):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=error):
+            M.read_config(str(tmp_path / "bad.json"))
 
 
 # The published config.json values of every Qwen2.5-Instruct size (Hugging Face model cards).
@@ -236,4 +247,54 @@ def test_bf16_logits_equal_transformers_bf16(tmp_path):
     ours = M.from_pretrained(str(tmp_path), dtype=torch.bfloat16)
     ids = torch.randint(0, 256, (2, 64))
     with torch.no_grad():
-        assert max_diff(ours(ids), ref(ids).logits) <= 1e-6
+        expected = ref(ids).logits
+        assert max_diff(ours(ids), expected) <= 1e-6
+        # the packed path (positions given, one document per row) takes the same SDPA kernel
+        assert max_diff(ours(ids, position_ids=torch.arange(64)[None]), expected) <= 1e-6
+        # a bf16 cache: prefill then single steps, within a bf16 rounding step of the full forward
+        cache = M.KVCache(ours.cfg, 2, 64, device="cpu", dtype=torch.bfloat16)
+        ours(ids[:, :60], cache=cache)
+        for t in range(60, 64):
+            assert max_diff(ours(ids[:, t:t + 1], cache=cache), expected[:, t]) <= 2e-2
+
+
+def test_padded_multi_token_appends_to_the_cache(tiny_checkpoint):
+    """Rows appending different numbers of tokens in one forward (budget forcing does this), up to
+    a cache that ends exactly where the longest row does."""
+    path, _ = tiny_checkpoint
+    ours = M.from_pretrained(path, dtype=torch.float32)
+    ids = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full = ours(ids)
+        cache = M.KVCache(ours.cfg, batch=2, max_len=24, device="cpu", dtype=torch.float32)
+        ours(ids[:, :20], cache=cache, n_new=torch.tensor([20, 3]))
+        done = [20, 3]
+        for counts in ([1, 5], [3, 0], [0, 7]):  # a padded append of 5 would not fit if pads took slots
+            T = max(counts)
+            chunk = torch.stack([torch.nn.functional.pad(ids[b, done[b]:done[b] + counts[b]], (0, T - counts[b]))
+                                 for b in range(2)])
+            out = ours(chunk, cache=cache, n_new=torch.tensor(counts))
+            done = [d + c for d, c in zip(done, counts)]
+            for b in range(2):
+                if counts[b]:
+                    assert max_diff(out[b], full[b, done[b] - 1]) <= 1e-5
+    assert cache.lengths.tolist() == [24, 15]
+
+
+def test_one_row_of_positions_serves_the_batch(tiny_checkpoint):
+    path, hf = tiny_checkpoint
+    ours = M.from_pretrained(path, dtype=torch.float32)
+    ids = torch.randint(0, 256, (3, 10))
+    with torch.no_grad():
+        assert max_diff(ours(ids, position_ids=torch.arange(10)[None]), hf(ids).logits) <= 1e-5
+
+
+def test_a_row_without_labels_still_gives_every_parameter_a_gradient(tiny_checkpoint):
+    """FSDP reduce-scatters every parameter's gradient on every rank: an idle rank (nothing to
+    learn) must still produce one, the LM head's included, or the collectives fall out of step."""
+    path, _ = tiny_checkpoint
+    ours = M.from_pretrained(path, dtype=torch.float32)
+    losses = ours(torch.zeros(1, 1, dtype=torch.long), labels=torch.full((1, 1), M.IGNORE))
+    losses.sum().backward()
+    assert losses.sum().item() == 0
+    assert all(p.grad is not None and (p.grad == 0).all() for p in ours.parameters())
