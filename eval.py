@@ -1,0 +1,578 @@
+"""eval.py: AIME24, AIME25, MATH500 and GPQA Diamond with budget forcing, graded offline.
+
+    python eval.py --model simplescaling/s1-32B --tokenizer Qwen/Qwen2.5-32B-Instruct     # s1 BF ("auto")
+    python eval.py --model DIR --settings sweep                    # the paper's Figure 1: caps, auto, Wait x1/2/4
+    python eval.py --model DIR --benchmarks aime24 --settings auto --n 8 --temperature 0.6   # avg@8, maj@8, pass@8
+    python eval.py --model DIR --data gpqa=/path/gpqa_diamond.jsonl.gz --benchmarks gpqa
+
+Prompts are s1's (s1_reference §6.1): the question as is, and for GPQA the question followed by
+"\\n\\nA) ..\\nB) ..\\nC) ..\\nD) .." with the options shuffled as s1 did (Python random, seed 0, in
+file order). sample.py applies the chat template and budget forcing. Grading (§6.2) reads the text
+after the last "<|im_start|>answer", takes the last \\boxed{}, else what follows the last "Answer:",
+else the whole answer, then: integers are compared as integers (AIME), everything else with
+math-verify (gold first), and GPQA with our own letter extractor, where "no answer" is its own
+outcome (s1 silently answered "A"). s1 needed a paid gpt-4o-mini call here; this runs offline.
+
+Everything lands in --out: samples.jsonl (every sample: prompt, text, token counts, forced events,
+extracted answer, verdict; a rerun reuses the finished ones), results.md and results.json (accuracy
+with standard errors, compute_sample_stats' statistics, the paper's Control / Scaling / Performance)
+and scaling.png (accuracy vs average thinking tokens, one panel per benchmark, as Figure 1).
+"""
+import argparse
+import gzip
+import itertools
+import json
+import math
+import os
+import random
+import re
+import statistics
+import threading
+import zlib
+
+from math_verify import parse, verify
+from math_verify.errors import TimeoutException
+
+import chat
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+# name: (hub dataset s1 uses, its config, split, local default). GPQA's local default is the gzip copy
+# beside the repo: GPQA asks that its questions never appear in plain text online, so none is shipped.
+BENCHMARKS = {
+    "aime24": ("simplescaling/aime24_nofigures", None, "train", os.path.join(ROOT, "data/eval/aime24_nofigures.jsonl")),
+    "aime25": ("TIGER-Lab/AIME25", None, "train", os.path.join(ROOT, "data/eval/aime25_nofigures.jsonl")),
+    "math500": ("simplescaling/openaimath", None, "test", os.path.join(ROOT, "data/eval/math500.jsonl")),
+    "gpqa": ("Idavidrein/gpqa", "gpqa_diamond", "train",
+             os.path.normpath(os.path.join(ROOT, "../shared/data/eval/gpqa_diamond.jsonl.gz"))),
+}
+TITLES = {"aime24": "Competition math (AIME24)", "aime25": "Competition math (AIME25)",
+          "math500": "Mathematical problem solving (MATH500)", "gpqa": "PhD-level science (GPQA Diamond)"}
+SWEEP = ["512", "1024", "2048", "4096", "8192", "auto", "wait1", "wait2", "wait4"]  # Figure 1, left to right
+
+
+def parse_setting(text):
+    """A budget-forcing setting: "512" caps thinking at 512 tokens; "auto" caps it at what the context
+    leaves (s1's default); "none" has no cap; "wait2" is auto plus ignoring the end of thinking twice
+    (appending --ignore-str); "4096+wait1" combines both. Returns (label, sample.generate kwargs)."""
+    cap, _, extra = text.strip().lower().partition("+")
+    if cap.startswith("wait") and not extra:
+        cap, extra = "auto", cap
+    if not (cap in ("auto", "none") or cap.isdigit() and int(cap) > 0) or not re.fullmatch(r"(wait\d+)?", extra):
+        raise ValueError(f"setting {text!r}: expected a token cap (e.g. 512), auto, none, waitK or CAP+waitK")
+    k = int(extra[4:]) if extra else 0
+    label = cap if k == 0 else f"wait{k}" if cap == "auto" else f"{cap}+wait{k}"
+    return label, {"max_thinking_tokens": int(cap) if cap.isdigit() else None if cap == "none" else "auto",
+                   "num_ignore": k}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="hub name or local checkpoint directory (not needed when every sample is done)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer directory or hub name (default: the model's)")
+    p.add_argument("--benchmarks", nargs="+", default=["aime24", "math500", "gpqa"], choices=sorted(BENCHMARKS))
+    p.add_argument("--data", action="append", default=[], metavar="NAME=SOURCE",
+                   help="where a benchmark comes from: a local .jsonl/.jsonl.gz/.json or a hub dataset "
+                        f"(defaults: the repo's data/eval files; gpqa: {BENCHMARKS['gpqa'][3]} if present, "
+                        "else the gated hub dataset)")
+    p.add_argument("--settings", nargs="+", default=["auto"],
+                   help="budget-forcing settings: CAP (e.g. 512), auto, none, waitK, CAP+waitK; "
+                        f"'sweep' = {' '.join(SWEEP)}")
+    p.add_argument("--ignore-str", default="Wait", help="what replaces the end of thinking in waitK settings")
+    p.add_argument("--max-tokens", type=int, default=32768, help="context budget: prompt + thinking + answer")
+    p.add_argument("--n", type=int, default=1, help="samples per question (avg@n, maj@n, pass@n)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, as s1 evaluated")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--limit", type=int, default=0, help="first N questions of each benchmark only (0: all)")
+    p.add_argument("--batch-size", type=int, default=16, help="rows decoded together; samples are saved per batch")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--dtype", choices=["bfloat16", "float32", "float16"], default="bfloat16",
+                   help="s1 evaluated in float32 with vLLM")
+    p.add_argument("--out", default="runs/eval", help="output directory")
+    args = p.parse_args(argv)
+    settings = [s for s in args.settings for s in (SWEEP if s == "sweep" else [s])]
+    try:
+        args.settings = list(dict.fromkeys(parse_setting(s)[0] for s in settings))
+    except ValueError as e:
+        p.error(f"--settings: {e}")
+    if args.n > 1 and args.temperature == 0:
+        p.error("--n > 1 needs --temperature > 0 (greedy samples are all the same)")
+    if args.n < 1 or args.max_tokens < 1:
+        p.error("--n and --max-tokens must be positive")
+    sources = {}
+    for spec in args.data:
+        name, eq, source = spec.partition("=")
+        if not eq or name not in BENCHMARKS or not source:
+            p.error(f"--data {spec!r}: expected NAME=SOURCE with NAME one of {sorted(BENCHMARKS)}")
+        sources[name] = source
+    args.data = sources
+    return args
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: local files or the hub -> [{id, prompt, gold, choices}]
+
+def read_rows(source, config, split):
+    """Rows of a local .jsonl, .jsonl.gz or .json file, else of a hub dataset (or a directory in the
+    hub's layout, read by the same datasets call)."""
+    if source.endswith((".jsonl", ".jsonl.gz", ".json")) or os.path.isfile(source):
+        if not os.path.isfile(source):
+            raise SystemExit(f"{source}: no such file")
+        opener = gzip.open if source.endswith(".gz") else open
+        with opener(source, "rt", encoding="utf-8") as f:
+            if source.endswith(".json"):
+                return json.load(f)
+            rows = []
+            for n, line in enumerate(f, 1):
+                try:
+                    rows += [json.loads(line)] if line.strip() else []
+                except json.JSONDecodeError as e:
+                    raise SystemExit(f"{source} line {n}: not valid JSON ({e})")
+            return rows
+    import datasets
+    try:
+        return list(datasets.load_dataset(source, config, split=split))
+    except Exception as e:
+        raise SystemExit(f"{source}: not a local file and cannot be loaded from the hub ({type(e).__name__}: {e}); "
+                         "--data NAME=PATH points at a local copy")
+
+
+def field(row, names, source, i):
+    for name in names:
+        if row.get(name) not in (None, ""):
+            return row[name]
+    raise SystemExit(f"{source} row {i}: no {names[0]!r} (looked for {names}; the row has {sorted(row)})")
+
+
+def load_benchmark(name, source=None, limit=0):
+    """The questions of a benchmark, each {id, prompt, gold, choices}. Column names of the hub
+    datasets and of the local copies are both accepted."""
+    hub, config, split, local = BENCHMARKS[name]
+    source = source or (local if os.path.exists(local) else hub)
+    rows = read_rows(source, config if source == hub else None, split)
+    rng = random.Random(0)  # s1 shuffled GPQA's options with random.shuffle after random.seed(0)
+    questions = []
+    for i, row in enumerate(rows):
+        ids = [row[k] for k in ("unique_id", "id", "Record ID", "ID") if row.get(k) not in (None, "")]
+        qid = str(ids[0]) if ids else str(i)
+        text = field(row, ["problem", "question", "Question", "Problem"], source, i)
+        if name == "gpqa":
+            correct = field(row, ["correct_answer", "Correct Answer"], source, i)
+            wrong = (row.get("incorrect_answers")
+                     or [field(row, [f"Incorrect Answer {k}"], source, i) for k in (1, 2, 3)])
+            choices = [*wrong, correct]  # s1's order before the shuffle: the three wrong ones, then the right one
+            rng.shuffle(choices)
+            gold = "ABCD"[choices.index(correct)]
+            text = f"{text}\n\n" + "\n".join(f"{letter}) {c}" for letter, c in zip("ABCD", choices))
+        else:
+            choices, gold = None, str(field(row, ["answer", "Answer"], source, i)).strip()
+            gold = str(int(gold)) if gold.isdigit() else gold  # AIME "025" -> "25"
+        questions.append({"id": qid, "prompt": text, "gold": gold, "choices": choices})
+    if len({q["id"] for q in questions}) != len(questions):
+        raise SystemExit(f"{source}: question ids are not unique")
+    return questions[:limit] if limit else questions
+
+
+# ----------------------------------------------------------------------------------------------
+# Grading (s1_reference §6.2, with math-verify in place of s1's gpt-4o-mini). math-verify times out
+# with signal.alarm, so this runs in the main thread (or in worker processes), never in threads.
+
+ANSWER_HEADER = chat.ANSWER + "\n"
+
+
+def answer_section(text):
+    """s1's rule: the text after the last "<|im_start|>answer\\n"; failing that, after the last
+    <|im_start|> without its first line (a header the model wrote itself); else all of it."""
+    if ANSWER_HEADER in text:
+        text = text.split(ANSWER_HEADER)[-1]
+    elif chat.IM_START in text:
+        text = text.split(chat.IM_START)[-1]
+        text = text.split("\n", 1)[1] if "\n" in text else text
+    return text.split(chat.IM_END)[0].replace("<|endoftext|>", "")
+
+
+def last_boxed(text):
+    """The content of the last \\boxed{...} or \\fbox{...} (braces matched), or "\\boxed 5" up to a $;
+    None if there is none or the last one is never closed."""
+    starts = list(re.finditer(r"\\(?:boxed|fbox)(?=[{ ])", text))
+    if not starts:
+        return None
+    rest = text[starts[-1].end():]
+    if rest.startswith(" "):
+        return rest[1:].split("$")[0].strip()
+    depth = 0
+    for k, c in enumerate(rest):
+        depth += (c == "{") - (c == "}")
+        if depth == 0:
+            return rest[1:k]
+    return None
+
+
+def extract_answer(text):
+    """(answer, where): the last \\boxed{} of the answer section, else what follows its last
+    "Answer:" (s1 used findall with a greedy DOTALL pattern, which in fact took the first), else
+    the whole section. None when the section is empty."""
+    section = answer_section(text)
+    boxed = last_boxed(section)
+    if boxed is not None:
+        return boxed.strip(), "boxed"
+    matches = list(re.finditer(r"(?i)answer\s*:", section))
+    if matches:
+        return section[matches[-1].end():].strip() or None, "answer"
+    return section.strip() or None, "text"
+
+
+def parse_prediction(answer, where):
+    """math-verify's parse of an extracted answer: a box's content is re-boxed so that its LaTeX is
+    read whole; free text is searched as is, and a single bare word (e.g. "Evelyn") is re-boxed, as
+    a sentence would be read as a product of single-letter symbols."""
+    if where == "boxed":
+        return parse(f"\\boxed{{{answer}}}", raise_on_error=True)
+    parsed = parse(answer, raise_on_error=True)
+    if not parsed and not re.search(r"\s", answer):
+        parsed = parse(f"\\boxed{{{answer}}}", raise_on_error=True)
+    return parsed
+
+
+GOLD_CACHE = {}  # gold -> parsed: a sweep grades every question once per setting
+INTEGER = re.compile(r"[\s*$]*(\d+)[\s*$.]*")
+
+
+def as_integer(answer, where):
+    """The answer as an int when it is just an integer (a box's content, or the first line of what
+    follows "Answer:"), else None."""
+    m = INTEGER.fullmatch(answer if where == "boxed" else answer.split("\n")[0])
+    return int(m.group(1)) if m else None
+
+
+def verify_pairs(gold, pred):
+    """math-verify's verify, one pair of parses at a time, so that a comparison that raises or times
+    out neither hides another that succeeds nor passes silently as a wrong answer."""
+    errors = []
+    for g, t in itertools.product(gold, pred):
+        try:
+            if verify(g, t, raise_on_error=True):
+                return True, "ok"
+        except (Exception, TimeoutException) as e:
+            errors.append(f"error: {type(e).__name__}")
+    return False, errors[0] if errors else "ok"
+
+
+def math_equal(gold, answer, where):
+    """(correct, status): status "ok", "unparsed" (math-verify found nothing to compare), "gold
+    unparsed", or "error: ..." (a timeout or an exception): counted, never swallowed."""
+    if gold.isdigit() and (n := as_integer(answer, where)) is not None:
+        return n == int(gold), "ok"  # AIME (and MATH's integer answers): leading zeros do not matter
+    try:
+        gold_parsed = GOLD_CACHE.get(gold) or GOLD_CACHE.setdefault(gold, parse(f"${gold}$", raise_on_error=True))
+        pred = parse_prediction(answer, where)
+    except (Exception, TimeoutException) as e:
+        return False, f"error: {type(e).__name__}"
+    if not gold_parsed:
+        return False, "gold unparsed"
+    return verify_pairs(gold_parsed, pred) if pred else (False, "unparsed")
+
+
+LETTER_PATTERNS = [  # tried in order; the last match of the first pattern that matches wins
+    r"(?i:answer)(?:\s*(?i:is))?[\s*:\-]*(?i:option\s*)?\(?([A-D])\b",  # "The answer is B", "**Answer:** (C)"
+    r"(?i:option|choice)\s*\(?([A-D])\b",
+    r"\(([A-D])\)",                                                       # "(B)"
+    r"\b([A-D])\)",                                                       # "B)"
+    r"^\W*([A-D])\W*$",                                                   # the answer is one letter
+]
+
+
+def as_letter(answer, choices):
+    """A letter from a box's or an "Answer:" line's content: "B", "(b)", "\\text{B}", "B) 10 eV",
+    or the exact text of one of the options."""
+    s = re.sub(r"\\(?:text|textbf|mathrm|mathbf)\{([^{}]*)\}", r"\1", answer).strip(" \t\n*$.:")
+    m = re.fullmatch(r"\(?([A-Da-d])\)?", s) or re.match(r"\(?([A-D])[).:]\s", s)
+    if m:
+        return m.group(1).upper()
+    norm = lambda x: re.sub(r"[\s$]", "", x).lower()
+    hits = [letter for letter, c in zip("ABCD", choices or []) if norm(c) == norm(s)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def extract_letter(text, choices=None):
+    """GPQA: the chosen letter, or None when the answer names none (never a default)."""
+    section = answer_section(text)
+    answer, where = extract_answer(text)
+    if answer is not None and where != "text" and (letter := as_letter(answer.split("\n")[0], choices)):
+        return letter
+    for pattern in LETTER_PATTERNS:
+        found = re.findall(pattern, section.strip(), flags=re.MULTILINE)
+        if found:
+            return found[-1]
+    return None
+
+
+def grade(benchmark, question, text):
+    """{extracted, extracted_from, correct, status} for one generated text."""
+    if threading.current_thread() is not threading.main_thread():  # else every answer would be an "error"
+        raise RuntimeError("grade() uses math-verify's signal.alarm: call it from the main thread or a process pool")
+    if benchmark == "gpqa":
+        letter = extract_letter(text, question["choices"])
+        return {"extracted": letter, "extracted_from": "letter", "correct": letter == question["gold"],
+                "status": "ok" if letter else "no answer"}
+    answer, where = extract_answer(text)
+    if answer is None:
+        return {"extracted": None, "extracted_from": None, "correct": False, "status": "no answer"}
+    correct, status = math_equal(question["gold"], answer, where)
+    return {"extracted": answer, "extracted_from": where, "correct": correct, "status": status}
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics
+
+def mean_se(values):
+    """Mean and its standard error over questions (None for a single question)."""
+    mean = sum(values) / len(values)
+    return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None)
+
+
+def majority_correct(benchmark, samples):
+    """maj@n: is the most common answer right? Samples without an answer do not vote; right answers
+    agree with each other; ties go to the answer seen first, as s1's Counter.most_common did."""
+    groups = []  # [first sample, votes]
+    for s in samples:
+        if s["extracted"] is None:
+            continue
+        for g in groups:
+            first = g[0]  # two wrong answers are compared as the grader compares an answer with the gold
+            if first["correct"] == s["correct"] and (s["correct"] or first["extracted"] == s["extracted"] or (
+                    benchmark != "gpqa" and math_equal(first["extracted"], s["extracted"], s["extracted_from"])[0])):
+                g[1] += 1
+                break
+        else:
+            groups.append([s, 1])
+    return bool(groups) and max(groups, key=lambda g: g[1])[0]["correct"]
+
+
+def sample_stats(samples):
+    """The statistics of s1's eval/compute_sample_stats.py, per run."""
+    thinking = [s["thinking_tokens"] for s in samples]
+    sections = [answer_section(s["text"]) for s in samples]
+    return {"avg_thinking_tokens": sum(thinking) / len(samples), "min_thinking_tokens": min(thinking),
+            "max_thinking_tokens": max(thinking),
+            "avg_answer_tokens": sum(s["answer_tokens"] for s in samples) / len(samples),
+            "hit_cap": sum(s["ended"] == "capped" for s in samples),
+            "out_of_context": sum(s["ended"] == "length" for s in samples),
+            "no_answer_or_boxed": sum("Answer:" not in a and "\\boxed" not in a for a in sections),
+            "unfinished": sum(not s["finished"] for s in samples)}
+
+
+def summarize(benchmark, setting, by_question, a_max):
+    """One run (a benchmark under one setting): accuracy = avg@n, maj@n, pass@n with standard errors,
+    the sample statistics, and every grading failure by kind, with the ids it happened to."""
+    samples = [s for group in by_question for s in group]
+    acc = mean_se([sum(s["correct"] for s in g) / len(g) for g in by_question])
+    maj = mean_se([float(majority_correct(benchmark, g)) for g in by_question])
+    cov = mean_se([float(any(s["correct"] for s in g)) for g in by_question])
+    failures = {}
+    for s in samples:
+        if s["status"] != "ok":
+            failures.setdefault(s["status"], []).append(s["id"])
+    return {"benchmark": benchmark, "setting": setting, "questions": len(by_question),
+            "samples_per_question": len(by_question[0]), "accuracy": acc[0], "accuracy_se": acc[1],
+            "maj": maj[0], "maj_se": maj[1], "pass": cov[0], "pass_se": cov[1], "budget": [0, a_max],
+            **sample_stats(samples), "failures": failures}
+
+
+def scaling_metrics(runs):
+    """The paper's test-time-scaling metrics (s1_reference §6.4) over one method's runs, each
+    (average thinking tokens, accuracy in %, budget min, budget max):
+    Control = share of runs whose average lies within their budget; Scaling = average pairwise slope
+    of accuracy against log2(thinking tokens) (the axis that reproduces the published 15);
+    Performance = best accuracy. Pairs with equal averages have no slope and are left out."""
+    points = sorted((a, f) for a, f, _, _ in runs if a > 0)
+    slopes = [(fb - fa) / (math.log2(b) - math.log2(a))
+              for (a, fa), (b, fb) in itertools.combinations(points, 2) if b > a]
+    return {"control": sum(lo <= a <= hi for a, _, lo, hi in runs) / len(runs),
+            "scaling": sum(slopes) / len(slopes) if slopes else None,
+            "performance": max(f for _, f, _, _ in runs)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Samples: generated in batches with sample.py, graded, appended to samples.jsonl
+
+def read_samples(path):
+    """Finished samples by (benchmark, setting, id, sample). A line cut short by a kill is dropped
+    (and the file rewritten without it, so that appending stays clean)."""
+    done, clean = {}, True
+    if os.path.exists(path):
+        with open(path) as f:
+            lines = f.readlines()
+        for n, line in enumerate(lines, 1):
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                if n < len(lines):
+                    raise SystemExit(f"{path} line {n}: not valid JSON")
+                print(f"{path}: dropping a half-written last line")
+                clean = False
+                continue
+            clean &= line.endswith("\n")
+            done[(r["benchmark"], r["setting"], r["id"], r["sample"])] = r
+        if not clean:
+            write_atomic(path, "".join(json.dumps(r) + "\n" for r in done.values()))
+    return done
+
+
+def load_model(args):
+    import torch
+    import model as qwen
+    device = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+    if not args.model:
+        raise SystemExit("--model is required: some samples have not been generated yet")
+    m = qwen.from_pretrained(args.model, device=device, dtype=getattr(torch, args.dtype)).eval()
+    return m, chat.load_tokenizer(args.tokenizer or m.source_dir)
+
+
+SAVED = ("prompt", "text", "answer", "thinking_tokens", "answer_tokens", "ended", "finished", "forced")
+
+
+def generate_missing(args, todo, path, done):
+    """todo: (benchmark, setting, sample index, question). Sample i of every question comes from its
+    own sample.generate calls (questions in batches), so sample indices are independent draws; the
+    seed is a function of --seed, the batch and i, so a rerun of the same batch draws the same."""
+    import sample  # sample.py (issue 4); imported here so that grading works without it
+    model, tokenizer = load_model(args)
+    for benchmark, _, _, q in todo:  # s1's harness silently emptied prompts that did not fit (§6.1)
+        n = len(tokenizer.encode(chat.prompt_text(q["prompt"]) + chat.THINK, add_special_tokens=False))
+        if n >= args.max_tokens:
+            raise SystemExit(f"{benchmark} question {q['id']}: the prompt has {n} tokens, "
+                             f"--max-tokens is {args.max_tokens}")
+    with open(path, "a") as f:
+        for (benchmark, setting, i), items in itertools.groupby(todo, key=lambda t: t[:3]):
+            items, kwargs = list(items), parse_setting(setting)[1]
+            for start in range(0, len(items), args.batch_size):
+                batch = [q for *_, q in items[start:start + args.batch_size]]
+                seed = zlib.crc32(f"{args.seed}/{benchmark}/{setting}/{i}/{batch[0]['id']}".encode())
+                print(f"{benchmark} {setting} sample {i}: questions {start + 1}-{start + len(batch)} of {len(items)}")
+                results = sample.generate(model, tokenizer, [q["prompt"] for q in batch], **kwargs,
+                                          ignore_str=args.ignore_str, max_tokens=args.max_tokens,
+                                          temperature=args.temperature, top_p=args.top_p, seed=seed,
+                                          batch_size=args.batch_size, progress=True)
+                for q, r in zip(batch, results):
+                    record = {"benchmark": benchmark, "setting": setting, "id": q["id"], "sample": i, "gold": q["gold"],
+                              **{k: r[k] for k in SAVED}, **grade(benchmark, q, r["text"])}
+                    done[(benchmark, setting, q["id"], i)] = record
+                    f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+
+# ----------------------------------------------------------------------------------------------
+# Reports
+
+def write_atomic(path, text):
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def fmt(x, se=None, scale=100):
+    if x is None:
+        return "-"
+    return f"{scale * x:.1f}" + (f" ± {scale * se:.1f}" if se is not None else "")
+
+
+def markdown(model_name, config, runs, scaling):
+    n = runs[0]["samples_per_question"]
+    lines = [f"# {model_name}", "", "Generation: " + ", ".join(f"{k} {v}" for k, v in config.items()), "",
+             f"| benchmark | setting | questions | accuracy % (avg@{n}) | maj@{n} | pass@{n} | avg thinking tokens | "
+             "avg answer tokens | hit cap | out of context | no Answer:/\\boxed | not graded |", "|---" * 12 + "|"]
+    for r in runs:
+        failed = ", ".join(f"{k} {len(v)}" for k, v in r["failures"].items()) or "0"
+        several = r["samples_per_question"] > 1
+        maj, cov = (fmt(r["maj"], r["maj_se"]), fmt(r["pass"], r["pass_se"])) if several else ("-", "-")
+        lines.append(f"| {r['benchmark']} | {r['setting']} | {r['questions']} | "
+                     f"{fmt(r['accuracy'], r['accuracy_se'])} | {maj} | {cov} | "
+                     f"{r['avg_thinking_tokens']:.0f} | {r['avg_answer_tokens']:.0f} | {r['hit_cap']} | "
+                     f"{r['out_of_context']} | {r['no_answer_or_boxed']} | {failed} |")
+    lines += ["", "Test-time scaling over these settings (s1 §6.4; Scaling: accuracy points per doubling):",
+              "", "| benchmark | Control | Scaling | Performance |", "|---|---|---|---|"]
+    for b, m in scaling.items():
+        scores = f"{fmt(m['control'])} % | {fmt(m['scaling'], scale=1)} | {fmt(m['performance'], scale=1)}"
+        lines.append(f"| {b} | {scores} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(model_name, runs, path):
+    """Figure 1's layout: one panel per benchmark, accuracy against average thinking tokens (log2 axis)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    benchmarks = list(dict.fromkeys(r["benchmark"] for r in runs))
+    fig, axes = plt.subplots(1, len(benchmarks), figsize=(4.5 * len(benchmarks), 3.8), squeeze=False)
+    for ax, b in zip(axes[0], benchmarks):
+        points = sorted((r["avg_thinking_tokens"], 100 * r["accuracy"], r["setting"])
+                        for r in runs if r["benchmark"] == b)
+        xs, ys, labels = zip(*points)
+        ax.plot(xs, ys, "o-", color="tab:blue")
+        for x, y, label in points:
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7)
+        if min(xs) > 0:
+            ax.set_xscale("log", base=2)
+        ax.set(title=TITLES[b], xlabel="Average thinking time (tokens)", ylabel="Accuracy (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(model_name, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path + ".tmp", format="png", dpi=120)
+    plt.close(fig)
+    os.replace(path + ".tmp", path)
+
+
+def main(args):
+    os.makedirs(args.out, exist_ok=True)
+    # Samples are keyed by benchmark, setting, question and index; what else shaped them must not change.
+    config = {k: getattr(args, k) for k in ("model", "tokenizer", "dtype", "max_tokens", "temperature", "top_p",
+                                            "ignore_str", "seed")}
+    config_path = os.path.join(args.out, "eval_config.json")
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            old = json.load(f)
+        for k in ("model", "tokenizer"):  # a rerun without --model continues with the stored one
+            config[k] = config[k] if getattr(args, k) else old[k]
+        changed = [f"{k}={old.get(k)!r} (now {v!r})" for k, v in config.items() if old.get(k) != v]
+        if changed:
+            raise SystemExit(f"--out {args.out}: its samples were made with {', '.join(changed)}; use another --out")
+    args.model, args.tokenizer = config["model"], config["tokenizer"]
+
+    questions = {b: load_benchmark(b, args.data.get(b), args.limit) for b in args.benchmarks}
+    path = os.path.join(args.out, "samples.jsonl")
+    done = read_samples(path)
+    wanted = [(b, s, i, q) for b in args.benchmarks for s in args.settings for i in range(args.n) for q in questions[b]]
+    todo = [t for t in wanted if (t[0], t[1], t[3]["id"], t[2]) not in done]
+    print(f"{len(wanted) - len(todo)} of {len(wanted)} samples already in {path}; generating {len(todo)}")
+    if todo:
+        write_atomic(config_path, json.dumps(config, indent=1) + "\n")
+        generate_missing(args, todo, path, done)
+
+    runs, scaling = [], {}
+    for b in args.benchmarks:
+        for s in args.settings:
+            by_question = [[done[(b, s, q["id"], i)] for i in range(args.n)] for q in questions[b]]
+            cap = parse_setting(s)[1]["max_thinking_tokens"]
+            runs.append(summarize(b, s, by_question, cap if isinstance(cap, int) else args.max_tokens))
+            r = runs[-1]
+            print(f"{b} {s}: accuracy {fmt(r['accuracy'], r['accuracy_se'])} % over {r['questions']} questions, "
+                  f"{r['avg_thinking_tokens']:.0f} thinking tokens on average")
+            for status, ids in r["failures"].items():  # never swallowed: every ungraded sample is named
+                print(f"  {status}: {len(ids)} sample(s), ids {', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''}")
+        scaling[b] = scaling_metrics([(r["avg_thinking_tokens"], 100 * r["accuracy"], *r["budget"])
+                                      for r in runs if r["benchmark"] == b])
+    name = config["model"] or "model"
+    write_atomic(os.path.join(args.out, "results.json"),
+                 json.dumps({"model": name, "config": config, "runs": runs, "scaling": scaling}, indent=1) + "\n")
+    table = markdown(name, config, runs, scaling)
+    write_atomic(os.path.join(args.out, "results.md"), table)
+    plot(name, runs, os.path.join(args.out, "scaling.png"))
+    print(table)
+    print(f"wrote {args.out}/results.md, results.json, scaling.png, samples.jsonl")
+    return runs, scaling
+
+
+if __name__ == "__main__":
+    main(parse_args())
