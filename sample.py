@@ -197,6 +197,10 @@ def generate(model, tokenizer, questions, max_thinking_tokens=None, num_ignore=0
     for start in range(0, len(prompts), batch_size):
         texts = prompts[start:start + batch_size]
         encoded = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        for i, p in enumerate(encoded):
+            if len(p) >= max_tokens:
+                raise ValueError(f"question {start + i}: the prompt has {len(p)} tokens, the context "
+                                 f"(max_tokens) {max_tokens}: no room to generate")
         rows = [Row(prompt_len=len(p), ignores_left=num_ignore if think else 0,
                     cap=thinking_budget(max_thinking_tokens, len(p), max_tokens, len(ids["forced_answer"])),
                     phase="think" if think else "answer") for p in encoded]

@@ -134,6 +134,12 @@ def test_tokens_fed_are_prompt_plus_generated_no_reprefill(bigram):
     assert steps == max(o["generated_tokens"] - o["finished"] for o in outs)
 
 
+def test_a_prompt_longer_than_the_context_is_a_clear_error(bigram):
+    model, tokenizer = bigram
+    with pytest.raises(ValueError, match="question 1: the prompt has .* tokens, the context .* 120"):
+        sample.generate(model, tokenizer, ["q", "x" * 200], max_tokens=120, progress=False)
+
+
 def test_auto_budget_and_context_limit(bigram):
     model, tokenizer = bigram
     o = sample.generate(model, tokenizer, ["q"], max_thinking_tokens="auto", num_ignore=100, max_tokens=300,
