@@ -69,11 +69,13 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="hub name or local checkpoint directory (not needed when every sample is done)")
     p.add_argument("--tokenizer", default=None, help="tokenizer directory or hub name (default: the model's)")
-    p.add_argument("--benchmarks", nargs="+", default=["aime24", "math500", "gpqa"], choices=sorted(BENCHMARKS))
+    p.add_argument("--benchmarks", nargs="+", default=["aime24", "math500", "gpqa"],
+                   help=f"from {sorted(BENCHMARKS)}, or any name given a source with --data")
     p.add_argument("--data", action="append", default=[], metavar="NAME=SOURCE",
                    help="where a benchmark comes from: a local .jsonl/.jsonl.gz/.json or a hub dataset "
                         f"(defaults: the repo's data/eval files; gpqa: {BENCHMARKS['gpqa'][3]} if present, "
-                        "else the gated hub dataset)")
+                        "else the gated hub dataset). A new NAME adds a benchmark of your own: rows with "
+                        "an id, a question or problem, and an answer")
     p.add_argument("--settings", nargs="+", default=["auto"],
                    help="budget-forcing settings: CAP (e.g. 512), auto, none, waitK, CAP+waitK; "
                         f"'sweep' = {' '.join(SWEEP)}")
@@ -102,10 +104,13 @@ def parse_args(argv=None):
     sources = {}
     for spec in args.data:
         name, eq, source = spec.partition("=")
-        if not eq or name not in BENCHMARKS or not source:
-            p.error(f"--data {spec!r}: expected NAME=SOURCE with NAME one of {sorted(BENCHMARKS)}")
+        if not eq or not name or not source:
+            p.error(f"--data {spec!r}: expected NAME=SOURCE")
         sources[name] = source
     args.data = sources
+    unknown = [b for b in args.benchmarks if b not in BENCHMARKS and b not in sources]
+    if unknown:
+        p.error(f"--benchmarks {' '.join(unknown)}: not one of {sorted(BENCHMARKS)}; give its questions with --data NAME=PATH")
     return args
 
 
@@ -147,7 +152,7 @@ def field(row, names, source, i):
 def load_benchmark(name, source=None, limit=0):
     """The questions of a benchmark, each {id, prompt, gold, choices}. Column names of the hub
     datasets and of the local copies are both accepted."""
-    hub, config, split, local = BENCHMARKS[name]
+    hub, config, split, local = BENCHMARKS.get(name, (None, None, "train", None))  # a benchmark of one's own: source given
     source = source or (local if os.path.exists(local) else hub)
     rows = read_rows(source, config if source == hub else None, split)
     rng = random.Random(0)  # s1 shuffled GPQA's options with random.shuffle after random.seed(0)
@@ -515,7 +520,7 @@ def plot(model_name, runs, path):
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7)
         if min(xs) > 0:
             ax.set_xscale("log", base=2)
-        ax.set(title=TITLES[b], xlabel="Average thinking time (tokens)", ylabel="Accuracy (%)")
+        ax.set(title=TITLES.get(b, b), xlabel="Average thinking time (tokens)", ylabel="Accuracy (%)")
         ax.grid(alpha=0.3)
     fig.suptitle(model_name, fontsize=9)
     fig.tight_layout()

@@ -339,3 +339,14 @@ def test_sweep_with_a_tiny_model_writes_table_samples_and_plot(tmp_path, tiny_mo
     assert (out / "scaling.png").stat().st_size > 1000
     again = run(cmd)
     assert "4 of 4 samples already" in again.stdout and "generating 0" in again.stdout, proc.stdout
+
+
+def test_a_benchmark_of_ones_own_from_a_local_file(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"id": "a", "question": "What is 2+3?", "answer": "5"}\n{"id": "b", "question": "Q", "answer": "007"}\n')
+    qs = E.load_benchmark("mine", str(path))
+    assert [(q["id"], q["prompt"], q["gold"]) for q in qs] == [("a", "What is 2+3?", "5"), ("b", "Q", "7")]
+    args = E.parse_args(["--benchmarks", "mine", "--data", f"mine={path}"])
+    assert args.data == {"mine": str(path)}
+    with pytest.raises(SystemExit):
+        E.parse_args(["--benchmarks", "mine"])  # no source for it
