@@ -108,6 +108,9 @@ def parse_args(argv=None):
             p.error(f"--data {spec!r}: expected NAME=SOURCE")
         sources[name] = source
     args.data = sources
+    unused = [name for name in sources if name not in args.benchmarks]
+    if unused:
+        p.error(f"--data {' '.join(unused)}: not among --benchmarks {' '.join(args.benchmarks)}")
     unknown = [b for b in args.benchmarks if b not in BENCHMARKS and b not in sources]
     if unknown:
         p.error(f"--benchmarks {' '.join(unknown)}: not one of {sorted(BENCHMARKS)}; give its questions with --data NAME=PATH")
