@@ -213,14 +213,16 @@ def generate(model, tokenizer, questions, max_thinking_tokens=None, num_ignore=0
     return results
 
 
-def rejection_sample(model, tokenizer, questions, max_thinking_tokens, max_tries=8, temperature=1.0, **kw):
+def rejection_sample(model, tokenizer, questions, max_thinking_tokens, max_tries=8, temperature=1.0, seed=0, **kw):
     """The paper's rejection-sampling baseline: sample until the thinking ends by itself within
     the budget, at most max_tries times (the harness loops forever). Each result records its tries
     and whether it was accepted; after max_tries the last sample is kept, marked not accepted."""
+    if not isinstance(max_thinking_tokens, int):
+        raise ValueError(f"rejection sampling needs an integer thinking budget, not {max_thinking_tokens!r}")
     final, pending = [None] * len(questions), list(range(len(questions)))
     for attempt in range(max_tries):
         outs = generate(model, tokenizer, [questions[i] for i in pending], max_thinking_tokens=max_thinking_tokens + 1,
-                        temperature=temperature, seed=kw.pop("seed", 0) + 1000 * attempt, **kw)
+                        temperature=temperature, seed=seed + 1000 * attempt, **kw)
         still = []
         for i, out in zip(pending, outs):
             out.update(tries=attempt + 1, accepted=out["ended"] == "natural" and out["thinking_tokens"] <= max_thinking_tokens)
@@ -330,6 +332,10 @@ def make_server(model, tokenizer, host="127.0.0.1", port=8000, name="s1", contex
             except (ValueError, UnicodeDecodeError) as e:
                 return self.send(400, {"error": {"message": str(e), "type": "invalid_request_error"}})
             prompt_len = len(tokenizer.encode(chat.prompt_text(question) + chat.completion_text(), add_special_tokens=False))
+            if prompt_len >= context:
+                return self.send(400, {"error": {"message": f"the prompt has {prompt_len} tokens, the context "
+                                                            f"{context}: no room to generate",
+                                                 "type": "invalid_request_error"}})
             kw.update(max_tokens=min(context, prompt_len + limit), progress=False)
             chunk = dict(id=f"chatcmpl-{time.time_ns()}", created=int(time.time()), model=name)
             with lock:
@@ -414,6 +420,9 @@ def parse_args(argv=None):
         p.error("give exactly one of --prompt, --input (with --output) or --serve")
     if args.input and not args.output:
         p.error("--input needs --output")
+    if args.rejection_sampling and (not isinstance(args.max_thinking_tokens, int) or args.temperature <= 0):
+        p.error("--rejection-sampling needs an integer --max-thinking-tokens and --temperature > 0 "
+                "(greedy retries would all be the same)")
     if args.control in ("tokens", "steps") and args.control_value is None:
         p.error(f"--control {args.control} needs --control-value")
     return args
@@ -469,7 +478,7 @@ def main(args):
     kw = dict(max_thinking_tokens=args.max_thinking_tokens, num_ignore=args.num_ignore, ignore_str=args.ignore_str,
               max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
               batch_size=args.batch_size, progress=rank == 0)
-    run = lambda qs: (rejection_sample(model, tokenizer, qs, args.max_thinking_tokens, args.max_tries, **kw)
+    run = lambda qs: (rejection_sample(model, tokenizer, qs, max_tries=args.max_tries, **kw)
                       if args.rejection_sampling else generate(model, tokenizer, qs, n=args.n, **kw))
     prompt_of = lambda q: control_prompt(q, args.control, args.control_value)
 

@@ -37,12 +37,12 @@ def tiny_checkpoint(request, tmp_path_factory):
     return str(path), hf
 
 
-def run(cmd, cwd=ROOT, timeout=300):
+def run(cmd, cwd=ROOT, timeout=300, check=True):
     """Run a command; on failure show its output (the error names what went wrong)."""
     import subprocess
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0 or not check, f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
 
@@ -63,3 +63,25 @@ def tiny_sft(tmp_path_factory):
             f.write(json.dumps({"question": f"What is {a}+{b}?", "thinking": f"{steps} So {a + b}.",
                                 "answer": str(a + b)}) + "\n")
     return str(root / "model"), str(root / "data.jsonl")
+
+
+def bigram_model(tokenizer, chain):
+    """A Qwen2 whose next token depends only on the current one, as `chain` says: every block
+    adds nothing (o_proj and down_proj are zero), the embedding is one-hot and the LM head maps
+    token t to chain[t]. So its output is known exactly, e.g. it ends its thinking after "abc"."""
+    import model as M
+    vocab = len(tokenizer)
+    cfg = M.Config(vocab_size=vocab, hidden_size=264, intermediate_size=8, num_hidden_layers=1,
+                   num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    model = M.Qwen2(cfg)
+    model.init_weights()
+    tid = lambda s: tokenizer.encode(s, add_special_tokens=False)[0]
+    with torch.no_grad():
+        model.model.embed_tokens.weight.zero_()
+        model.model.embed_tokens.weight[:, :vocab] = torch.eye(vocab)
+        model.model.layers[0].self_attn.o_proj.weight.zero_()
+        model.model.layers[0].mlp.down_proj.weight.zero_()
+        model.lm_head.weight.zero_()
+        for a, b in chain.items():
+            model.lm_head.weight[tid(b), tid(a)] = 1.0
+    return model.eval()

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 import torch
-from conftest import ROOT, run, tiny_hf_model
+from conftest import ROOT, bigram_model, run, tiny_hf_model
 
 import chat
 import model as M
@@ -27,27 +27,6 @@ def tiny(tmp_path_factory):
     tiny_hf_model(vocab=320, hidden=64, layers=2, heads=4, kv_heads=2).save_pretrained(path)
     tokenizer = chat.build_byte_tokenizer(str(path))
     return M.from_pretrained(str(path), dtype=torch.float32), tokenizer, str(path)
-
-
-def bigram_model(tokenizer, chain):
-    """A Qwen2 whose next token depends only on the current one, as `chain` says: every block
-    adds nothing (o_proj and down_proj are zero), the embedding is one-hot and the LM head maps
-    token t to chain[t]. So its output is known exactly, e.g. it ends its thinking after "abc"."""
-    vocab = len(tokenizer)
-    cfg = M.Config(vocab_size=vocab, hidden_size=264, intermediate_size=8, num_hidden_layers=1,
-                   num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
-    model = M.Qwen2(cfg)
-    model.init_weights()
-    tid = lambda s: tokenizer.encode(s, add_special_tokens=False)[0]
-    with torch.no_grad():
-        model.model.embed_tokens.weight.zero_()
-        model.model.embed_tokens.weight[:, :vocab] = torch.eye(vocab)
-        model.model.layers[0].self_attn.o_proj.weight.zero_()
-        model.model.layers[0].mlp.down_proj.weight.zero_()
-        model.lm_head.weight.zero_()
-        for a, b in chain.items():
-            model.lm_head.weight[tid(b), tid(a)] = 1.0
-    return model.eval()
 
 
 # After "think": "abc", then the end of thinking. After a forced "Wait": "abc" again. After the
@@ -151,7 +130,7 @@ def test_auto_budget_and_context_limit(bigram):
 
 def test_sampling_is_seeded_and_respects_top_p(tiny):
     model, tokenizer, _ = tiny
-    kw = dict(max_tokens=140, temperature=1.0, progress=False, max_thinking_tokens=16)
+    kw = dict(max_tokens=200, temperature=1.0, progress=False, max_thinking_tokens=16)
     a = sample.generate(model, tokenizer, QUESTIONS, seed=1, **kw)
     b = sample.generate(model, tokenizer, QUESTIONS, seed=1, **kw)
     c = sample.generate(model, tokenizer, QUESTIONS, seed=2, **kw)
@@ -211,7 +190,8 @@ def test_server_round_trip_streaming_and_bad_requests(bigram):
         for bad in (b"not json", {"messages": []}, {"messages": [{"role": "user"}]},
                     {"messages": [{"role": "user", "content": "q"}], "temperature": -1},
                     {"messages": [{"role": "user", "content": "q"}], "max_thinking_tokens": "lots"},
-                    {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}):
+                    {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
+                    {"messages": [{"role": "user", "content": "q" * 400}]}):  # longer than the context
             code, text = post(url, bad)
             assert code == 400 and "message" in json.loads(text)["error"], bad
         assert post(url, body)[0] == 200  # still serving
@@ -235,3 +215,15 @@ def test_file_mode_resumes_and_tensor_parallel_matches_one_process(tiny, tmp_pat
     by_id = {r["id"]: r["text"] for r in map(json.loads, two.read_text().splitlines())}
     assert len(by_id) == 3
     assert all(by_id[r["id"]] == r["text"] for r in rows[1:])
+
+
+def test_command_line_prompt_and_rejection_sampling(tiny):
+    _, _, path = tiny
+    args = [PY, "sample.py", "--model", path, "--prompt", "What is 2+3?", "--max-tokens", "200"]
+    out = run(args + ["--max-thinking-tokens", "8"]).stdout
+    assert "--- thinking (8 tokens, ended capped" in out and "--- answer (" in out
+    out = run(args + ["--max-thinking-tokens", "8", "--rejection-sampling", "--max-tries", "2", "--temperature", "1"]).stdout
+    assert "--- thinking (" in out and "--- answer (" in out
+    bad = run(args + ["--rejection-sampling"], check=False)
+    assert bad.returncode == 2 and "--rejection-sampling needs an integer --max-thinking-tokens" in bad.stderr
+
