@@ -439,7 +439,8 @@ def main(args):
             if not row:
                 loss = losses.sum()  # zero, but runs the collectives other ranks are waiting for
             elif args.loss_norm == "sequence":  # each sequence's mean, averaged over the global batch
-                counts = torch.tensor([loss_tokens[i] for i in row], device=device, dtype=torch.float32)
+                # clamp: a question longer than --block-size leaves no loss tokens; it adds 0, not NaN
+                counts = torch.tensor([max(loss_tokens[i], 1) for i in row], device=device, dtype=torch.float32)
                 loss = (torch.zeros(len(row), device=device).index_add(0, doc, losses) / counts).sum() / len(in_step)
             else:
                 loss = losses.sum() / step_loss_tokens

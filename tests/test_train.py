@@ -148,3 +148,10 @@ def test_loss_decreases(tiny_sft, tmp_path):
     curve = losses(str(tmp_path))
     assert len(curve) == 20
     assert sum(curve[-3:]) / 3 < 0.6 * sum(curve[:3]) / 3, curve
+
+
+def test_a_sequence_cut_before_its_loss_tokens_adds_zero_not_nan(tiny_sft, tmp_path):
+    model, data = tiny_sft  # the prompt alone is longer than 24 tokens: nothing is left to learn from
+    run([PY, "train.py", "--model", model, "--data", data, "--device", "cpu", "--dtype", "float32", "--block-size", "24",
+         "--global-batch", "2", "--epochs", "1", "--stop-at", "2", "--out", str(tmp_path)])
+    assert losses(str(tmp_path)) == [0.0, 0.0]
