@@ -1,0 +1,469 @@
+"""curate.py: s1's features and its selection of 1,000 questions (s1K) from the distilled pool.
+
+    python curate.py features --data runs/s1/distilled.jsonl --out runs/s1/featurized.jsonl   # s1's recipe
+    python curate.py features --data d.jsonl --solvers DIR --tokenizer DIR --classifier none --out f.jsonl
+    python curate.py select --data runs/s1/featurized.jsonl --out runs/s1/s1K.jsonl --seed 0
+    python curate.py select --data f.jsonl --selection longest --out runs/s1/longest1K.jsonl   # an ablation
+
+features (s1_reference §3.1-3.4); each is cached per question hash in an append-only JSONL beside
+--out, so a rerun computes only what is missing:
+  difficulty  each --solvers model answers every question through sample.py as a plain chat (no
+              thinking phase, temperature 0.05: s1's Qwen2.5-Instruct runs; `mini` is the demo's
+              programmatic stand-in, mini.py), graded against the reference solution by eval.py's
+              grader, or by an LLM with s1's grading prompt; the teacher's own attempt is graded
+              the same way (s1's isgeminicorrect);
+  length      thinking tokens in the target tokenizer;
+  domain      kept where the row has one, else one of the 61 MSC classes of data/s1/msc.json, by an
+              LLM through an OpenAI-compatible endpoint with s1's prompt (or --classifier none: the source).
+select (§3.5-3.6), counts printed after every stage: 1a drop rows with a missing feature; 1b drop
+questions with figure or formatting debris; 2 drop questions any solver got right; 3a keep the
+benchmark-like seeds the teacher got right; 3b until --n: a domain uniformly (after --uniform-until
+picks, by the AIME/GPQA domain prior), then a question of it with probability ∝ 2^-rank of its
+thinking length (rank 0 = longest). Seeded (numpy), so the same seed gives the same 1,000.
+Output: a JSONL train.py reads as it is (question, thinking, answer), a summary JSON and a PNG.
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+import numpy as np
+
+import eval as bench  # eval.py's grader; "eval" would shadow the builtin
+import mini
+import prepare
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+GPQA, AIME, MATH = "Idavidrein/gpqa", "qq8933/AIME_1983_2024", "simplescaling/openaimath"  # prepare.py's source_types
+GRADING_PROMPT = """You are an AI assistant for grading a science problem.
+The user will provide you with the question itself, an attempt made by a student and the correct answer to the problem.
+Your job is to judge whether the attempt is correct by comparing it with the correct answer.
+If the expected solution concludes with a number or choice, there should be no ambiguity.
+If the expected solution involves going through the entire reasoning process, you should judge the attempt based on whether the reasoning process is correct with correct answer if helpful.
+
+The user will provide the attempt and the correct answer in the following format:
+
+# Problem
+{problem}
+
+## Attempt
+{attempt}
+
+## Correct answer
+{solution}
+
+Explain your reasoning, and end your response on a new line with only "Yes" or "No" (without quotes).
+"""  # s1's data/grading.txt
+CLASSIFY_PROMPT = (  # s1's featurization.py (§3.4)
+    "You are a helpful assistant that classifies questions into different subjects based on the provided "
+    "classification rubrics. You will be given a question and a list of subjects. You need to classify the "
+    "question into one of the subjects. If the question has multiple subjects, you should classify the "
+    "question into the most relevant subject. Explain your reasoning, and end your response on a new line "
+    "with two-digit code of the subject that the question belongs to.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Grading against the reference solution
+
+def reference_answer(solution):
+    """The short answer a reference solution ends in: its last \\boxed{}, GSM8K's "#### 18", what
+    follows its last "Answer:", or the whole solution when it is one short line. None if there is none."""
+    if not solution or not str(solution).strip():
+        return None
+    solution = str(solution).strip()
+    if (boxed := bench.last_boxed(solution)) is not None:
+        return boxed.strip()
+    if "####" in solution:
+        return solution.rsplit("####", 1)[1].strip().replace(",", "")
+    if matches := list(re.finditer(r"(?i)answer\s*:", solution)):
+        return solution[matches[-1].end():].strip().split("\n")[0].strip() or None
+    return solution if "\n" not in solution and len(solution) <= 64 else None
+
+
+def grade_math(solution, text):
+    """(correct, status) with eval.py's grader; correct is None where there is nothing sound to compare
+    (no short reference answer, a reference math-verify cannot read, a math-verify error or timeout)."""
+    gold = reference_answer(solution)
+    if gold is None:
+        return None, "no reference answer"
+    if text is None:
+        return None, "no attempt"
+    if re.fullmatch(r"[A-D]", gold):  # multiple choice (GPQA after fix_gpqa): compare letters
+        letter = bench.extract_letter(text)
+        return letter == gold, "ok" if letter else "no answer"
+    answer, where = bench.extract_answer(text)
+    if answer is None:
+        return False, "no answer"
+    correct, status = bench.math_equal(gold, answer, where)
+    return (correct, status) if status in ("ok", "unparsed") else (None, status)
+
+
+def ask_all(args, tasks, cache_path, key, model, messages_of, parse):
+    """Ask an LLM about every task (threads: HTTP only) and append each parsed reply to cache_path as it
+    arrives. A reply parse() rejects is asked again, at most --retries times, then saved as malformed."""
+    def ask(task):
+        for _ in range(args.retries + 1):
+            try:
+                message = prepare.chat_completion(args.base_url, model, messages_of(task), args.api_key_env,
+                                                  args.retries, args.backoff)
+            except (RuntimeError, KeyError, IndexError, TypeError, json.JSONDecodeError) as e:
+                return dict(key(task), value=None, status=f"error: {e}", reply=None)
+            reply = (message.get("content") or "").rstrip()
+            if (value := parse(reply)) is not None:
+                return dict(key(task), value=value, status="ok", reply=reply)
+        return dict(key(task), value=None, status="malformed", reply=reply)
+
+    if not tasks:
+        return
+    pool = ThreadPoolExecutor(args.workers)
+    try:
+        with open(cache_path, "a") as f:
+            for i, future in enumerate(as_completed([pool.submit(ask, t) for t in tasks]), 1):
+                f.write(json.dumps(future.result()) + "\n")
+                f.flush()
+                if i % 100 == 0 or i == len(tasks):
+                    print(f"  {model}: {i} of {len(tasks)}", flush=True)
+    except prepare.BadCredentials as e:
+        raise SystemExit(str(e))
+    finally:  # on Ctrl-C too: every reply so far is in the cache
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# features
+
+def solve(args, questions, cache_path):
+    """{(question hash, solver): the solver's reply text}, generating what the cache lacks."""
+    answers = {(r["question_hash"], r["solver"]): r["text"] for r in prepare.read_cache(cache_path)}
+    for solver in args.solvers:
+        todo = sorted((q for q in questions if (prepare.question_hash(q), solver) not in answers), key=len)
+        print(f"difficulty: {solver}: {len(questions) - len(todo)} answers cached, {len(todo)} to generate")
+        if not todo:
+            continue
+        if solver == "mini":  # the built-in tasks' programmatic stand-in: no model to load
+            reply = lambda batch, start: {q: mini.solver(q, args.mini_error_rate, args.seed) for q in batch}
+        else:
+            reply = model_replies(args, solver)
+        with open(cache_path, "a") as f:
+            for start in range(0, len(todo), args.batch_size):
+                batch = todo[start:start + args.batch_size]
+                texts = reply(batch, start)
+                for q in batch:  # a prompt longer than the context has no answer: ungraded, not wrong
+                    answers[(prepare.question_hash(q), solver)] = texts.get(q)
+                    f.write(json.dumps({"question_hash": prepare.question_hash(q), "solver": solver,
+                                        "text": texts.get(q)}) + "\n")
+                f.flush()
+                if (start // args.batch_size) % 10 == 9 or start + len(batch) == len(todo):
+                    print(f"  {solver}: {start + len(batch)} of {len(todo)}", flush=True)
+    return answers
+
+
+def model_replies(args, solver):
+    """reply(batch, start) -> {question: text} for a checkpoint, through sample.py as a plain chat."""
+    import torch
+    import chat
+    import sample
+    device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+    model = sample.load_model(solver, device, getattr(torch, args.dtype))
+    tokenizer = chat.load_tokenizer(model.source_dir)
+
+    def reply(batch, start):
+        fits = [q for q in batch if len(tokenizer.encode(chat.prompt_text(q))) < args.solver_max_tokens]
+        outs = sample.generate(model, tokenizer, fits, think=False, max_tokens=args.solver_max_tokens,
+                               temperature=args.solver_temperature, seed=args.seed + start,
+                               batch_size=args.batch_size, progress=False) if fits else []
+        return dict(zip(fits, (o["text"] for o in outs)))
+    return reply
+
+
+def features(args):
+    rows = prepare.read_jsonl(args.data, "the distilled pool")
+    for r in rows:
+        r["question_hash"] = prepare.question_hash(r["question"])
+    questions = list(dict.fromkeys(r["question"] for r in rows))
+    print(f"features: {len(rows)} rows, {len(questions)} distinct questions")
+
+    # difficulty: every solver's reply, then grades (math-verify in this, the main thread)
+    answers = solve(args, questions, args.cache + ".answers.jsonl")
+    attempts = {(r["question_hash"], "teacher"): r.get("attempt") if r.get("distill_status") == "ok" else None
+                for r in rows}
+    texts = {**answers, **attempts}
+    solution = {r["question_hash"]: r.get("solution") for r in rows}
+    question = {r["question_hash"]: r["question"] for r in rows}
+    grades, statuses = {}, Counter()
+    if args.grader == "llm":
+        path = args.cache + ".grades.jsonl"
+        cached = {(r["question_hash"], r["who"]): r for r in prepare.read_cache(path) if r["grader"] == args.grader_model}
+        todo = [k for k, t in texts.items() if k not in cached and t is not None and solution[k[0]] is not None]
+        print(f"grading: {len(cached)} cached, {len(todo)} to ask {args.grader_model}")
+        ask_all(args, todo, path, lambda k: {"question_hash": k[0], "who": k[1], "grader": args.grader_model},
+                args.grader_model,
+                lambda k: [{"role": "system", "content": GRADING_PROMPT},
+                           {"role": "user", "content": f"## Problem\n{question[k[0]]}\n\n## Attempt\n{texts[k]}\n\n"
+                                                       f"## Correct answer\n{solution[k[0]]}"}],
+                lambda reply: {"Yes": True, "No": False}.get(reply.split("\n")[-1]))
+        cached.update({(r["question_hash"], r["who"]): r for r in prepare.read_cache(path) if r["grader"] == args.grader_model})
+    for k, text in texts.items():
+        if args.grader == "llm":
+            rec = cached.get(k) if text is not None and solution[k[0]] is not None else None
+            grades[k], status = (rec["value"], rec["status"]) if rec else (None, "no attempt or reference")
+        else:
+            grades[k], status = grade_math(solution[k[0]], text)
+        statuses[(k[1] if k[1] == "teacher" else "solver " + k[1], status, grades[k])] += 1
+    for (who, status, correct), n in sorted(statuses.items(), key=str):
+        print(f"  {who}: {n} {'right' if correct else 'wrong' if correct is False else 'ungraded'} ({status})")
+
+    # length: thinking tokens in the target tokenizer
+    import chat
+    tokenizer = chat.load_tokenizer(args.tokenizer)
+    thinking = [r["thinking"] if r.get("distill_status") == "ok" else None for r in rows]
+    have = [t for t in thinking if t is not None]
+    counts = iter(len(ids) for ids in tokenizer(have, add_special_tokens=False)["input_ids"]) if have else iter(())
+    lengths = [next(counts) if t is not None else None for t in thinking]
+    if have:
+        known = [n for n in lengths if n is not None]
+        print(f"length: {len(known)} traces, thinking tokens min {min(known)}, median {statistics.median(known):.0f}, "
+              f"max {max(known)} ({args.tokenizer})")
+
+    # domain: the row's own, else classified (s1's prompt and parse: the reply's last two characters)
+    with open(args.msc) as f:
+        classes = json.load(f)
+    msc, rubrics = {e["code"]: e["title"] for e in classes}, "\n\n".join(e["prompt"] for e in classes)
+    path = args.cache + ".domains.jsonl"
+    cached = {r["question_hash"]: r for r in prepare.read_cache(path) if r["classifier"] == args.classifier_model}
+    need = list(dict.fromkeys(r["question_hash"] for r in rows if not r.get("domain")))
+    if args.classifier == "llm":
+        todo = [h for h in need if h not in cached]
+        print(f"domain: {len(rows) - len(need)} rows have one, {len(need) - len(todo)} cached, "
+              f"{len(todo)} to ask {args.classifier_model}")
+        ask_all(args, todo, path, lambda h: {"question_hash": h, "classifier": args.classifier_model},
+                args.classifier_model,
+                lambda h: [{"role": "system", "content": CLASSIFY_PROMPT},
+                           {"role": "user", "content": f"## Question\n{question[h]}\n\n## Classification rubrics\n{rubrics}"}],
+                lambda reply: msc.get(reply[-2:]) if reply[-2:].isdigit() else None)
+        cached = {r["question_hash"]: r for r in prepare.read_cache(path) if r["classifier"] == args.classifier_model}
+    for r, n in zip(rows, lengths):
+        h = r["question_hash"]
+        r["solver_correct"] = {s: grades[(h, s)] for s in args.solvers}
+        r["teacher_correct"] = grades[(h, "teacher")]
+        r["length"] = n
+        if not r.get("domain"):
+            r["domain"] = r["source_type"] if args.classifier == "none" else (cached.get(h) or {}).get("value")
+    failed = sum(r["domain"] is None for r in rows)
+    print(f"domain: {len({r['domain'] for r in rows} - {None})} domains, {failed} rows unclassified")
+    prepare.write_jsonl(args.out, rows)
+    print(f"features -> {args.out}")
+
+
+# ----------------------------------------------------------------------------------------------
+# select
+
+BOLD_WITH_DIGIT = re.compile(r"\*\*(?=.*\d)[^\s\]]*\*\*")
+PROBLEM_NUMBER = re.compile(r"p[1-9]\d{0,2}\.")  # = any f"p{i}." for i in 1..999, s1's loop, in one pass
+
+
+def formatting_ok(row):
+    """s1's stage 1b: no Asymptote figure (unless from AIME), no image, no "p1." numbering, no bold run
+    followed by a digit on its line."""
+    q = row["question"]
+    if "[asy]" in q:
+        return "AIME" in row["source_type"]
+    return "![Image]" not in q and not PROBLEM_NUMBER.search(q) and not BOLD_WITH_DIGIT.search(q)
+
+
+def missing_feature(row):
+    """The first feature s1's stage 1a would find missing ("API errors"), or None."""
+    if row.get("distill_status") != "ok":
+        return "trace"
+    for name in ("length", "domain", "teacher_correct"):
+        if row.get(name) is None:
+            return name
+    return "solver grade" if None in row.get("solver_correct", {}).values() else None
+
+
+def benchmark_prior(rows):
+    """s1's prior for the last picks: the domains of the AIME and GPQA questions, GPQA scaled to half
+    of AIME's mass (int() as s1), normalised."""
+    g = Counter(r["domain"] for r in rows if r["source_type"] == GPQA)
+    a = Counter(r["domain"] for r in rows if r["source_type"] == AIME)
+    if g and a:
+        ratio = 0.5 * sum(a.values()) / sum(g.values())
+        g = Counter({d: int(c * ratio) for d, c in g.items()})
+    total = g + a  # Counter addition keeps positive counts only, as s1's
+    return {d: c / sum(total.values()) for d, c in total.items()}
+
+
+def sample_by_length(rows, n, rng, seeds=(), uniform_until=700, prior=None, weighted=True):
+    """s1's loop (§3.6): pick a domain (uniformly, or by the prior once uniform_until are selected), then
+    one of its questions with p ∝ 2^-rank of thinking length (rank 0 = the longest; weighted=False:
+    uniformly), remove it from the domain's pool; a drawn seed adds nothing. Returns the selection."""
+    pools = {}
+    for r in rows:
+        pools.setdefault(r["domain"], []).append(r)
+    domains, prior = sorted(pools), dict(prior or {})
+    prior = {d: w for d, w in prior.items() if d in pools}
+    selected, chosen = list(seeds), {r["question_hash"] for r in seeds}
+    while len(chosen) < n and domains:
+        if len(chosen) < uniform_until or not prior:
+            d = domains[rng.integers(len(domains))]
+        else:
+            names = sorted(prior)
+            w = np.array([prior[x] for x in names])
+            d = names[rng.choice(len(names), p=w / w.sum())]
+        pool = pools[d]
+        if weighted:
+            lengths = np.array([r["length"] for r in pool])
+            rank = (len(pool) - 1) - np.argsort(np.argsort(lengths, kind="stable"), kind="stable")
+            p = 2.0 ** -rank
+            row = pool.pop(rng.choice(len(pool), p=p / p.sum()))
+        else:
+            row = pool.pop(rng.integers(len(pool)))
+        if row["question_hash"] not in chosen:
+            chosen.add(row["question_hash"])
+            selected.append(row)
+        if not pool:
+            domains.remove(d)
+            prior.pop(d, None)
+    return selected
+
+
+def select(args):
+    rows = prepare.read_jsonl(args.data, "the featurized pool")
+    for i, r in enumerate(rows):
+        if "solver_correct" not in r or "length" not in r:
+            raise SystemExit(f"{args.data} row {i}: no features; run `curate.py features` first")
+    rng = np.random.default_rng(args.seed)
+    stages = [("0 start", len(rows))]
+
+    def stage(name, kept, note=""):
+        stages.append((name, len(kept)))
+        print(f"stage {name:<44}{len(kept):>8}  {note}")
+        return kept
+
+    print(f"stage {'0 start':<44}{len(rows):>8}")
+    if args.selection == "all":  # the paper's 59K-full: every question with a trace
+        chosen = stage("all with a trace (59K-full)", [r for r in rows if r.get("distill_status") == "ok"])
+    else:
+        missing = Counter(missing_feature(r) for r in rows)
+        complete = stage("1a quality: no missing feature", [r for r in rows if not missing_feature(r)],
+                         ", ".join(f"missing {k}: {v}" for k, v in missing.items() if k))
+        quality = stage("1b quality: formatting", [r for r in complete if formatting_ok(r)])
+        if args.selection == "random":
+            picks = rng.choice(len(quality), size=min(args.n, len(quality)), replace=False)
+            chosen = stage(f"random {args.n}", [quality[i] for i in picks])
+        elif args.selection == "longest":
+            chosen = stage(f"longest {args.n}", sorted(quality, key=lambda r: -r["length"])[:args.n])
+        elif args.selection == "diverse":
+            chosen = stage(f"diverse {args.n}: uniform domain, uniform question",
+                           sample_by_length(quality, args.n, rng, uniform_until=args.n, weighted=False))
+        else:
+            hard = stage("2 difficulty: every solver wrong", [r for r in quality if not any(r["solver_correct"].values())])
+            seeds = stage("3a benchmark seeds the teacher got right", [
+                r for r in hard if r["teacher_correct"] and (r["source_type"] in args.seed_sources or (
+                    args.long_source in r["source_type"] and r["length"] > args.long_min_length))])
+            prior = benchmark_prior(hard) if args.uniform_until < args.n else {}
+            if args.uniform_until < args.n and not prior:
+                print(f"      no {GPQA} or {AIME} questions left: the last picks are uniform over domains too")
+            chosen = stage("3b domains uniformly, 2^-rank by length", sample_by_length(
+                hard, args.n, rng, seeds[:args.n], args.uniform_until, prior), f"of {len({r['domain'] for r in hard})} domains")
+    if len(chosen) < args.n and args.selection != "all":
+        print(f"note: only {len(chosen)} questions were available, not {args.n}")
+    out = [{k: v for k, v in dict(r, answer=r["attempt"]).items() if k != "attempt"} for r in chosen]
+    prepare.write_jsonl(args.out, out)
+    summarize(args, out, stages)
+
+
+def summarize(args, rows, stages):
+    """The domain histogram (printed and saved) and a histogram of thinking lengths (PNG)."""
+    stem = re.sub(r"\.jsonl$", "", args.out)
+    domains = Counter(r["domain"] for r in rows).most_common()
+    lengths = [r["length"] for r in rows if r.get("length") is not None]
+    print(f"{len(rows)} questions in {len(domains)} domains -> {args.out}")
+    for d, n in domains[:25]:
+        print(f"  {n:>5}  {d}")
+    if len(domains) > 25:
+        print(f"  ... and {len(domains) - 25} more domains")
+    summary = {"selection": args.selection, "seed": args.seed, "n": args.n, "data": args.data,
+               "stages": dict(stages), "domains": dict(domains),
+               "thinking_tokens": {"mean": statistics.mean(lengths), "median": statistics.median(lengths),
+                                   "min": min(lengths), "max": max(lengths)} if lengths else None}
+    with open(stem + ".summary.json.tmp", "w") as f:
+        json.dump(summary, f, indent=1)
+    os.replace(stem + ".summary.json.tmp", stem + ".summary.json")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(lengths or [0], bins=40, color="tab:blue")
+    ax.set(xlabel="thinking tokens", ylabel="questions", title=f"{os.path.basename(args.out)}: {len(rows)} questions")
+    fig.tight_layout()
+    fig.savefig(stem + ".lengths.png.tmp", format="png", dpi=110)
+    plt.close(fig)
+    os.replace(stem + ".lengths.png.tmp", stem + ".lengths.png")
+    print(f"wrote {stem}.summary.json and {stem}.lengths.png")
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("features", help="difficulty, length and domain of every question (cached)")
+    f.add_argument("--data", required=True, help="prepare.py distill's output")
+    f.add_argument("--out", required=True, help="the rows with solver_correct, teacher_correct, length, domain")
+    f.add_argument("--cache", help="prefix of the feature caches (default: OUT without .jsonl)")
+    f.add_argument("--solvers", nargs="*", default=["Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-32B-Instruct"],
+                   help="models (hub names or directories) whose right answers mark a question easy; none: keep "
+                        "all; mini: the built-in tasks' programmatic solver (mini.py)")
+    f.add_argument("--mini-error-rate", type=float, default=0.25,
+                   help="mini solver: chance of an unnoticed slip per reasoning step")
+    f.add_argument("--solver-temperature", type=float, default=0.05)
+    f.add_argument("--solver-max-tokens", type=int, default=32768, help="context: prompt + answer")
+    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    f.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    f.add_argument("--seed", type=int, default=0, help="solvers' sampling")
+    f.add_argument("--grader", choices=["math", "llm"], default="math",
+                   help="math: eval.py's offline grader; llm: --grader-model with s1's grading prompt")
+    f.add_argument("--grader-model", default="claude-3-5-sonnet-20241022")
+    f.add_argument("--tokenizer", default="Qwen/Qwen2.5-32B-Instruct", help="the target model's (length feature)")
+    f.add_argument("--classifier", choices=["llm", "none"], default="llm", help="none: a row's domain is its source")
+    f.add_argument("--classifier-model", default="claude-3-5-sonnet-20241022")
+    f.add_argument("--msc", default=os.path.join(ROOT, "data/s1/msc.json"), help="s1's domain classes")
+    f.add_argument("--base-url", default="https://api.anthropic.com/v1", help="OpenAI-compatible endpoint of the LLMs")
+    f.add_argument("--api-key-env", default="ANTHROPIC_API_KEY", help="environment variable holding the key")
+    f.add_argument("--workers", type=int, default=16, help="requests in flight")
+    f.add_argument("--retries", type=int, default=5, help="retries of a failed request, and re-asks of a bad reply")
+    f.add_argument("--backoff", type=float, default=2.0, help="first back-off in seconds, doubled each retry")
+    s = sub.add_parser("select", help="the three-stage filter and the diversity/length sampling loop")
+    s.add_argument("--data", required=True, help="curate.py features' output")
+    s.add_argument("--out", required=True, help="the selection, JSONL (train.py --data reads it)")
+    s.add_argument("--n", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--selection", choices=["s1", "random", "diverse", "longest", "all"], default="s1",
+                   help="s1: the three stages; the paper's ablations from the quality-filtered pool: random 1K, "
+                        "diverse (uniform domain, uniform question), longest 1K; all: every row with a trace (59K-full)")
+    s.add_argument("--seed-sources", nargs="*", default=[GPQA, AIME], help="stage 3a: sources whose hard questions "
+                                                                          "the teacher got right are kept")
+    s.add_argument("--long-source", default=MATH, help="stage 3a: ... and of this source those with long traces")
+    s.add_argument("--long-min-length", type=int, default=5600, help="stage 3a: 'long' is more thinking tokens than this")
+    s.add_argument("--uniform-until", type=int, default=700,
+                   help="3b: domains are drawn uniformly until this many are selected, then by the AIME/GPQA domain "
+                        "prior (s1's notebook); set it to --n for uniform throughout")
+    args = p.parse_args(argv)
+    if args.command == "features":
+        args.cache = args.cache or re.sub(r"\.jsonl$", "", args.out)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    features(args) if args.command == "features" else select(args)
+
+
+if __name__ == "__main__":
+    main()

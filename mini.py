@@ -1,0 +1,103 @@
+"""mini.py: the built-in miniature tasks of `make demo`, standing in for s1's 59K hard questions.
+
+Four families of verifiable questions where a harder question needs more reasoning steps (adding up
+numbers, counting a letter, finding the largest number, sorting digits), standing in for s1's
+domains. Two programmatic models go with them:
+  teacher  stands in for Gemini / DeepSeek-R1 (prepare.py distill --teacher mini): it reads only the
+           question and writes one short line per step, sometimes slipping and correcting itself
+           after "Wait", as real reasoning traces do;
+  solver   stands in for Qwen2.5-7B/32B answering without a thinking phase (curate.py features
+           --solvers mini): it keeps the running value in its head and slips unnoticed now and then,
+           so it is right on short questions and wrong on long ones, which makes those "hard".
+Everything is seeded by the question, so the same question always gets the same trace and answer.
+"""
+import random
+import re
+
+FAMILIES = ("sum", "count", "max", "sort")
+
+
+def question(family, steps, rng):
+    if family == "sum":  # steps additions
+        return "What is " + "+".join(str(rng.randint(1, 9)) for _ in range(steps + 1)) + "?"
+    if family == "count":  # one step per letter read
+        word = "".join(rng.choice("abc") for _ in range(steps))
+        return f"How many {rng.choice('abc')} in {word}?"
+    if family == "max":  # steps comparisons
+        return "What is the largest of " + " ".join(str(rng.randint(10, 99)) for _ in range(steps + 1)) + "?"
+    return "Sort the digits " + "".join(str(rng.randint(1, 9)) for _ in range(steps + 1)) + "."  # steps insertions
+
+
+def solve(question):
+    """(family, steps, answer): each step is (what is written before the result, the result, a plausible
+    wrong result or None). ValueError if the question is not one of the family's."""
+    if m := re.fullmatch(r"What is (\d+(?:\+\d+)+)\?", question):
+        nums, steps = [int(x) for x in m.group(1).split("+")], []
+        for x in nums[1:]:
+            steps.append((f"{nums[0]}+{x}=", nums[0] + x, nums[0] + x + 1))
+            nums[0] += x
+        return "sum", steps, nums[0]
+    if m := re.fullmatch(r"How many ([a-z]) in ([a-z]+)\?", question):
+        target, count, steps = m.group(1), 0, []
+        for ch in m.group(2):
+            count += ch == target
+            steps.append((f"{ch} ", count, count + 1))
+        return "count", steps, count
+    if m := re.fullmatch(r"What is the largest of (\d+(?: \d+)+)\?", question):
+        nums, steps = [int(x) for x in m.group(1).split()], []
+        for x in nums[1:]:  # the slip keeps the smaller one
+            steps.append((f"max({nums[0]},{x})=", max(nums[0], x), min(nums[0], x) if x != nums[0] else None))
+            nums[0] = max(nums[0], x)
+        return "max", steps, nums[0]
+    if m := re.fullmatch(r"Sort the digits ([1-9]{2,})\.", question):
+        done, steps = m.group(1)[0], []
+        for d in m.group(1)[1:]:
+            new = "".join(sorted(done + d))
+            slip = done + d if done + d != new else None  # the slip forgets to move the new digit
+            steps.append(("", new, slip))
+            done = new
+        return "sort", steps, int(done)
+    raise ValueError("not a question of the built-in family")
+
+
+def teacher(question, slip_rate, seed):
+    """(thinking, answer) for a built-in question. Slips are drawn from a generator seeded by the
+    question, so the same question always gets the same trace."""
+    _, steps, answer = solve(question)
+    rng, lines = random.Random(f"{seed}/{question}"), []
+    for before, result, wrong in steps:
+        if wrong is not None and rng.random() < slip_rate:
+            lines += [f"{before}{wrong}", f"Wait, {before}{result}"]
+        else:
+            lines.append(f"{before}{result}")
+    return "\n".join(lines), str(answer)
+
+
+def solver(question, error_rate, seed):
+    """A stand-in for s1's difficulty solvers (Qwen2.5-7B/32B answering without a thinking phase) on
+    the built-in tasks: it keeps the running value in its head, and every step has error_rate chance
+    of a slip it never notices. So it is right on short questions and wrong on long ones; the reply
+    is a plain chat answer. Seeded by the question, as the teacher."""
+    _, steps, answer = solve(question)
+    right = random.Random(f"solver/{seed}/{question}").random() < (1 - error_rate) ** len(steps)
+    return f"Answer: {answer if right else answer + 1}"
+
+
+def rows(n, seed, min_steps, max_steps):
+    """n distinct questions in s1's five columns (prepare.py's pool rows), the families in turn, steps
+    uniform in [min_steps, max_steps]. `answer` lets eval.py read the file as a benchmark, `domain`
+    lets curate.py skip the classifier."""
+    rng, out, seen = random.Random(seed), [], set()
+    for _ in range(100 * n):
+        if len(out) == n:
+            break
+        family, steps = FAMILIES[len(out) % len(FAMILIES)], rng.randint(min_steps, max_steps)
+        q = question(family, steps, rng)
+        if q not in seen:
+            seen.add(q)
+            answer = str(solve(q)[2])
+            out.append({"question": q, "solution": answer, "cot_type": "math", "source_type": "mini/" + family,
+                        "metadata": str({"family": family, "steps": steps}), "answer": answer, "domain": family})
+    if len(out) < n:
+        raise SystemExit(f"--n {n}: only {len(out)} distinct questions with {min_steps}-{max_steps} steps")
+    return out

@@ -1,0 +1,562 @@
+"""prepare.py: collect s1's question pool, then distill a reasoning trace for every question.
+
+    python prepare.py collect --out runs/s1/pool.jsonl                      # s1's 16 sources from the hub
+    python prepare.py collect --sources math gsm8k --local gsm8k=gsm8k.jsonl --out pool.jsonl
+    python prepare.py collect --sources mini --n 2000 --out runs/demo/pool.jsonl   # the built-in miniature tasks
+    python prepare.py distill --pool runs/s1/pool.jsonl --out runs/s1/distilled.jsonl   # DeepSeek-R1's API (s1K-1.1)
+    python prepare.py distill --pool pool.jsonl --base-url http://127.0.0.1:8000/v1 --model s1 --out d.jsonl
+    python prepare.py distill --pool pool.jsonl --teacher local --model DIR --out d.jsonl   # through sample.py
+    python prepare.py distill --pool runs/demo/pool.jsonl --teacher mini --out runs/demo/distilled.jsonl
+
+collect (s1_reference §1): every source is mapped to s1's five columns (question, solution, cot_type,
+source_type, metadata). Sources are read in order; a question sharing a word 8-gram with AIME24,
+AIME25, MATH500 or GPQA Diamond (as eval.py loads them), or with a question kept from an earlier
+source, is dropped; then exact duplicates go. Questions shorter than 8 words have no 8-gram, so
+they are compared whole (s1 let them through). Any source can be a local file (--local NAME=PATH).
+
+distill (§2): the teacher sees the raw question, as s1's did. Every reply is appended to a JSONL
+cache keyed by sha256(question)[:16] the moment it arrives, so a crash or Ctrl-C loses nothing and a
+rerun continues. Empty or malformed replies are kept and marked (distill_status), never dropped.
+"""
+import argparse
+import ast
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from functools import cache
+
+import eval as bench  # eval.py: the benchmarks (for decontamination); "eval" would shadow the builtin
+import mini  # the built-in miniature tasks of the demo
+
+
+def question_hash(question):
+    return hashlib.sha256(question.encode()).hexdigest()[:16]  # s1's cache key
+
+
+def record(question, solution, cot_type, source_type, raw, used):
+    """s1's five columns; metadata is str() of the remaining original fields (ast.literal_eval reads it)."""
+    return {"question": question, "solution": solution, "cot_type": cot_type, "source_type": source_type,
+            "metadata": str({k: v for k, v in raw.items() if k not in used})}
+
+
+# ----------------------------------------------------------------------------------------------
+# The 16 sources (s1_reference §1.2; field names from s1's collect_data.py and add_aime.py). Each:
+# hub dataset, the parts loaded (config, split, data_files), which rows to keep, the mapping to the
+# five columns, and an optional pick over the whole source. to_row and keep get (row, part).
+
+def part(config=None, split="train", data_files=None):
+    return {"config": config, "split": split, "data_files": data_files}
+
+
+OLYMPIC_ARENA = ["Math", "Physics", "Chemistry", "Biology", "Geography", "Astronomy", "CS"]
+OLYMPIADBENCH = ["OE_TO_maths_en_COMP", "OE_TO_physics_en_COMP", "TP_TO_maths_en_COMP", "TP_TO_physics_en_COMP"]
+AGIEVAL = {"sat_en": "english", "sat_math": "math", "lsat_ar": "english", "lsat_lr": "english",
+           "lsat_rc": "english", "logiqa": "math", "aqua_rat": "math", "math_agieval": "math"}
+LIVECODEBENCH = {"test.jsonl": "release_v1", "test2.jsonl": "release_v2", "test3.jsonl": "release_v3"}  # what each adds
+SCIEVAL_COT = {"SocraticQA": "science", "reagent selection": "science", "MedQA": "health science",
+               "PubMedQA": "health science"}
+XWORD = "Solve the crossword puzzle. You are presented with a clue as input and the number of letters in brackets."
+GPQA_TEMPLATE = "{}\nAnswer Choices:\n(A) {}\n(B) {}\n(C) {}\n(D) {}"  # s1's fix_gpqa.py
+
+
+def hub_rows(hub, config=None, split="train", data_files=None):
+    import datasets
+    try:
+        return list(datasets.load_dataset(hub, config, split=split, data_files=data_files))
+    except Exception as e:
+        raise SystemExit(f"{hub} ({config or 'default'}, {split}): cannot load ({type(e).__name__}: {e}); "
+                         "offline? give a local copy with --local NAME=PATH")
+
+
+@cache
+def numina_500():  # s1 kept all aops_forum rows and, of the rest, the 500 problems of this list
+    return {r["problem"] for r in hub_rows("simplescaling/numinamath_500")}
+
+
+@cache
+def gpqa_diamond():  # GPQA's extended set contains Diamond: those are test questions
+    local = bench.BENCHMARKS["gpqa"][3]
+    rows = bench.read_rows(local, None, None) if os.path.exists(local) else hub_rows("Idavidrein/gpqa", "gpqa_diamond")
+    return {(r.get("question") or r.get("Question")).strip() for r in rows}
+
+
+def scieval_row(r, p):
+    q = (r["question"].split("\n\nAnswer:")[0].replace("\nOptimal solvent:", "\nWhat is the optimal solvent?")
+         .replace("\nOptimal ligand:", "\nWhat is the optimal ligand?")
+         .replace("\nOptimal reactant:", "\nWhat is the optimal reactant?"))
+    return record(q, r["answer"][0], SCIEVAL_COT[r["task_name"]],
+                  f"OpenDFM/SciEval/{r['category']}/{r['type']}/{r['task_name']}", r, ("question", "answer"))
+
+
+def balance_scieval(rows, n=250):
+    """s1's SciEval selection: n questions spread evenly over the tasks, SocraticQA's share evenly over
+    its topics, walking a seeded shuffle."""
+    rows = rows[:]
+    random.Random(42).shuffle(rows)
+    meta = [ast.literal_eval(r["metadata"]) for r in rows]
+    per_task = {t: math.ceil(n / len({m["task_name"] for m in meta})) for t in {m["task_name"] for m in meta}}
+    topics = {m.get("topic") for m in meta if m["task_name"] == "SocraticQA"}
+    per_topic = {t: math.ceil(per_task.get("SocraticQA", 0) / len(topics)) for t in topics}
+    kept = []
+    for r, m in zip(rows, meta):
+        task, topic = m["task_name"], m.get("topic")
+        if per_task[task] > 0 and (task != "SocraticQA" or per_topic[topic] > 0):
+            kept.append(r)
+            per_task[task] -= 1
+            per_topic[topic] = per_topic.get(topic, 0) - (task == "SocraticQA")
+        if len(kept) == n:
+            break
+    return kept
+
+
+def agieval_row(r, p):
+    c = p["config"]
+    if c in ("aqua_rat", "math_agieval"):
+        q = r["question"]
+    else:  # as s1: (passage + "\n\n").strip() + question, so the strip also eats the separator
+        q = ((r.get("passage") or "") + "\n\n").strip() + r["question"] + "\n" + "\n".join(r["options"])
+    return record(q, r["solution"], AGIEVAL[c], "baber/agieval/" + c, r, ("passage", "question", "options", "solution"))
+
+
+def fix_gpqa(rows):
+    """s1's fix_gpqa.py: options shuffled (random.seed(42), in order) into the question, and the letter
+    appended to the explanation."""
+    rng = random.Random(42)
+    for r in rows:
+        m = ast.literal_eval(r["metadata"])
+        right = m["Correct Answer"].strip("\n")
+        choices = [m[f"Incorrect Answer {k}"].strip("\n") for k in (1, 2, 3)] + [right]
+        rng.shuffle(choices)
+        r["question"] = GPQA_TEMPLATE.format(r["question"], *choices)
+        r["solution"] = f"{r['solution']}\n\nAnswer: {'ABCD'[choices.index(right)]}"
+    return rows
+
+
+def take_shuffled(n):
+    return lambda rows: random.Random(42).sample(rows, min(n, len(rows)))
+
+
+SOURCES = [
+    dict(name="math", hub="simplescaling/openaimath", parts=[part()],  # train: the 12K that are not MATH500
+         to_row=lambda r, p: record(r["problem"], r["solution"], "math", "simplescaling/openaimath/" + r["subject"],
+                                    r, ("problem", "solution"))),
+    dict(name="olympicarena", hub="GAIR/OlympicArena",
+         parts=[part(s, split) for split in ("test", "val") for s in OLYMPIC_ARENA],
+         keep=lambda r, p: r["language"] == "EN" and r["modality"] == "text-only",
+         to_row=lambda r, p: record(r["problem"], r["solution"], {"Math": "math", "CS": "coding"}.get(r["subject"], "science"),
+                                    "GAIR/OlympicArena/" + r["subject"], r, ("problem", "solution"))),
+    dict(name="theoremqa", hub="TIGER-Lab/TheoremQA", parts=[part(split="test")], keep=lambda r, p: r["Picture"] is None,
+         to_row=lambda r, p: record(r["Question"], str(r["Answer"]), "math", "TIGER-Lab/TheoremQA/" + r["Answer_type"],
+                                    r, ("Question", "Answer"))),
+    dict(name="numinamath", hub="AI-MO/NuminaMath-CoT", parts=[part()],
+         keep=lambda r, p: r["source"] == "aops_forum" or r["problem"] in numina_500(),
+         to_row=lambda r, p: record(r["problem"], r["solution"], "math", "AI-MO/NuminaMath-CoT/" + r["source"],
+                                    r, ("problem", "solution", "messages"))),
+    dict(name="omnimath", hub="KbsdJames/Omni-MATH", parts=[part(split="test")],
+         to_row=lambda r, p: record(r["problem"], r["solution"], "math", "KbsdJames/Omni-MATH", r, ("problem", "solution"))),
+    dict(name="scieval", hub="OpenDFM/SciEval", parts=[part(split="test"), part(split="validation")],
+         keep=lambda r, p: r["answer"] is not None, to_row=scieval_row, pick=balance_scieval),
+    dict(name="olympiadbench", hub="Hothan/OlympiadBench", parts=[part(c) for c in OLYMPIADBENCH],
+         to_row=lambda r, p: record(r["question"], r["solution"][0], "math",
+                                    f"Hothan/OlympiadBench/{r['question_type']}/{r['subject']}", r, ("question", "solution"))),
+    dict(name="jeebench", hub="daman1209arora/jeebench", parts=[part(split="test")],
+         to_row=lambda r, p: record(r["question"], r["gold"], {"chem": "science"}.get(r["subject"], "math"),
+                                    "daman1209arora/jeebench/" + r["subject"], r, ("question", "gold"))),
+    dict(name="agieval", hub="baber/agieval", parts=[part(c, s) for c in AGIEVAL for s in ("test", "few_shot")],
+         keep=lambda r, p: p["config"] != "math_agieval" or r["level"] == 5, to_row=agieval_row),  # level 5 only
+    dict(name="statsqual", hub="simplescaling/s1-prob", parts=[part()],
+         to_row=lambda r, p: record(r["question"], r["solution"], "math", "simplescaling/s1-prob", r, ("question", "solution"))),
+    dict(name="gpqa", hub="Idavidrein/gpqa", parts=[part("gpqa_extended")],
+         keep=lambda r, p: r["Question"].strip() not in gpqa_diamond(),
+         to_row=lambda r, p: record(r["Question"], r["Explanation"], "science", "Idavidrein/gpqa", r, ("Question", "Explanation")),
+         pick=fix_gpqa),
+    dict(name="xword", hub="0xharib/xword1", parts=[part()], pick=take_shuffled(1000),
+         to_row=lambda r, p: record(XWORD + "\n\n" + r["input"].split("### Clue: ")[1], r["output"], "crossword",
+                                    "0xharib/xword1", r, ("input", "output"))),
+    dict(name="usaco", hub="codegenning/usacobench_formatted", parts=[part(split="test")],
+         to_row=lambda r, p: record(r["question"].strip(), None, "coding", "codegenning/usacobench_formatted", r, ("question",))),
+    dict(name="quant", hub="simplescaling/s1-teasers", parts=[part()],
+         to_row=lambda r, p: record(r["Question"].strip(), r["Answer"], "math", "simplescaling/s1-teasers", r, ("Question", "Answer"))),
+    dict(name="livecodebench", hub="livecodebench/code_generation_lite", parts=[part(data_files=f) for f in LIVECODEBENCH],
+         keep=lambda r, p: r["difficulty"] == "hard",
+         to_row=lambda r, p: record(r["question_content"].strip(), None, "coding",
+                                    "LiveCodeBench/" + LIVECODEBENCH[p["data_files"]], r, ("question_content",))),
+    dict(name="aime", hub="qq8933/AIME_1983_2024", parts=[part()], keep=lambda r, p: int(r["ID"].split("-")[0]) <= 2022,
+         to_row=lambda r, p: record(r["Question"], str(r["Answer"]), "math", "qq8933/AIME_1983_2024", r, ("Question", "Answer"))),
+]
+S1_SOURCES = [s["name"] for s in SOURCES]
+
+
+def generic_row(r, name, path, i):
+    """A row of a local file for a source of one's own: question, and solution (or answer)."""
+    question = next((r[k] for k in ("question", "problem", "Question", "Problem") if isinstance(r.get(k), str)), None)
+    if not question or not question.strip():
+        raise SystemExit(f"{path} row {i}: no question (looked for question, problem; the row has {sorted(r)})")
+    solution = next((str(r[k]) for k in ("solution", "answer", "Answer", "gold") if r.get(k) is not None), None)
+    if "cot_type" in r and "source_type" in r:  # already in s1's five columns (e.g. an earlier pool): as is
+        return dict(r, question=question, solution=solution, metadata=r.get("metadata", "{}"))
+    return record(question, solution, "math", name, r, ("question", "problem", "Question", "Problem", "solution"))
+
+
+def load_source(name, local, args):
+    """Rows of one source in s1's columns: from the hub, the built-in family, or a local file."""
+    if name == "mini" and not local:
+        return mini.rows(args.n, args.seed, args.min_steps, args.max_steps)
+    source = next((s for s in SOURCES if s["name"] == name), None)
+    if local:
+        raw = [(r, (source or {"parts": [part()]})["parts"][0]) for r in bench.read_rows(local, None, None)]
+    elif source is None:
+        raise SystemExit(f"--sources {name}: not one of {S1_SOURCES + ['mini']}; give its file with --local {name}=PATH")
+    else:
+        raw = [(r, p) for p in source["parts"] for r in hub_rows(source["hub"], **p)]
+    if args.limit:
+        raw = raw[:args.limit]
+    rows, mapped = [], 0
+    for i, (r, p) in enumerate(raw):
+        if source is None or ("cot_type" in r and "source_type" in r):
+            rows.append(generic_row(r, name, local, i))
+            continue
+        mapped += 1
+        try:
+            if source.get("keep", lambda r, p: True)(r, p):
+                rows.append(source["to_row"](r, p))
+        except (KeyError, IndexError, TypeError, AttributeError) as e:
+            raise SystemExit(f"{local or source['hub']} row {i}: not in {name}'s layout ({type(e).__name__}: {e})")
+    return source["pick"](rows) if mapped and source.get("pick") else rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Decontamination and de-duplication (§1.3)
+
+def ngrams(text, n=8):
+    """s1's word n-grams of the lower-cased, whitespace-collapsed text; a shorter text is one gram."""
+    words = text.lower().split()
+    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)} if len(words) >= n else {" ".join(words)}
+
+
+def eval_questions(names, sources):
+    """{benchmark: [question text]} as eval.py loads them; GPQA is skipped, and said so, without a copy."""
+    out = {}
+    for name in names:
+        if name == "gpqa" and name not in sources and not os.path.exists(bench.BENCHMARKS["gpqa"][3]):
+            print(f"decontamination: skipped GPQA Diamond (no copy at {bench.BENCHMARKS['gpqa'][3]}; "
+                  "give one with --eval-data gpqa=PATH)")
+            continue
+        questions = bench.load_benchmark(name, sources.get(name))
+        # GPQA's prompt has its options appended; s1 matched the question alone
+        out[name] = [q["prompt"].rsplit("\n\nA) ", 1)[0] if q["choices"] else q["prompt"] for q in questions]
+    return out
+
+
+def collect(args):
+    tests = eval_questions(args.eval_sets, args.eval_data)
+    test_grams = set().union(*(ngrams(q, args.ngram) for qs in tests.values() for q in qs))
+    print("decontaminating against " + ", ".join(f"{k} ({len(v)})" for k, v in tests.items()))
+    earlier, pool = set(), []
+    print(f"{'source':<16}{'loaded':>8}{'eval overlap':>14}{'earlier overlap':>17}{'kept':>8}")
+    for name in args.sources:
+        rows = load_source(name, args.local.get(name), args)
+        kept, contaminated, overlap = [], 0, 0
+        for r in rows:
+            grams = ngrams(r["question"], args.ngram)
+            if not grams.isdisjoint(test_grams):
+                contaminated += 1
+            elif not grams.isdisjoint(earlier):
+                overlap += 1
+            else:
+                kept.append(r)
+        for r in kept:  # after each source, its questions join the set the next ones are checked against
+            earlier |= ngrams(r["question"], args.ngram)
+        print(f"{name:<16}{len(rows):>8}{contaminated:>14}{overlap:>17}{len(kept):>8}")
+        pool += kept
+    seen, unique = set(), []
+    for r in pool:
+        if r["question"] not in seen:
+            seen.add(r["question"])
+            unique.append(r)
+    print(f"exact duplicates removed: {len(pool) - len(unique)}\npool: {len(unique)} questions -> {args.out}")
+    write_jsonl(args.out, unique)
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+
+def write_jsonl(path, rows):
+    """Write to a temporary file, then rename: a crash never leaves half a file under the real name."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    os.replace(path + ".tmp", path)
+
+
+def read_jsonl(path, what="rows"):
+    if not os.path.isfile(path):
+        raise SystemExit(f"{path}: no such file ({what})")
+    rows = bench.read_rows(path, None, None)
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict) or not isinstance(r.get("question"), str) or not r["question"].strip():
+            raise SystemExit(f"{path} row {i}: needs a non-empty string 'question'")
+    return rows
+
+
+def read_cache(path):
+    """The records of an append-only cache. A torn last line (a kill mid-write) is dropped and the file
+    rewritten without it, so that appending stays clean; a bad line elsewhere is an error."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        lines = f.readlines()
+    records = []
+    for n, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n < len(lines):
+                raise SystemExit(f"{path} line {n}: not valid JSON")
+            print(f"{path}: dropping a half-written last line")
+    if lines and not lines[-1].endswith("\n") or len(records) < len(lines):
+        with open(path + ".tmp", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+        os.replace(path + ".tmp", path)
+    return records
+
+
+# ----------------------------------------------------------------------------------------------
+# An OpenAI-compatible client: POST {base_url}/chat/completions, a few lines of urllib
+
+class BadCredentials(Exception):
+    pass
+
+
+def chat_completion(base_url, model, messages, key_env, retries=5, backoff=2.0, timeout=1800, **extra):
+    """The reply's message. Rate limits, server errors and dropped connections are retried with
+    exponential back-off; HTTP 401/403 raise BadCredentials at once (retrying cannot help)."""
+    url = base_url.rstrip("/") + "/chat/completions"
+    headers = {"Content-Type": "application/json"}
+    if os.environ.get(key_env):
+        headers["Authorization"] = "Bearer " + os.environ[key_env]
+    body = json.dumps({"model": model, "messages": messages, **extra}).encode()
+    for attempt in range(retries + 1):
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=timeout) as r:
+                return json.loads(r.read())["choices"][0]["message"]
+        except urllib.error.HTTPError as e:
+            if e.code in (401, 403):
+                raise BadCredentials(f"{url}: HTTP {e.code} {e.reason}: check the API key in ${key_env}"
+                                     + ("" if os.environ.get(key_env) else f" (${key_env} is not set)")) from None
+            if (e.code < 500 and e.code not in (408, 409, 429)) or attempt == retries:
+                raise RuntimeError(f"HTTP {e.code}: {e.read()[:300].decode(errors='replace')}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+            if attempt == retries:
+                raise RuntimeError(f"{url}: {e}") from None
+        time.sleep(backoff * 2 ** attempt)
+
+
+def split_reply(message):
+    """(thinking, answer, problem): the thinking from reasoning_content (DeepSeek's API, sample.py's
+    server) or reasoning, else from <think>...</think> in the content; problem names what is wrong."""
+    content = message.get("content") or ""
+    thinking = message.get("reasoning_content") or message.get("reasoning")
+    if thinking is None and "</think>" in content:  # some servers put the opening <think> in the prompt
+        thinking, _, content = content.partition("</think>")
+        thinking = thinking.split("<think>", 1)[-1]
+    elif thinking is None and "<think>" in content:
+        return None, content, "malformed: <think> is never closed"
+    if not (thinking or "").strip():
+        return thinking, content, "empty: no thinking"
+    if not content.strip():
+        return thinking, content, "empty: no answer"
+    return thinking.strip(), content.strip(), None
+
+
+# ----------------------------------------------------------------------------------------------
+# distill
+
+def teach(args, todo, save):
+    """Ask the teacher about every question in todo; save(record) as each reply arrives."""
+    def rec(q, thinking, answer, problem):
+        status = problem.split(":")[0] if problem else "ok"
+        return {"question_hash": question_hash(q), "teacher": args.teacher_name, "status": status,
+                "problem": problem, "question": q, "thinking": thinking, "attempt": answer}
+
+    if args.teacher == "mini":
+        for q in todo:
+            try:
+                save(rec(q, *mini.teacher(q, args.slip_rate, args.seed), None))
+            except ValueError as e:
+                save(rec(q, None, None, f"malformed: {e}"))
+    elif args.teacher == "local":
+        import torch
+        import chat
+        import sample
+        device = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+        model = sample.load_model(args.model, torch.device(device), getattr(torch, args.dtype))
+        tokenizer = chat.load_tokenizer(model.source_dir)
+        for start in range(0, len(todo), args.batch_size):
+            batch = todo[start:start + args.batch_size]
+            outs = sample.generate(model, tokenizer, batch, max_thinking_tokens=args.max_thinking_tokens,
+                                   max_tokens=args.max_tokens, temperature=args.temperature or 0.0,
+                                   seed=args.seed + start, batch_size=args.batch_size, progress=False)
+            for q, out in zip(batch, outs):
+                thinking, answer, problem = split_reply({"reasoning_content": out["thinking"], "content": out["answer"]})
+                if not out["finished"] and not problem:
+                    problem = "malformed: the context ran out before the answer ended"
+                save(rec(q, thinking, answer, problem))
+            print(f"distill: {start + len(batch)} of {len(todo)}", flush=True)
+    else:
+        extra = {k: v for k, v in (("temperature", args.temperature), ("max_tokens", args.max_tokens)) if v is not None}
+
+        def ask(q):
+            try:
+                message = chat_completion(args.base_url, args.model, [{"role": "user", "content": q}], args.api_key_env,
+                                          args.retries, args.backoff, args.timeout, **extra)
+            except (RuntimeError, KeyError, IndexError, TypeError, json.JSONDecodeError) as e:
+                return rec(q, None, None, f"error: {type(e).__name__}: {e}")
+            return rec(q, *split_reply(message))
+
+        pool = ThreadPoolExecutor(args.workers)
+        try:
+            futures = [pool.submit(ask, q) for q in todo]
+            for i, future in enumerate(as_completed(futures), 1):
+                save(future.result())
+                if i % 100 == 0 or i == len(todo):
+                    print(f"distill: {i} of {len(todo)}", flush=True)
+        except BadCredentials as e:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise SystemExit(str(e))
+        finally:  # on Ctrl-C too: stop asking; every saved reply stays in the cache
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def distill(args):
+    args.teacher_name = {"mini": f"mini (slip rate {args.slip_rate}, seed {args.seed})"}.get(args.teacher, args.model)
+    rows = read_jsonl(args.pool, "the pool")
+    cached = {}  # question hash -> the newest record from this teacher
+    for r in read_cache(args.cache):
+        if r.get("teacher") == args.teacher_name:
+            cached[r["question_hash"]] = r
+    redo = ("error",) + (("empty", "malformed") if args.retry_failed else ())
+    questions = list(dict.fromkeys(r["question"] for r in rows))
+    todo = [q for q in questions if question_hash(q) not in cached or cached[question_hash(q)]["status"] in redo]
+    todo = todo[:args.limit] if args.limit else todo
+    print(f"distill: {len(questions)} questions, {len(questions) - len(todo)} already in {args.cache}, "
+          f"{len(todo)} to ask {args.teacher_name}")
+    if todo:
+        os.makedirs(os.path.dirname(os.path.abspath(args.cache)), exist_ok=True)
+        saved = []
+        with open(args.cache, "a") as f:
+            def save(record):  # one line per reply, flushed at once: a crash loses at most the line being written
+                cached[record["question_hash"]] = record
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                saved.append(record["question_hash"])
+            try:
+                teach(args, todo, save)
+            except KeyboardInterrupt:
+                raise SystemExit(f"interrupted: {len(saved)} replies saved in {args.cache} this run; "
+                                 "run the same command again to continue") from None
+    out, counts = [], {}
+    for r in rows:
+        rec = cached.get(question_hash(r["question"]), {"status": "pending", "problem": None, "thinking": None, "attempt": None})
+        counts[rec["status"]] = counts.get(rec["status"], 0) + 1
+        out.append(dict(r, thinking=rec["thinking"], attempt=rec["attempt"], distill_status=rec["status"],
+                        distill_problem=rec["problem"], teacher=args.teacher_name))
+    write_jsonl(args.out, out)
+    print("distill: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f" -> {args.out}")
+    if counts.get("pending") or counts.get("error"):
+        print("distill: rerun the same command to ask again for the pending and failed ones")
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+def name_eq_path(specs, flag, p):
+    out = {}
+    for spec in specs:
+        name, eq, path = spec.partition("=")
+        if not (name and eq and path):
+            p.error(f"{flag} {spec!r}: expected NAME=PATH")
+        out[name] = path
+    return out
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("collect", help="the question pool: load, map, decontaminate, de-duplicate")
+    c.add_argument("--sources", nargs="+", default=S1_SOURCES,
+                   help=f"in this order (later ones are checked against earlier ones): {' '.join(S1_SOURCES)}, "
+                        "mini (the built-in miniature tasks), or a name of one's own given with --local")
+    c.add_argument("--local", action="append", default=[], metavar="NAME=PATH",
+                   help="read source NAME from a local .jsonl/.json(.gz): rows in the hub's layout, in s1's five "
+                        "columns, or (a source of one's own) with a question and a solution or answer")
+    c.add_argument("--eval-sets", nargs="+", default=["aime24", "aime25", "math500", "gpqa"],
+                   help="benchmarks to decontaminate against, as eval.py loads them")
+    c.add_argument("--eval-data", action="append", default=[], metavar="NAME=PATH", help="another benchmark's file")
+    c.add_argument("--ngram", type=int, default=8, help="word n-gram size of the decontamination (s1: 8)")
+    c.add_argument("--limit", type=int, default=0, help="first N rows of each source only (a trial run)")
+    c.add_argument("--n", type=int, default=2000, help="mini: number of questions")
+    c.add_argument("--seed", type=int, default=0, help="mini: generator seed")
+    c.add_argument("--min-steps", type=int, default=1, help="mini: fewest reasoning steps")
+    c.add_argument("--max-steps", type=int, default=9, help="mini: most reasoning steps")
+    c.add_argument("--out", required=True, help="the pool, JSONL")
+    d = sub.add_parser("distill", help="a thinking trace and an answer for every question, cached and resumable")
+    d.add_argument("--pool", required=True, help="JSONL with a 'question' per row (collect's output)")
+    d.add_argument("--out", required=True, help="the pool rows with thinking, attempt and distill_status added")
+    d.add_argument("--cache", help="append-only JSONL of replies keyed by question hash (default: OUT.cache.jsonl)")
+    d.add_argument("--teacher", choices=["api", "local", "mini"], default="api",
+                   help="api: an OpenAI-compatible endpoint; local: --model through sample.py; mini: the built-in "
+                        "tasks' programmatic teacher")
+    d.add_argument("--base-url", default="https://api.deepseek.com", help="api: endpoint (s1K-1.1: DeepSeek-R1)")
+    d.add_argument("--model", default="deepseek-reasoner", help="api: model name; local: checkpoint directory or hub name")
+    d.add_argument("--api-key-env", default="DEEPSEEK_API_KEY", help="api: environment variable holding the key")
+    d.add_argument("--workers", type=int, default=16, help="api: requests in flight")
+    d.add_argument("--retries", type=int, default=5, help="api: retries of a failed request (exponential back-off)")
+    d.add_argument("--backoff", type=float, default=2.0, help="api: first back-off in seconds, doubled each retry")
+    d.add_argument("--timeout", type=float, default=1800, help="api: seconds per request")
+    d.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the API's; local: 0)")
+    d.add_argument("--max-tokens", type=int, default=None, help="api: max_tokens sent; local: context (default 32768)")
+    d.add_argument("--max-thinking-tokens", default=None, help="local: cap on thinking tokens (an integer or auto)")
+    d.add_argument("--batch-size", type=int, default=16, help="local: rows decoded together")
+    d.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    d.add_argument("--dtype", choices=["bfloat16", "float32"], default="float32", help="local: weights' dtype")
+    d.add_argument("--slip-rate", type=float, default=0.1, help="mini: chance a step is first written wrong, then fixed")
+    d.add_argument("--seed", type=int, default=0, help="mini: slips; local: sampling")
+    d.add_argument("--limit", type=int, default=0, help="ask about the first N outstanding questions only")
+    d.add_argument("--retry-failed", action="store_true", help="ask again where the reply was empty or malformed")
+    args = p.parse_args(argv)
+    if args.command == "collect":
+        args.local = name_eq_path(args.local, "--local", p)
+        args.eval_data = name_eq_path(args.eval_data, "--eval-data", p)
+        unknown = [b for b in args.eval_sets if b not in bench.BENCHMARKS and b not in args.eval_data]
+        if unknown:
+            p.error(f"--eval-sets {' '.join(unknown)}: not one of {sorted(bench.BENCHMARKS)}; give a file with --eval-data")
+        for name in args.local:
+            if name not in args.sources:
+                p.error(f"--local {name}: not among --sources; add it there (the order of --sources matters)")
+        if not 1 <= args.min_steps <= args.max_steps:
+            p.error("--min-steps and --max-steps: need 1 <= min <= max")
+    else:
+        args.cache = args.cache or re.sub(r"\.jsonl$", "", args.out) + ".cache.jsonl"
+        if args.teacher == "local":
+            args.max_tokens = args.max_tokens or 32768
+            if args.max_thinking_tokens not in (None, "auto"):
+                args.max_thinking_tokens = int(args.max_thinking_tokens)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    collect(args) if args.command == "collect" else distill(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,403 @@
+"""prepare.py and curate.py on a small local pool (GSM8K rows, hand-written planted rows, questions
+copied from the eval sets) with hand-built models whose every reply is known: a teacher that thinks
+"abc" and answers 51, a solver that answers 7, served by sample.py's real OpenAI-compatible server."""
+import gzip
+import json
+import os
+import random
+import re
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+from conftest import ROOT, bigram_model, run
+
+import chat
+import curate
+import eval as E
+import mini
+import model as M
+import prepare
+import sample
+import train
+
+FIX = os.path.join(ROOT, "tests", "fixtures")
+GSM8K, PLANTED, MSC = (os.path.join(FIX, f) for f in ("gsm8k_test_head.jsonl", "planted.jsonl", "msc_subset.json"))
+TEACHER = {"k": "a", "a": "b", "b": "c", "c": "<|im_start|>", "r": "\n", "\n": "5", "5": "1", "1": "<|im_end|>"}
+SOLVER = {"\n": "7", "7": "<|im_end|>"}  # a plain chat answer (no thinking phase) starts after "assistant\n"
+GRADER = {"k": "<|im_start|>", "r": "\n", "\n": "Y", "Y": "e", "e": "s", "s": "<|im_end|>"}  # replies "Yes"
+
+
+def read(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def write(path, rows):
+    with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    return str(path)
+
+
+def serve(model, tokenizer, context=4096):
+    server = sample.make_server(model, tokenizer, port=0, context=context)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Checkpoints of the teacher and the solver (byte tokenizer), and the teacher served by sample.py."""
+    root = tmp_path_factory.mktemp("bigrams")
+    tokenizer = chat.build_byte_tokenizer(str(root / "tok"))
+    dirs = {}
+    for name, chain in (("teacher", TEACHER), ("solver", SOLVER)):
+        M.save_pretrained(bigram_model(tokenizer, chain), str(root / name), tokenizer_dir=str(root / "tok"))
+        dirs[name] = str(root / name)
+    teacher = bigram_model(tokenizer, TEACHER)
+    server, url = serve(teacher, tokenizer)
+    yield dict(dirs, tok=str(root / "tok"), url=url, teacher_model=teacher, tokenizer=tokenizer)
+    server.shutdown()
+
+
+def stage_counts(text):
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^stage (\S+) .*?(\d+)(?:  |$)", text, re.M)}
+
+
+def test_pipeline_end_to_end_with_hand_checked_counts(models, tmp_path, capsys):
+    # Questions planted from the eval sets must go; one sharing only 7 words with MATH500 must stay.
+    math500, aime24, aime25 = (E.load_benchmark(b) for b in ("math500", "aime24", "aime25"))
+    near = " ".join(math500[1]["prompt"].split()[:7]) + " apples are red and bananas are yellow. Why?"
+    planted = [{"question": math500[0]["prompt"], "answer": "1"},
+               {"question": "Answer the following. " + aime24[0]["prompt"], "answer": "2"},
+               {"question": "  ".join(aime25[3]["prompt"].upper().split()), "answer": "3"},  # case and spacing differ
+               {"question": near, "answer": "3"}]
+    gpqa = E.BENCHMARKS["gpqa"][3]
+    if os.path.exists(gpqa):  # never written to the repo: read from the gzip copy at test time
+        with gzip.open(gpqa, "rt") as f:
+            planted.insert(0, {"question": json.loads(f.readline())["question"], "answer": "A"})
+    evals = write(tmp_path / "from_evals.jsonl", planted)
+    pool, distilled, featurized = (str(tmp_path / f) for f in ("pool.jsonl", "distilled.jsonl", "featurized.jsonl"))
+    prepare.main(["collect", "--sources", "gsm8k", "planted", "evals", "--local", f"gsm8k={GSM8K}",
+                  "--local", f"planted={PLANTED}", "--local", f"evals={evals}", "--out", pool])
+    out = capsys.readouterr().out
+    # hand-checked: planted.jsonl row 10 repeats 8 words of GSM8K row 0; rows 8 and 9 are the same question
+    assert re.search(r"gsm8k\s+31\s+0\s+0\s+31", out) and re.search(r"planted\s+13\s+0\s+1\s+12", out)
+    assert re.search(rf"evals\s+{len(planted)}\s+{len(planted) - 1}\s+0\s+1", out)
+    assert "exact duplicates removed: 1" in out and "pool: 43 questions" in out
+    questions = [r["question"] for r in read(pool)]
+    assert near in questions and not {p["question"] for p in planted[:-1]} & set(questions)
+    assert all(r["question"] in questions for r in read(GSM8K))
+
+    prepare.main(["distill", "--pool", pool, "--teacher", "local", "--model", models["teacher"],
+                  "--max-tokens", "1024", "--out", distilled])
+    rows = read(distilled)
+    assert len(rows) == 43 and all((r["thinking"], r["attempt"], r["distill_status"]) == ("abc", "51", "ok") for r in rows)
+    assert "43 ok" in capsys.readouterr().out
+
+    features = ["features", "--data", distilled, "--solvers", models["solver"], "--tokenizer", models["tok"],
+                "--solver-max-tokens", "1024", "--dtype", "float32", "--classifier", "llm", "--classifier-model", "s1",
+                "--base-url", models["url"], "--msc", MSC, "--out", featurized]
+    curate.main(features)
+    rows = {r["question"]: r for r in read(featurized)}
+    by_gold = lambda gold: sorted(q for q, r in rows.items() if curate.reference_answer(r["solution"]) == gold)
+    solved = sorted(q for q, r in rows.items() if r["solver_correct"][models["solver"]])
+    assert solved == by_gold("7") and len(solved) == 4  # GSM8K rows 18 and 22, planted rows 8 and 12
+    assert sorted(q for q, r in rows.items() if r["teacher_correct"]) == by_gold("51") and len(by_gold("51")) == 4
+    assert {r["domain"] for r in rows.values()} == {"Geometry", "Number theory"}  # classifier's "51"; two preset
+    assert all(r["length"] == 3 for r in rows.values())  # "abc" in the byte tokenizer
+    curate.main(features)  # everything is cached now: nothing is generated or asked again
+    again = capsys.readouterr().out.split("features: 43 rows")[-1]
+    assert "43 answers cached, 0 to generate" in again and "0 to ask s1" in again
+
+    s1k = str(tmp_path / "s1K.jsonl")
+    select = ["select", "--data", featurized, "--n", "20", "--long-min-length", "2"]
+    curate.main(select + ["--out", s1k])
+    counts = stage_counts(capsys.readouterr().out)
+    # 1a: no reference solution (planted 7); 1b: [asy] outside AIME, ![Image], "p3.", **12** (planted 1, 3, 4, 5);
+    # 2: the solver's four right answers; 3a: the AIME question the teacher got right and the "long" MATH one
+    assert counts == {"0": 43, "1a": 42, "1b": 38, "2": 34, "3a": 2, "3b": 20}
+    chosen = read(s1k)
+    assert [r["question"] for r in chosen[:2]] == [
+        "What is the largest two-digit multiple of 17 that is less than 60?", "What is the product of the primes 3 and 17?"]
+    assert "What is the remainder when 2024 is divided by 9?" in [r["question"] for r in chosen]  # the other domain
+    assert train.to_triples(chosen, s1k)[0][1:] == ("abc", "51")  # train.py reads it as it is
+    assert os.path.exists(str(tmp_path / "s1K.lengths.png"))
+    assert json.load(open(tmp_path / "s1K.summary.json"))["domains"] == {"Geometry": 19, "Number theory": 1}
+    same, other = str(tmp_path / "same.jsonl"), str(tmp_path / "other.jsonl")
+    curate.main(select + ["--out", same])
+    curate.main(select + ["--out", other, "--seed", "1"])
+    assert read(same) == chosen and read(other) != chosen and len(read(other)) == 20
+
+    for selection, n, expected in (("random", 10, 10), ("longest", 5, 5), ("diverse", 10, 10), ("all", 20, 43)):
+        path = str(tmp_path / f"{selection}.jsonl")
+        curate.main(["select", "--data", featurized, "--n", str(n), "--selection", selection, "--out", path])
+        assert len(read(path)) == expected, selection
+        assert selection == "all" or all(curate.formatting_ok(r) and not curate.missing_feature(r) for r in read(path))
+
+
+def test_openai_compatible_teacher_round_trip_with_sample_server(models, tmp_path):
+    pool = write(tmp_path / "pool.jsonl", read(GSM8K)[:6])
+    out = str(tmp_path / "distilled.jsonl")
+    prepare.main(["distill", "--pool", pool, "--base-url", models["url"], "--model", "s1", "--workers", "3",
+                  "--out", out])
+    direct = sample.generate(models["teacher_model"], models["tokenizer"], [read(GSM8K)[0]["question"]],
+                             max_tokens=4096, progress=False)[0]
+    assert (direct["thinking"], direct["answer"].strip()) == ("abc", "51")
+    assert [(r["thinking"], r["attempt"], r["distill_status"]) for r in read(out)] == [("abc", "51", "ok")] * 6
+    cache = read(str(tmp_path / "distilled.cache.jsonl"))
+    assert sorted(r["question_hash"] for r in cache) == sorted(prepare.question_hash(r["question"]) for r in read(pool))
+
+
+def stub_server(replies):
+    """An HTTP server answering each POST with the next (status, body) of replies (the last repeats)."""
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append((self.headers.get("Authorization"), json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            code, body = replies[min(len(seen), len(replies)) - 1]
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v1", seen
+
+
+def reply(**message):
+    return 200, {"choices": [{"index": 0, "message": dict(role="assistant", **message)}]}
+
+
+def test_client_retries_marks_bad_replies_and_stops_on_bad_credentials(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TEST_KEY", "secret")
+    pool = write(tmp_path / "pool.jsonl", [{"question": "What is 2+2?"}])
+    distill = lambda url, out, *extra: prepare.main(["distill", "--pool", pool, "--base-url", url, "--api-key-env",
+                                                     "TEST_KEY", "--backoff", "0.01", "--out", str(tmp_path / out), *extra])
+    server, url, seen = stub_server([(503, {}), (429, {}), reply(content="<think>2 and 2</think>4")])
+    distill(url, "a.jsonl")
+    assert len(seen) == 3 and seen[0][0] == "Bearer secret" and seen[0][1]["messages"][0]["content"] == "What is 2+2?"
+    assert [(r["thinking"], r["attempt"], r["distill_status"]) for r in read(tmp_path / "a.jsonl")] == [("2 and 2", "4", "ok")]
+    server.shutdown()
+
+    server, url, seen = stub_server([reply(content="<think>never closed")])
+    distill(url, "b.jsonl")
+    row = read(tmp_path / "b.jsonl")[0]  # kept and marked, not dropped
+    assert (row["distill_status"], row["distill_problem"]) == ("malformed", "malformed: <think> is never closed")
+    distill(url, "b.jsonl")
+    assert len(seen) == 1 and "1 already in" in capsys.readouterr().out  # a marked reply is not asked again...
+    distill(url, "b.jsonl", "--retry-failed")
+    assert len(seen) == 2  # ...unless asked to
+    server.shutdown()
+
+    server, url, seen = stub_server([(401, {"error": {"message": "invalid key"}})])
+    with pytest.raises(SystemExit, match=r"HTTP 401 .*check the API key in \$TEST_KEY"):
+        distill(url, "c.jsonl")
+    assert len(seen) == 1 and not os.path.exists(tmp_path / "c.jsonl")  # no retries, no output
+    assert read(tmp_path / "c.cache.jsonl") == []  # nothing recorded for the question: the next run asks again
+    server.shutdown()
+
+
+def test_split_reply():
+    assert prepare.split_reply({"reasoning_content": " t ", "content": " a "}) == ("t", "a", None)
+    assert prepare.split_reply({"content": "<think>t</think>a"}) == ("t", "a", None)
+    assert prepare.split_reply({"content": "t</think>a"}) == ("t", "a", None)  # <think> was in the prompt
+    assert prepare.split_reply({"content": "just an answer"})[2] == "empty: no thinking"
+    assert prepare.split_reply({"reasoning_content": "t", "content": ""})[2] == "empty: no answer"
+    assert prepare.split_reply({"content": "<think>t"})[2] == "malformed: <think> is never closed"
+
+
+def test_interrupted_distill_resumes_without_repeating_or_losing(tmp_path, monkeypatch, capsys):
+    pool, out = str(tmp_path / "pool.jsonl"), str(tmp_path / "d.jsonl")
+    cache = str(tmp_path / "d.cache.jsonl")
+    prepare.main(["collect", "--sources", "mini", "--n", "30", "--eval-sets", "aime24", "--out", pool])
+    args = ["distill", "--pool", pool, "--teacher", "mini", "--out", out]
+    prepare.main(args + ["--limit", "4"])
+    assert [r["distill_status"] for r in read(out)].count("pending") == 26  # not yet asked: marked, not dropped
+    real, calls = mini.teacher, []
+
+    def interrupted(*a):  # Ctrl-C during the 7th question of this run
+        calls.append(a)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        return real(*a)
+    monkeypatch.setattr(mini, "teacher", interrupted)
+    with pytest.raises(SystemExit, match="interrupted: 6 replies saved"):
+        prepare.main(args)
+    monkeypatch.setattr(mini, "teacher", real)
+    before = open(cache).read()
+    assert len(before.splitlines()) == 10
+    with open(cache, "a") as f:
+        f.write('{"question_hash": "0123')  # what a kill in the middle of a write leaves
+    capsys.readouterr()
+    prepare.main(args)
+    assert "dropping a half-written last line" in capsys.readouterr().out
+    records = read(cache)
+    assert open(cache).read().startswith(before) and len(records) == 30
+    assert sorted(r["question_hash"] for r in records) == sorted(prepare.question_hash(r["question"]) for r in read(pool))
+    assert all(r["distill_status"] == "ok" for r in read(out))
+
+
+def test_mini_family_is_seeded_verifiable_and_its_teacher_is_right():
+    rows = mini.rows(400, 0, 1, 9)
+    assert rows == mini.rows(400, 0, 1, 9) and rows != mini.rows(400, 1, 1, 9)
+    assert {r["domain"]: 100 for r in rows} == {f: 100 for f in mini.FAMILIES}
+    steps_total = slips = 0
+    for r in rows:
+        q, steps = r["question"], eval(r["metadata"])["steps"]
+        thinking, answer = mini.teacher(q, 0.1, 0)
+        assert thinking == mini.teacher(q, 0.1, 0)[0]
+        lines = thinking.split("\n")
+        fixes = [i for i, line in enumerate(lines) if line.startswith("Wait, ")]
+        assert len(lines) - 2 * len(fixes) + len(fixes) == steps  # one line per step, plus slip and fix
+        steps_total, slips = steps_total + steps, slips + len(fixes)
+        if r["domain"] == "sum":  # every line adds up, except the slip right before a "Wait"
+            for i, line in enumerate(lines):
+                a, b, c = map(int, re.fullmatch(r"(?:Wait, )?(\d+)\+(\d+)=(\d+)", line).groups())
+                assert (a + b == c) != (i + 1 in fixes)
+            expected = sum(map(int, re.findall(r"\d+", q)))
+        elif r["domain"] == "count":
+            letter, word = re.fullmatch(r"How many (\w) in (\w+)\?", q).groups()
+            expected = word.count(letter)
+        elif r["domain"] == "max":
+            expected = max(map(int, re.findall(r"\d+", q)))
+        else:
+            expected = int("".join(sorted(re.search(r"\d+", q).group())))
+        assert answer == r["solution"] == r["answer"] == str(expected)
+        if steps == 9:
+            assert len(thinking.encode()) < 200 and len(q) < 60
+    assert 0.05 < slips / steps_total < 0.15
+    with pytest.raises(ValueError):
+        mini.solve("What is the capital of France?")
+
+
+def test_mini_solver_is_right_on_short_questions_and_wrong_on_long_ones():
+    rows = mini.rows(2000, 0, 1, 9)
+    right = {}
+    for r in rows:
+        steps = eval(r["metadata"])["steps"]
+        reply = mini.solver(r["question"], 0.25, 0)
+        assert reply == mini.solver(r["question"], 0.25, 0)  # seeded by the question
+        correct, status = curate.grade_math(r["solution"], reply)  # graded as a model's reply would be
+        assert status == "ok"
+        right.setdefault(steps, []).append(correct)
+    rate = {s: np.mean(v) for s, v in right.items()}
+    for s in (1, 5, 9):  # (1 - 0.25) ** steps: 0.75, 0.24, 0.08
+        assert abs(rate[s] - 0.75 ** s) < 0.1, (s, rate[s])
+    assert all(mini.solver(r["question"], 0.0, 0) == "Answer: " + r["answer"] for r in rows[:50])
+
+
+def test_mini_pipeline_decontaminates_selects_by_difficulty_domain_and_length(models, tmp_path, capsys):
+    test, pool, d, f, s = (str(tmp_path / n) for n in ("test.jsonl", "pool.jsonl", "d.jsonl", "f.jsonl", "s.jsonl"))
+    prepare.main(["collect", "--sources", "mini", "--n", "150", "--seed", "1", "--max-steps", "3", "--out", test])
+    assert E.load_benchmark("minitest", test)[0]["gold"] == read(test)[0]["answer"]  # eval.py reads it as a benchmark
+    prepare.main(["collect", "--sources", "mini", "--n", "300", "--max-steps", "5", "--eval-sets", "aime24", "minitest",
+                  "--eval-data", f"minitest={test}", "--out", pool])
+    overlap = {r["question"] for r in read(test)} & {r["question"] for r in mini.rows(300, 0, 1, 5)}
+    assert len(overlap) > 5 and len(read(pool)) == 300 - len(overlap)  # short questions compared whole
+    prepare.main(["distill", "--pool", pool, "--teacher", "mini", "--out", d])
+    curate.main(["features", "--data", d, "--solvers", models["solver"], "--tokenizer", models["tok"],
+                 "--dtype", "float32", "--solver-max-tokens", "512", "--classifier", "none", "--out", f])
+    curate.main(["select", "--data", f, "--n", "40", "--out", s])
+    counts = stage_counts(capsys.readouterr().out)
+    sevens = sum(r["solution"] == "7" for r in read(pool))
+    assert sevens > 0 and counts["2"] == len(read(pool)) - sevens and counts["3b"] == 40
+    chosen, hard = read(s), [r for r in read(f) if r["solution"] != "7"]
+    assert {r["domain"] for r in chosen} == set(mini.FAMILIES)
+    assert np.mean([r["length"] for r in chosen]) > np.mean([r["length"] for r in hard]) + 5  # longer traces preferred
+    assert all(t[1] and t[2] for t in train.to_triples(chosen, s))
+
+
+def test_selection_loop_weights_domains_uniformly_and_lengths_by_two_to_minus_rank():
+    row = lambda d, n, i: {"domain": d, "length": n, "question_hash": f"{d}{i}"}
+    pool = [row("a", n, i) for i, n in enumerate([40, 10, 30, 20])]
+    picks = [curate.sample_by_length(pool, 1, np.random.default_rng(s))[0]["length"] for s in range(3000)]
+    for length, p in ((40, 8 / 15), (30, 4 / 15), (20, 2 / 15), (10, 1 / 15)):  # 2^-rank, normalised
+        assert abs(picks.count(length) / 3000 - p) < 0.03
+    pool = [row("small", 1, 0)] + [row("big", 1, i) for i in range(100)]
+    small = [curate.sample_by_length(pool, 1, np.random.default_rng(s))[0]["domain"] for s in range(2000)]
+    assert abs(small.count("small") / 2000 - 0.5) < 0.04  # the domain is drawn first, uniformly
+    everything = curate.sample_by_length(pool, 500, np.random.default_rng(0))
+    assert len(everything) == 101  # runs out gracefully
+    seeds = [pool[5]]
+    assert curate.sample_by_length(pool, 3, np.random.default_rng(0), seeds)[0] is pool[5]
+
+
+def test_benchmark_prior_halves_gpqa_against_aime():
+    rows = ([{"source_type": curate.GPQA, "domain": d} for d in ["Physics"] * 4 + ["Chemistry"] * 2]
+            + [{"source_type": curate.AIME, "domain": d} for d in ["Geometry"] * 3 + ["Number theory"] * 3]
+            + [{"source_type": "other", "domain": "Biology"}])
+    assert curate.benchmark_prior(rows) == {"Physics": 2 / 9, "Chemistry": 1 / 9, "Geometry": 3 / 9, "Number theory": 3 / 9}
+    pool = [{"domain": d, "length": 1, "question_hash": f"{d}{i}"} for d in ("Physics", "Biology") for i in range(50)]
+    picked = curate.sample_by_length(pool, 40, np.random.default_rng(0), uniform_until=0, prior={"Physics": 1.0})
+    assert {r["domain"] for r in picked} == {"Physics"}  # after uniform_until, domains come from the prior
+
+
+def test_quality_patterns_are_s1s():
+    rng = random.Random(0)
+    for _ in range(3000):  # our one regex = s1's 999 substring tests
+        text = "".join(rng.choice("p0123456789. x") for _ in range(rng.randint(1, 12)))
+        assert bool(curate.PROBLEM_NUMBER.search(text)) == any(f"p{i}." in text for i in range(1, 1000)), text
+    ok = lambda q, source="x": curate.formatting_ok({"question": q, "source_type": source})
+    assert not ok("[asy]draw(A--B);[/asy] Find AB.") and ok("[asy]draw(A--B);[/asy] p1. **3**", "qq8933/AIME_1983_2024")
+    assert not ok("See ![Image](x.png)") and not ok("Problem p12. Solve") and not ok("The **bold** run has 2 digits")
+    assert ok("The **bold** run has no digit") and ok("Help me with step 3.") and ok("**x** then\nline 2")
+
+
+def test_reference_answers_and_grading():
+    assert curate.reference_answer("So \\boxed{\\frac{1}{2}}.") == "\\frac{1}{2}"
+    assert curate.reference_answer("She has 1,200 eggs.\n#### 1,200") == "1200"
+    assert curate.reference_answer("Because ...\n\nAnswer: B") == "B"
+    assert curate.reference_answer("17") == "17" and curate.reference_answer("A long proof\nover lines.") is None
+    assert curate.reference_answer(None) is None
+    assert curate.grade_math("#### 1,200", "The total is \\boxed{1200}.") == (True, "ok")
+    assert curate.grade_math("\\boxed{\\frac12}", "Answer: 0.5") == (True, "ok")
+    assert curate.grade_math("\\boxed{3}", "Answer: 4") == (False, "ok")
+    assert curate.grade_math("Explanation.\n\nAnswer: C", "The answer is (C).") == (True, "ok")
+    assert curate.grade_math("A proof\nin lines", "x")[0] is None and curate.grade_math("5", None)[0] is None
+
+
+def test_gpqa_is_skipped_and_said_so_without_a_copy(monkeypatch, capsys):
+    monkeypatch.setitem(E.BENCHMARKS, "gpqa", E.BENCHMARKS["gpqa"][:3] + ("/nonexistent/gpqa_diamond.jsonl.gz",))
+    tests = prepare.eval_questions(["aime24", "gpqa"], {})
+    assert list(tests) == ["aime24"] and len(tests["aime24"]) == 30
+    assert "skipped GPQA Diamond" in capsys.readouterr().out
+
+
+def test_bad_input_is_a_one_line_error_naming_it(tmp_path):
+    bad = write(tmp_path / "bad.jsonl", [{"question": "fine?", "answer": "1"}, {"prompt": "no question here"}])
+    with pytest.raises(SystemExit, match=r"bad.jsonl row 1: no question"):
+        prepare.main(["collect", "--sources", "mine", "--local", f"mine={bad}", "--eval-sets", "aime24",
+                      "--out", str(tmp_path / "p.jsonl")])
+    with pytest.raises(SystemExit, match=r"missing.jsonl: no such file"):
+        prepare.main(["distill", "--pool", str(tmp_path / "missing.jsonl"), "--teacher", "mini", "--out", "x.jsonl"])
+    with pytest.raises(SystemExit, match="run `curate.py features` first"):
+        curate.main(["select", "--data", GSM8K, "--out", str(tmp_path / "s.jsonl")])
+    with pytest.raises(SystemExit, match=r"bad.jsonl row 1: needs a non-empty string 'question'"):
+        curate.main(["features", "--data", bad, "--classifier", "none", "--out", str(tmp_path / "f.jsonl")])
+    with pytest.raises(SystemExit, match="not one of"):
+        prepare.main(["collect", "--sources", "nosuch", "--eval-sets", "aime24", "--out", str(tmp_path / "p.jsonl")])
+    pool = write(tmp_path / "pool.jsonl", read(GSM8K)[:2])  # the mini teacher cannot read these: marked
+    prepare.main(["distill", "--pool", pool, "--teacher", "mini", "--out", str(tmp_path / "d.jsonl")])
+    assert [r["distill_status"] for r in read(tmp_path / "d.jsonl")] == ["malformed"] * 2
+
+
+def test_help():
+    for script, sub in (("prepare.py", "collect"), ("curate.py", "select")):
+        text = run([sys.executable, script, sub, "--help"]).stdout
+        assert "--out" in text and ("--local" in text or "--uniform-until" in text)
+    for argv in (["distill", "--help"],):
+        with pytest.raises(SystemExit) as e:
+            prepare.parse_args(argv)
+        assert e.value.code == 0
+    with pytest.raises(SystemExit) as e:
+        curate.parse_args(["features", "--help"])
+    assert e.value.code == 0
