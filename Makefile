@@ -1,4 +1,5 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Both build .venv first.
+# make demo DEMO_ARGS=--force redoes every stage; DEMO_ARGS=--small is the few-minute version.
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -14,7 +15,7 @@ test: .venv/installed
 	$(PY) -m pytest -q tests
 
 demo: .venv/installed
-	@echo "make demo: the miniature CPU pipeline is not built yet (issue 7)."
+	$(PY) demo.py $(DEMO_ARGS)
 
 bench: .venv/installed
 	$(PY) bench.py

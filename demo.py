@@ -1,0 +1,113 @@
+"""demo.py: the whole s1 pipeline in miniature on a laptop CPU (`make demo`).
+
+The same stage scripts as the real thing, with small numbers, on a built-in task family whose
+harder questions need more reasoning steps (prepare.py's "mini" source, with a programmatic
+teacher that writes step-by-step traces and sometimes corrects a slip after "Wait"):
+
+    prepare.py collect   a pool of questions          -> pool.jsonl
+    prepare.py distill   a trace and answer for each  -> traces.jsonl
+    curate.py features   difficulty (a programmatic solver that answers without thinking and slips
+                         on long questions), trace length, domain (the task family) -> features.jsonl
+    curate.py select     quality, difficulty, diversity -> s1K.jsonl (the miniature s1K)
+    train.py             a 0.8M-parameter Qwen2 from scratch on it -> train/final
+    eval.py              held-out questions under budget forcing: thinking caps, then "Wait"s
+                         -> eval/results.md, eval/scaling.png
+
+Each stage is skipped when its output exists (rerun with --force to redo it); each command is
+printed before it runs, so any stage can be rerun by hand.
+"""
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+PY = sys.executable
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/demo", help="where every stage writes")
+    p.add_argument("--force", action="store_true", help="redo every stage, even those already done")
+    p.add_argument("--small", action="store_true", help="a few-minute version (the CI test)")
+    return p.parse_args(argv)
+
+
+def stage(name, output, cmd, force):
+    """Run one stage's command unless its output already exists."""
+    if os.path.exists(output) and not force:
+        print(f"== {name}: done already ({output}); --force redoes it", flush=True)
+        return
+    print(f"== {name}\n$ {shlex.join(cmd)}", flush=True)
+    t0 = time.time()
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    print(f"== {name}: {time.time() - t0:.0f} s", flush=True)
+
+
+def reading(results_path):
+    """A few plain sentences on what the curve shows, from eval.py's results.json."""
+    with open(results_path) as f:
+        results = json.load(f)
+    runs = results["runs"]
+    caps = [r for r in runs if r["setting"].isdigit()]
+    natural = next((r for r in runs if r["setting"] == "none"), None)
+    waits = [r for r in runs if r["setting"].startswith("wait")]
+    m = next(iter(results["scaling"].values()))
+    lo, hi = caps[0], caps[-1]
+    lines = [f"Budget forcing on {lo['questions']} held-out questions:",
+             f"- capping thinking at {lo['setting']} tokens gives {100 * lo['accuracy']:.1f} % accuracy, "
+             f"at {hi['setting']} tokens {100 * hi['accuracy']:.1f} % "
+             f"({100 * (hi['accuracy'] - lo['accuracy']):+.1f} points);",
+             f"- Control {100 * m['control']:.0f} % (every run's average thinking stayed within its budget), "
+             f"Scaling {m['scaling']:.1f} accuracy points per doubling of thinking, Performance {m['performance']:.1f} %;"]
+    if natural:
+        lines.append(f"- without a cap the model thinks {natural['avg_thinking_tokens']:.0f} tokens on average "
+                     f"and scores {100 * natural['accuracy']:.1f} %;")
+    for w in waits:
+        base = natural or hi
+        lines.append(f"- {w['setting']} (suppress the end of thinking, append \"Wait\"): "
+                     f"{w['avg_thinking_tokens']:.0f} tokens, {100 * w['accuracy']:.1f} % "
+                     f"({100 * (w['accuracy'] - base['accuracy']):+.1f} points vs {base['setting']}).")
+    return "\n".join(lines)
+
+
+def main(args):
+    out = lambda *p: os.path.join(args.out, *p)
+    os.makedirs(args.out, exist_ok=True)
+    # Sizes: the full demo fits in ~15 minutes on 2 cores; --small in ~2.
+    pool, keep, test, epochs = (400, 120, 40, 3) if args.small else (4000, 1000, 200, 12)
+    caps = ["8", "16", "32", "64"] if args.small else ["8", "16", "24", "32", "48", "64", "96"]
+    stages = [
+        ("collect", out("pool.jsonl"),
+         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(pool), "--seed", "0", "--out", out("pool.jsonl")]),
+        ("distill", out("traces.jsonl"),
+         [PY, "prepare.py", "distill", "--teacher", "mini", "--pool", out("pool.jsonl"), "--out", out("traces.jsonl")]),
+        ("features", out("features.jsonl"),
+         [PY, "curate.py", "features", "--data", out("traces.jsonl"), "--solvers", "mini", "--tokenizer",
+          "data/demo-model", "--classifier", "none", "--out", out("features.jsonl")]),
+        ("select", out("s1K.jsonl"),
+         [PY, "curate.py", "select", "--data", out("features.jsonl"), "--n", str(keep), "--seed", "0",
+          "--out", out("s1K.jsonl")]),
+        ("train", out("train", "final"),
+         [PY, "train.py", "--model", "data/demo-model", "--init", "random", "--data", out("s1K.jsonl"),
+          "--out", out("train"), "--device", "cpu", "--dtype", "float32", "--save-dtype", "float32",
+          "--epochs", str(epochs), "--global-batch", "16", "--lr", "3e-3", "--block-size", "512", "--save-every", "100"]),
+        ("held-out questions", out("test.jsonl"),
+         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(test), "--seed", "1", "--out", out("test.jsonl")]),
+        ("eval", out("eval", "results.json"),
+         [PY, "eval.py", "--model", out("train", "final"), "--benchmarks", "mini", "--data", f"mini={out('test.jsonl')}",
+          "--settings", *caps, "none", "wait1", "wait2", "--max-tokens", "512", "--dtype", "float32",
+          "--batch-size", "64", "--out", out("eval")]),
+    ]
+    for name, output, cmd in stages:
+        stage(name, output, cmd, args.force)
+    print("\n" + open(out("eval", "results.md")).read())
+    print(reading(out("eval", "results.json")))
+    print(f"\nplot: {out('eval', 'scaling.png')}")
+
+
+if __name__ == "__main__":
+    main(parse_args())
