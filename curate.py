@@ -390,9 +390,7 @@ def summarize(args, rows, stages):
                "stages": dict(stages), "domains": dict(domains),
                "thinking_tokens": {"mean": statistics.mean(lengths), "median": statistics.median(lengths),
                                    "min": min(lengths), "max": max(lengths)} if lengths else None}
-    with open(stem + ".summary.json.tmp", "w") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(stem + ".summary.json.tmp", stem + ".summary.json")
+    bench.write_atomic(stem + ".summary.json", json.dumps(summary, indent=1))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

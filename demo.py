@@ -112,7 +112,8 @@ def main(args):
     ]
     for name, output, cmd in stages:
         stage(name, output, cmd, args.force)
-    print("\n" + open(out("eval", "results.md")).read())
+    with open(out("eval", "results.md")) as f:
+        print("\n" + f.read())
     print(reading(out("eval", "results.json")))
     print(f"\nplot: {out('eval', 'scaling.png')}")
 

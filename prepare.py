@@ -323,9 +323,7 @@ def read_cache(path):
                 raise SystemExit(f"{path} line {n}: not valid JSON")
             print(f"{path}: dropping a half-written last line")
     if lines and not lines[-1].endswith("\n") or len(records) < len(lines):
-        with open(path + ".tmp", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
-        os.replace(path + ".tmp", path)
+        write_jsonl(path, records)
     return records
 
 

@@ -226,4 +226,3 @@ def test_command_line_prompt_and_rejection_sampling(tiny):
     assert "--- thinking (" in out and "--- answer (" in out
     bad = run(args + ["--rejection-sampling"], check=False)
     assert bad.returncode == 2 and "--rejection-sampling needs an integer --max-thinking-tokens" in bad.stderr
-
