@@ -226,3 +226,14 @@ def test_command_line_prompt_and_rejection_sampling(tiny):
     assert "--- thinking (" in out and "--- answer (" in out
     bad = run(args + ["--rejection-sampling"], check=False)
     assert bad.returncode == 2 and "--rejection-sampling needs an integer --max-thinking-tokens" in bad.stderr
+
+
+def test_a_row_that_reaches_the_context_ends_exactly_there(bigram):
+    """Prompt + generated == max_tokens, never one more: the bigram model thinks "abc", and with
+    endless "Wait"s and no cap it runs until the context is full."""
+    model, tokenizer = bigram
+    for max_tokens in (140, 141, 157):
+        o = sample.generate(model, tokenizer, ["q"], num_ignore=1000, max_tokens=max_tokens, progress=False)[0]
+        prompt = len(tokenizer.encode(o["prompt"], add_special_tokens=False))
+        assert prompt + o["generated_tokens"] == max_tokens
+        assert o["ended"] == "length" and not o["finished"]
