@@ -19,6 +19,7 @@ import time
 import torch
 
 import model as M
+import sample
 
 # Qwen2.5-0.5B's shape (its config.json), with random weights: nothing is downloaded.
 QWEN25_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
@@ -68,8 +69,10 @@ def bench_forward(args):
         tag = str(dtype).removeprefix("torch.")
         compare(f"{tag}, all logits", lambda: ours(ids), lambda: ref(ids, use_cache=False), args.repeats)
 
-        def ours_prefill():  # KV-cache prefill: only the last position's logits
-            ours(ids, cache=M.KVCache(ours.cfg, 1, args.tokens, device="cpu", dtype=dtype))
+        def ours_prefill():  # a paged KV-cache prefill, as sample.py's engine runs it: only the last logits
+            pool = sample.BlockPool(ours.cfg, -(-args.tokens // 16), 16, ours.cfg.num_key_value_heads, "cpu", dtype)
+            seq = sample.Seq(ids[0].tolist(), rows=[], blocks=[pool.allocate() for _ in range(len(pool.refs))])
+            ours(ids, cache=sample.PagedBatch(pool, [seq], "cpu"))
         compare(f"{tag}, prefill (KV cache, last logits)", ours_prefill,
                 lambda: ref(ids, use_cache=True, logits_to_keep=1), args.repeats)
         del ours, ref
@@ -110,7 +113,6 @@ def bench_train(args):
 
 @torch.no_grad()
 def bench_decode(args):
-    import sample
     print(f"\nGreedy decoding of {args.new_tokens} new tokens after a 16-token prompt, random Qwen2.5-0.5B-shaped "
           f"model, bf16, {torch.get_num_threads()} CPU threads, median of {args.repeats}")
     print("| case | ours | transformers generate | ours / transformers |\n|---|---|---|---|")
@@ -121,8 +123,13 @@ def bench_decode(args):
         prompts = torch.randint(0, 151643, (batch, 16), generator=torch.Generator().manual_seed(batch))
 
         def ours_run():
-            rows = [sample.Row(prompt_len=16, cap=None, ignores_left=0, phase="answer") for _ in range(batch)]
-            sample.decode(ours, prompts.tolist(), rows, no_stop, max_tokens=16 + args.new_tokens)
+            engine = sample.Engine(ours, 16 + args.new_tokens, max_rows=batch)
+            rows = [sample.Row(prompt_len=16, max_len=16 + args.new_tokens, ids=no_stop, cap=None, ignores_left=0,
+                               phase="answer") for _ in range(batch)]
+            for prompt, row in zip(prompts.tolist(), rows):
+                engine.add(prompt, [row])
+            while engine.busy():
+                engine.step()
             assert all(len(r.tokens) == args.new_tokens for r in rows)
 
         def ref_run():

@@ -4,6 +4,11 @@
     python eval.py --model DIR --settings sweep                    # the paper's Figure 1: caps, auto, Wait x1/2/4
     python eval.py --model DIR --benchmarks aime24 --settings auto --n 8 --temperature 0.6   # avg@8, maj@8, pass@8
     python eval.py --model DIR --data gpqa=/path/gpqa_diamond.jsonl.gz --benchmarks gpqa
+    torchrun --nproc-per-node 8 eval.py --model simplescaling/s1-32B --settings sweep   # 32B: tensor parallel
+    python eval.py --dry-run --model simplescaling/s1-32B --gpus 8      # memory per GPU, before renting
+
+A sweep costs about its longest setting: every setting of a question forks from one shared
+thinking (sample.py), a cap where it cuts, a "Wait" where the thinking would have ended.
 
 Prompts are s1's (s1_reference §6.1): the question as is, and for GPQA the question followed by
 "\\n\\nA) ..\\nB) ..\\nC) ..\\nD) .." with the options shuffled as s1 did (Python random, seed 0, in
@@ -86,7 +91,14 @@ def parse_args(argv=None):
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--limit", type=int, default=0, help="first N questions of each benchmark only (0: all)")
-    p.add_argument("--batch-size", type=int, default=16, help="rows decoded together; samples are saved per batch")
+    p.add_argument("--batch-size", type=int, default=64, help="most sequences decoded together (the engine's slots)")
+    p.add_argument("--kv-memory-gb", type=float, default=None, help="KV pool size (default: as sample.py)")
+    p.add_argument("--no-share", action="store_true",
+                   help="run every setting of a question on its own instead of forking them from one "
+                        "shared thinking (the same tokens, more compute; for comparison)")
+    p.add_argument("--dry-run", action="store_true", help="print the memory plan per GPU and exit (no weights loaded)")
+    p.add_argument("--gpus", type=int, default=8, help="--dry-run: GPUs to plan for")
+    p.add_argument("--gpu-memory-gb", type=float, default=80.0, help="--dry-run: memory per GPU (H100: 80 GB)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--dtype", choices=["bfloat16", "float32", "float16"], default="bfloat16",
                    help="s1 evaluated in float32 with vLLM")
@@ -427,48 +439,62 @@ def read_samples(path):
     return done
 
 
-def load_model(args):
-    import torch
-    import model as qwen
-    device = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
-    if not args.model:
-        raise SystemExit("--model is required: some samples have not been generated yet")
-    m = qwen.from_pretrained(args.model, device=device, dtype=getattr(torch, args.dtype)).eval()
-    return m, chat.load_tokenizer(args.tokenizer or m.source_dir)
-
-
 SAVED = ("prompt", "text", "answer", "thinking_tokens", "answer_tokens", "ended", "finished", "forced")
 
 
-def generate_missing(args, todo, path, done):
-    """todo: (benchmark, setting, sample index, question). Sample i of every question comes from its
-    own sample.generate calls (questions in batches), so sample indices are independent draws; the
-    seed is a function of --seed, the batch and i, so a rerun of the same batch draws the same."""
-    import sample  # sample.py (issue 4); imported here so that grading works without it
-    model, tokenizer = load_model(args)
+def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
+    """todo: (benchmark, setting, sample index, question). A question's missing settings and
+    samples run together: its settings fork from one shared thinking (sample.py), and every sample
+    is written the moment it finishes. A row's random draws depend only on --seed, the question and
+    the sample index, so a rerun, or any batch size, draws the same."""
+    import sample
     for benchmark, _, _, q in todo:  # s1's harness silently emptied prompts that did not fit (§6.1)
         n = len(tokenizer.encode(chat.prompt_text(q["prompt"]) + chat.THINK, add_special_tokens=False))
         if n >= args.max_tokens:
             raise SystemExit(f"{benchmark} question {q['id']}: the prompt has {n} tokens, "
                              f"--max-tokens is {args.max_tokens}")
+    needs = {}  # (benchmark, id) -> the question, its missing settings and sample indices
+    for benchmark, setting, i, q in todo:
+        entry = needs.setdefault((benchmark, q["id"]), (benchmark, q, {}, set()))
+        entry[2][setting] = None
+        entry[3].add(i)
+    groups = {}  # questions that need the same settings and samples run in one engine call
+    for benchmark, q, settings, samples in needs.values():
+        groups.setdefault((tuple(settings), max(samples) + 1), []).append((benchmark, q))
     with open(path, "a") as f:
-        for (benchmark, setting, i), items in itertools.groupby(todo, key=lambda t: t[:3]):
-            items, kwargs = list(items), parse_setting(setting)[1]
-            for start in range(0, len(items), args.batch_size):
-                batch = [q for *_, q in items[start:start + args.batch_size]]
-                seed = zlib.crc32(f"{args.seed}/{benchmark}/{setting}/{i}/{batch[0]['id']}".encode())
-                print(f"{benchmark} {setting} sample {i}: questions {start + 1}-{start + len(batch)} of {len(items)}")
-                results = sample.generate(model, tokenizer, [q["prompt"] for q in batch], **kwargs,
-                                          ignore_str=args.ignore_str, max_tokens=args.max_tokens,
-                                          temperature=args.temperature, top_p=args.top_p, seed=seed,
-                                          batch_size=args.batch_size, progress=True)
-                for q, r in zip(batch, results):
-                    record = {"benchmark": benchmark, "setting": setting, "id": q["id"], "sample": i, "gold": q["gold"],
-                              **{k: r[k] for k in SAVED}, **grade(benchmark, q, r["text"])}
-                    done[(benchmark, setting, q["id"], i)] = record
-                    f.write(json.dumps(record) + "\n")
+        for (settings, n), questions in groups.items():
+            print(f"generating {len(questions)} question(s) x {len(settings)} setting(s) x {n} sample(s)")
+
+            def write(index, r):
+                (benchmark, q), rest = questions[index // (n * len(settings))], index % (n * len(settings))
+                i, setting = divmod(rest, len(settings))
+                setting = settings[setting]
+                if (benchmark, setting, q["id"], i) in done or rank != 0:
+                    return
+                record = {"benchmark": benchmark, "setting": setting, "id": q["id"], "sample": i, "gold": q["gold"],
+                          **{k: r[k] for k in SAVED}, **grade(benchmark, q, r["text"])}
+                done[(benchmark, setting, q["id"], i)] = record
+                f.write(json.dumps(record) + "\n")
                 f.flush()
+            sample.generate(model, tokenizer, [q["prompt"] for _, q in questions], n=n,
+                            settings=[parse_setting(s)[1] for s in settings], share=not args.no_share,
+                            ignore_str=args.ignore_str, max_tokens=args.max_tokens, temperature=args.temperature,
+                            top_p=args.top_p, seed=args.seed, batch_size=args.batch_size,
+                            kv_memory_gb=args.kv_memory_gb, progress=rank == 0, on_result=write)
+            if rank == 0:
                 os.fsync(f.fileno())
+
+
+def load_model(args, world=1, rank=0):
+    """The model (this rank's slice of it under torchrun) and its tokenizer."""
+    import torch
+    import sample
+    if not args.model:
+        raise SystemExit("--model is required: some samples have not been generated yet")
+    device, _, _ = sample.init_distributed(args.device)
+    sample.check_fits(args.model, device, world, args.max_tokens, args.batch_size)
+    m = sample.load_model(args.model, device, getattr(torch, args.dtype), world, rank)
+    return m, chat.load_tokenizer(args.tokenizer or m.source_dir)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -533,6 +559,10 @@ def plot(model_name, runs, path):
 
 
 def main(args):
+    if args.dry_run:
+        import sample
+        return sample.print_plan(args.model, sample.model_config(args.model), args.gpus, args.max_tokens,
+                                 args.batch_size, args.gpu_memory_gb)
     os.makedirs(args.out, exist_ok=True)
     # Samples are keyed by benchmark, setting, question and index; what else shaped them must not change.
     config = {k: getattr(args, k) for k in ("model", "tokenizer", "dtype", "max_tokens", "temperature", "top_p",
@@ -550,13 +580,26 @@ def main(args):
 
     questions = {b: load_benchmark(b, args.data.get(b), args.limit) for b in args.benchmarks}
     path = os.path.join(args.out, "samples.jsonl")
-    done = read_samples(path)
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    done = read_samples(path) if rank == 0 else {}
     wanted = [(b, s, i, q) for b in args.benchmarks for s in args.settings for i in range(args.n) for q in questions[b]]
     todo = [t for t in wanted if (t[0], t[1], t[3]["id"], t[2]) not in done]
-    print(f"{len(wanted) - len(todo)} of {len(wanted)} samples already in {path}; generating {len(todo)}")
+    if world > 1:  # torchrun: every rank holds a slice of the model and runs the same rows; rank 0 writes
+        import sample
+        device, world, rank = sample.init_distributed(args.device)
+        todo = sample.broadcast(todo)
+    if rank == 0:
+        print(f"{len(wanted) - len(todo)} of {len(wanted)} samples already in {path}; generating {len(todo)}")
     if todo:
-        write_atomic(config_path, json.dumps(config, indent=1) + "\n")
-        generate_missing(args, todo, path, done)
+        if rank == 0:
+            write_atomic(config_path, json.dumps(config, indent=1) + "\n")
+        generate_missing(args, todo, path, done, *load_model(args, world, rank), rank=rank)
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+        dist.destroy_process_group()
+        if rank != 0:
+            return None
 
     runs, scaling = [], {}
     for b in args.benchmarks:
@@ -584,3 +627,5 @@ def main(args):
 
 if __name__ == "__main__":
     main(parse_args())
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        os._exit(0)  # gloo can abort at interpreter exit (a known flake of process-group teardown)

@@ -13,8 +13,10 @@ Ways to call it:
     model(ids, position_ids=pos)        packed rows: a position that restarts at 0 starts a new
                                         document, and no token attends across documents
     model(ids, labels=labels)           per-token training loss, without full fp32 logits
-    model(ids, cache=cache, n_new=n)    decoding: append tokens to a KV cache (per-row lengths)
-                                        and return the logits of each row's last new token
+    model(ids, cache=batch)             decoding: sample.py's paged KV cache says where each new
+                                        token sits (batch.positions), stores k and v and attends
+                                        (batch.attend); returns the logits of each sequence's last
+                                        new token (batch.last indexes the flattened new tokens)
 """
 import json
 import os
@@ -93,6 +95,25 @@ def read_config(path):
                   max_position_embeddings=raw.get("max_position_embeddings", 32768),
                   torch_dtype=raw.get("torch_dtype", raw.get("dtype")) or "bfloat16",
                   bos_token_id=raw.get("bos_token_id"), eos_token_id=raw.get("eos_token_id"))
+
+
+# The Qwen2.5 sizes (each one's config.json on the hub: hidden, intermediate, layers, heads, KV
+# heads, vocab, tied), so that memory plans need no download. s1-32B and s1.1-32B are the 32B shape.
+QWEN25_SHAPES = {"0.5B": (896, 4864, 24, 14, 2, 151936, True), "1.5B": (1536, 8960, 28, 12, 2, 151936, True),
+                 "3B": (2048, 11008, 36, 16, 2, 151936, True), "7B": (3584, 18944, 28, 28, 4, 152064, False),
+                 "14B": (5120, 13824, 48, 40, 8, 152064, False), "32B": (5120, 27648, 64, 40, 8, 152064, False),
+                 "72B": (8192, 29568, 80, 64, 8, 152064, False)}
+
+
+def known_shape(name):
+    """The Config of a hub name ending in a Qwen2.5 size (Qwen/Qwen2.5-32B-Instruct, simplescaling/s1.1-32B), or None."""
+    import re
+    m = re.search(r"-(\d+(?:\.\d+)?B)(?:-|$)", name)
+    if not m or m.group(1) not in QWEN25_SHAPES:
+        return None
+    h, i, layers, heads, kv, vocab, tied = QWEN25_SHAPES[m.group(1)]
+    return Config(vocab_size=vocab, hidden_size=h, intermediate_size=i, num_hidden_layers=layers,
+                  num_attention_heads=heads, num_key_value_heads=kv, tie_word_embeddings=tied)
 
 
 def hf_config_dict(cfg, dtype=None):
@@ -232,49 +253,6 @@ class Block(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# KV cache for decoding
-
-class KVCache:
-    """Preallocated keys and values for `batch` rows of at most `max_len` tokens each.
-    Row b holds its tokens in slots [0, lengths[b]). A forward with the cache writes the new tokens
-    of row b at slots lengths[b], lengths[b]+1, ... and then advances lengths[b] by that row's
-    count of real (non-padding) new tokens, so rows of different lengths share one batch. Padding
-    slots written past a row's end are overwritten by its next tokens before anything can see them."""
-
-    def __init__(self, cfg, batch, max_len, device, dtype, kv_heads=None):
-        # dtype: the model's. kv_heads: this rank's share of the KV heads under tensor parallelism.
-        shape = (cfg.num_hidden_layers, batch, kv_heads or cfg.num_key_value_heads, max_len, cfg.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.lengths = torch.zeros(batch, dtype=torch.long, device=device)
-        self.max_len = max_len
-
-    def begin(self, n_new, T):
-        """Called by the model's forward before its blocks run: the slots of the T new tokens of
-        each row (positions), which of them are real (the first n_new[b] of row b), and how many
-        slots attention must look at. Returns the positions (they are also the RoPE positions)."""
-        self.positions = self.lengths[:, None] + torch.arange(T, device=self.lengths.device)
-        self.real = torch.arange(T, device=self.lengths.device)[None, :] < n_new[:, None]
-        self.kv_len = int((self.lengths + n_new).max())
-        if self.kv_len > self.max_len:
-            raise ValueError(f"KV cache overflow: {self.kv_len} slots needed, {self.max_len} allocated")
-        return self.positions
-
-    def attend(self, layer, q, k, v):
-        """Store this layer's new k, v (real tokens only) and attend causally over each row's slots."""
-        B, T = self.positions.shape
-        rows = torch.arange(B, device=q.device)[:, None].expand(B, T)[self.real]
-        slots = self.positions[self.real]
-        self.k[layer][rows, :, slots] = k[self.real]  # indexing puts the tokens first: (N, Hkv, D)
-        self.v[layer][rows, :, slots] = v[self.real]
-        keys, values = self.k[layer][:, :, :self.kv_len], self.v[layer][:, :, :self.kv_len]
-        visible = torch.arange(self.kv_len, device=q.device)[None, None, :] <= self.positions[:, :, None]
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=visible[:, None],
-                                             enable_gqa=True)
-        return out.transpose(1, 2)
-
-
-# ----------------------------------------------------------------------------------------------
 # The model
 
 class Qwen2(nn.Module):
@@ -294,15 +272,14 @@ class Qwen2(nn.Module):
         # wrapper module so that parameter names stay the transformers ones.
         self.checkpoint_blocks = False
 
-    def forward(self, input_ids, position_ids=None, labels=None, cache=None, n_new=None, ce_chunk=4096):
+    def forward(self, input_ids, position_ids=None, labels=None, cache=None, ce_chunk=4096):
         """input_ids (B, T). labels (B, T), if given, are the targets of each position (already
         shifted: labels[:, t] is the token after position t; IGNORE carries no loss); the result is
         then the per-position loss (B, T) in fp32, zero where ignored. See the module docstring."""
         B, T = input_ids.shape
         docs = None
         if cache is not None:
-            n_new = torch.full((B,), T, device=input_ids.device) if n_new is None else n_new
-            position_ids = cache.begin(n_new, T)
+            position_ids = cache.positions
         elif position_ids is not None:
             position_ids = position_ids.expand(B, T)  # one (1, T) row of positions may serve the batch
             docs = document_boundaries(position_ids)
@@ -317,8 +294,7 @@ class Qwen2(nn.Module):
                 x = block(x, cos, sin, docs, cache, i)
         x = self.model.norm(x)
         if cache is not None:
-            cache.lengths += n_new
-            return self.lm_head(x[torch.arange(B, device=x.device), n_new - 1])
+            return self.lm_head(x.flatten(0, 1)[cache.last])
         if labels is not None:
             return token_losses(x, self.lm_head.weight, labels, ce_chunk)
         return self.lm_head(x)

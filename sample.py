@@ -1,38 +1,51 @@
-"""sample.py: batched decoding with a KV cache, and s1's budget forcing.
+"""sample.py: s1's budget forcing on a small inference engine of our own.
 
     python sample.py --model simplescaling/s1.1-32B --prompt "How many r in raspberry?" --max-thinking-tokens 2000
     python sample.py --model DIR --input questions.jsonl --output samples.jsonl --num-ignore 2   # resumable
-    torchrun --nproc-per-node 4 sample.py --model simplescaling/s1.1-32B --input ...             # tensor parallel
-    python sample.py --serve --model DIR --port 8000      # OpenAI-compatible /v1/chat/completions
+    torchrun --nproc-per-node 8 sample.py --model simplescaling/s1.1-32B --input ...             # tensor parallel
+    python sample.py --dry-run --model Qwen/Qwen2.5-32B-Instruct --gpus 8   # memory plan, before renting
+    python serve.py --model DIR --port 8000     # OpenAI-compatible /v1/chat/completions on this engine
 
-The decoder prefills every prompt once, then feeds exactly one token per row per step into the KV
-cache: the token the model sampled, or, when budget forcing has queued text for that row, the next
-forced token. Rows finish independently, and nothing is ever re-prefilled.
-
-Budget forcing (s1_reference §5.1-5.3) is a small state machine per row, in `advance`:
-  - the prompt ends in "<|im_start|>think"; every token after it is a thinking token until the model
-    emits the end-of-thinking delimiter <|im_start|> (or <|im_end|>);
-  - cap: once a row has max_thinking_tokens thinking tokens, force "\\n<|im_start|>answer\\nFinal Answer:";
-  - extend: when the row emits the delimiter with ignores left, drop it and force "Wait" instead;
-    the forced "Wait" counts as thinking, so the budget shrinks across rounds (the s1 README recipe);
-  - a natural stop keeps the model's <|im_start|> and forces "answer"; the answer runs to <|im_end|>.
+Read it in this order:
+  1. Budget forcing (the paper's method, paper §3.1): a small state machine per row, `advance`:
+     - the prompt ends in "<|im_start|>think"; every token after it is a thinking token until the
+       model emits the end-of-thinking delimiter <|im_start|> (or <|im_end|>);
+     - cap: once a row has max_thinking_tokens thinking tokens, force "\\n<|im_start|>answer\\nFinal Answer:";
+     - extend: when the row emits the delimiter with ignores left, drop it and force "Wait" instead;
+       the forced "Wait" counts as thinking, so the budget shrinks across rounds (s1's README recipe);
+     - a natural stop keeps the model's <|im_start|> and forces "answer"; the answer runs to <|im_end|>.
+  2. The paged KV cache: one pool of fixed-size blocks per layer; a sequence holds a list of block
+     ids (its block table) and gets a block each time it fills one; blocks are reference-counted so
+     that sequences can share a prefix, and a shared block is copied before it is written.
+  3. The engine: a scheduler that admits waiting prompts whenever slots and blocks are free, a step
+     that runs one forward for every running sequence, and preemption (free the newest sequence's
+     blocks, recompute it later) when the pool runs out.
+  4. Sharing (fork): the rows of one question (its samples, its budget-forcing settings) start as
+     one sequence and split only where they would feed different tokens. A cap forks at its
+     position; "Wait" forks at a natural end. A whole Figure 1 sweep costs about its longest setting.
+  5. generate(): questions in, one result per (question, sample, setting) out.
 """
 import argparse
 import json
 import os
 import sys
-import threading
-import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 import chat
 import model as qwen
 
-# Suffixes of the paper's conditional-control baselines (s1_reference §5.4), appended to the question.
+try:  # optional: flash-attn reads the block tables itself on CUDA (its paged kernel wants 256-token blocks)
+    from flash_attn import flash_attn_with_kvcache
+except ImportError:
+    flash_attn_with_kvcache = None
+
+# Suffixes of the paper's conditional-control baselines (paper §5.4, Table 3), appended to the question.
 CONTROL = {
     "tokens": "\n\nThink for up to {} tokens.",
     "steps": "\n\nThink for up to {} steps.",
@@ -46,10 +59,15 @@ def control_prompt(question, kind=None, value=None):
     return question if kind is None else question + CONTROL[kind].format(value)
 
 
-@dataclass
+# ----------------------------------------------------------------------------------------------
+# 1. Budget forcing
+
+@dataclass(eq=False)
 class Row:
-    """One sequence being decoded."""
+    """One generation: a question under one budget-forcing setting, one sample of it."""
     prompt_len: int
+    max_len: int                # prompt + generated tokens at most (the context)
+    ids: dict                   # special_ids(): the delimiters and forced texts, as token ids
     cap: int | None             # most thinking tokens (None: no cap)
     ignores_left: int           # end-of-thinking delimiters still to replace by "Wait"
     phase: str = "think"        # think -> answer -> done
@@ -60,6 +78,10 @@ class Row:
     ended: str = ""             # how thinking ended: natural | capped | length
     events: list = field(default_factory=list)    # what budget forcing did, and when
     finished: bool = False      # the answer was closed by <|im_end|>
+    temperature: float = 0.0    # 0: greedy
+    top_p: float = 1.0
+    seed: int = 0               # its random draw at position t depends on (seed, t) only
+    index: int = 0              # where its result goes
 
 
 def special_ids(tokenizer, ignore_str):
@@ -95,64 +117,361 @@ def advance(row, token, sampled, ids):
     return token
 
 
-def sample_tokens(logits, temperature, top_p, generator, vocab_size):
-    """Greedy at temperature 0, else temperature + nucleus sampling. Ids past the tokenizer's
-    vocabulary (the checkpoint pads its embedding to 151,936 rows) are never sampled: s1's README
-    reports vLLM crashing on them at temperature 1."""
+def sample_tokens(logits, temperature, top_p, vocab_size, seeds=None):
+    """One token per row of logits: greedy where the row's temperature is 0, else temperature +
+    nucleus sampling (temperature, top_p and seeds: one per row, or one for all). A row's draw is
+    the Gumbel-max trick with noise from its seed alone, so it does not depend on which other rows
+    share the batch: a forked or resumed row draws what it would have drawn alone. Ids past the
+    tokenizer's vocabulary (the checkpoint pads its embedding to 151,936 rows) are never sampled:
+    s1's README reports vLLM crashing on them at temperature 1."""
     logits = logits.float()
     logits[:, vocab_size:] = float("-inf")
-    if temperature == 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest set reaching top_p
-        probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    greedy = logits.argmax(-1)
+    per_row = lambda x: torch.as_tensor(x, dtype=torch.float32, device=logits.device).expand(len(logits))
+    temperature, top_p = per_row(temperature), per_row(top_p)
+    if (temperature == 0).all():
+        return greedy
+    logp = torch.log_softmax(logits / temperature.clamp(min=1e-6)[:, None], dim=-1)
+    if (top_p < 1).any():  # keep the smallest set of tokens whose probability reaches top_p
+        sorted_p, order = logp.exp().sort(dim=-1, descending=True)
+        outside = sorted_p.cumsum(-1) - sorted_p > top_p[:, None]
+        logp = logp.scatter(-1, order, torch.where(outside, float("-inf"), logp.gather(-1, order)))
+    seeds = seeds if isinstance(seeds, (list, tuple)) else [seeds] * len(logits)
+    noise = torch.stack([torch.rand(logits.shape[-1], device=logits.device,
+                                    generator=torch.Generator(logits.device).manual_seed(s)) for s in seeds])
+    gumbel = -torch.log(-torch.log(noise.clamp(1e-20, 1 - 1e-7)))
+    return torch.where(temperature == 0, greedy, (logp + gumbel).argmax(-1))
 
 
-@torch.no_grad()
-def decode(model, prompts, rows, ids, max_tokens, temperature=0.0, top_p=1.0, seed=0, vocab_size=None,
-           on_token=None):
-    """Run rows (one per prompt, token-id lists) to completion in one batch. Returns the number of
-    tokens fed through the model: prompts + sampled + forced, each once."""
-    device = model.lm_head.weight.device
-    B = len(prompts)
-    cache = qwen.KVCache(model.cfg, B, max_tokens + 1, device=device, dtype=model.lm_head.weight.dtype,
-                         kv_heads=model.model.layers[0].self_attn.n_kv_heads)
-    lengths = torch.tensor([len(p) for p in prompts], device=device)
-    padded = torch.zeros(B, max(len(p) for p in prompts), dtype=torch.long, device=device)
-    for b, p in enumerate(prompts):
-        padded[b, :len(p)] = torch.tensor(p)
-    logits = model(padded, cache=cache, n_new=lengths)
-    fed = int(lengths.sum())
-    generator = torch.Generator(device=device).manual_seed(seed)
-    vocab_size = vocab_size or logits.shape[-1]
-    while True:
-        sampled = sample_tokens(logits, temperature, top_p, generator, vocab_size).tolist()
-        feed, active = [0] * B, [0] * B
-        for b, row in enumerate(rows):
-            if row.phase == "done":
-                continue
-            if row.prompt_len + len(row.tokens) >= max_tokens:  # out of context
-                row.ended = row.ended or "length"
-                row.phase = "done"
-                continue
-            forced = bool(row.forced)
-            token = advance(row, row.forced.popleft() if forced else sampled[b], not forced, ids)
-            if row.phase == "done":  # <|im_end|> closed the answer: nothing left to feed
-                row.tokens.append(token)
-                on_token and on_token(b, row)
-                continue
-            row.tokens.append(token)
-            feed[b], active[b] = token, 1
-            on_token and on_token(b, row)
-        if not any(active):
-            return fed
-        logits = model(torch.tensor(feed, device=device)[:, None], cache=cache,
-                       n_new=torch.tensor(active, device=device))
-        fed += sum(active)
+# ----------------------------------------------------------------------------------------------
+# 2. The paged KV cache
 
+class BlockPool:
+    """Keys and values of every layer in fixed-size blocks: k[layer][block] is (block_size,
+    kv_heads, head_dim), the layout flash-attn's paged kernel reads. A block is free, or held by
+    one or more sequences (refs counts them: shared prefixes)."""
+
+    def __init__(self, cfg, num_blocks, block_size, kv_heads, device, dtype):
+        shape = (cfg.num_hidden_layers, num_blocks, block_size, kv_heads, cfg.head_dim)
+        # zeros, not empty: a padded batch reads unused slots (masked), and 0 * NaN would be NaN
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.block_size = block_size
+        self.free = list(range(num_blocks - 1, -1, -1))  # pop() hands out block 0 first
+        self.refs = [0] * num_blocks
+
+    def allocate(self):
+        block = self.free.pop()
+        self.refs[block] = 1
+        return block
+
+    def share(self, blocks):
+        for block in blocks:
+            self.refs[block] += 1
+
+    def release(self, blocks):
+        for block in blocks:
+            self.refs[block] -= 1
+            if self.refs[block] == 0:
+                self.free.append(block)
+
+    def copy_on_write(self, block):
+        """A private copy of a shared block, for the sequence about to write into it."""
+        new = self.allocate()
+        self.k[:, new], self.v[:, new] = self.k[:, block], self.v[:, block]
+        self.release([block])
+        return new
+
+
+class PagedBatch:
+    """What one forward needs to know about the pool: where each new token's k and v go, and
+    which slots each sequence attends over. The model calls attend() in every layer.
+    Decode steps feed one token per sequence, as a (B, 1) batch; prefills feed whole sequences
+    (new prompts, or preempted sequences recomputed) packed in one (1, N) row, attending one
+    sequence at a time. (Forks share blocks instead of prefilling.)"""
+
+    def __init__(self, pool, seqs, device):
+        bs, self.pool = pool.block_size, pool
+        self.decode = all(len(s.ids) - s.cached == 1 for s in seqs)
+        assert self.decode or all(s.cached == 0 for s in seqs), "a prefill starts at position 0"
+        self.starts = [s.cached for s in seqs]                  # tokens already in the cache
+        self.ends = [len(s.ids) for s in seqs]                  # ... and after this forward
+        tables = torch.zeros(len(seqs), max(len(s.blocks) for s in seqs), dtype=torch.int32)
+        slots, positions = [], []
+        for i, (s, start, end) in enumerate(zip(seqs, self.starts, self.ends)):
+            tables[i, :len(s.blocks)] = torch.tensor(s.blocks, dtype=torch.int32)
+            positions += range(start, end)
+            slots += [s.blocks[p // bs] * bs + p % bs for p in range(start, end)]
+        self.tables = tables.to(device)
+        self.slots = torch.tensor(slots, device=device)
+        self.positions = torch.tensor(positions, device=device).view((len(seqs), 1) if self.decode else (1, -1))
+        # index of each sequence's last new token among all new tokens: its logits are the ones kept
+        self.last = torch.tensor(self.ends, device=device).sub(torch.tensor(self.starts, device=device)).cumsum(0) - 1
+        self.lengths = torch.tensor(self.ends, device=device)
+
+    def slots_of(self, rows, length):
+        """Slot index of positions [0, length) of each row's block table: (rows, length)."""
+        pos = torch.arange(length, device=self.tables.device)
+        bs = self.pool.block_size
+        return self.tables[rows][:, pos // bs].long() * bs + pos % bs
+
+    def attend(self, layer, q, k, v):
+        """Write this layer's new k, v into their slots, then attend over each sequence's slots."""
+        H, D = k.shape[-2:]
+        k_pool, v_pool = self.pool.k[layer], self.pool.v[layer]
+        k_pool.view(-1, H, D)[self.slots] = k.reshape(-1, H, D)
+        v_pool.view(-1, H, D)[self.slots] = v.reshape(-1, H, D)
+        if self.decode and flash_attn_with_kvcache is not None and q.is_cuda and self.pool.block_size % 256 == 0 \
+                and q.dtype in (torch.float16, torch.bfloat16):
+            return flash_attn_with_kvcache(q, k_pool, v_pool, cache_seqlens=self.lengths.int(),
+                                           block_table=self.tables, causal=True)
+        flat_k, flat_v = k_pool.view(-1, H, D), v_pool.view(-1, H, D)
+        if self.decode:  # gather every sequence's slots into a padded (B, H, L, D) batch
+            L = max(self.ends)
+            slots = self.slots_of(torch.arange(q.shape[0], device=q.device), L)
+            keys, values = flat_k[slots].transpose(1, 2), flat_v[slots].transpose(1, 2)
+            visible = torch.arange(L, device=q.device)[None, :] < self.lengths[:, None]
+            return F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=visible[:, None, None],
+                                                  enable_gqa=True).transpose(1, 2)
+        out, offset = torch.empty_like(q), 0  # prefill (from position 0): one sequence at a time
+        for i, end in enumerate(self.ends):
+            slots = self.slots_of([i], end)[0]
+            keys, values = flat_k[slots].transpose(0, 1)[None], flat_v[slots].transpose(0, 1)[None]
+            o = F.scaled_dot_product_attention(q[0, offset:offset + end].transpose(0, 1)[None], keys, values,
+                                               is_causal=True, enable_gqa=True)
+            out[0, offset:offset + end] = o[0].transpose(0, 1)
+            offset += end
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. The engine: sequences, the scheduler, the step
+
+@dataclass(eq=False)
+class Seq:
+    """Tokens in the KV cache and the rows that share them: every row of a Seq has fed exactly
+    `ids` after its prompt (their budget-forcing states may differ: a row that hit its cap shares
+    the sequence until its forced answer feeds a token the others do not). ids[:cached] are in the
+    blocks; the next forward feeds ids[cached:] (one token when decoding; a whole prompt, or a
+    preempted sequence, in a prefill)."""
+    ids: list
+    rows: list
+    blocks: list = field(default_factory=list)
+    cached: int = 0
+    request: object = None
+
+
+@dataclass(eq=False)
+class Request:
+    """A prompt given to add(). With keep_prompt, its prefilled blocks and last logits are kept
+    until close(), so that more rows can start from them later (rejection sampling's retries)."""
+    prompt: list
+    keep_prompt: bool = False
+    blocks: list | None = None
+    logits: torch.Tensor | None = None
+
+
+def kv_bytes_per_token(cfg, kv_heads, dtype):
+    return 2 * cfg.num_hidden_layers * kv_heads * cfg.head_dim * torch.finfo(dtype).bits // 8
+
+
+class Engine:
+    """Continuous batching on a paged KV cache. add() queues a prompt with its rows; every step()
+    runs one forward and returns the rows that finished."""
+
+    def __init__(self, model, max_tokens, max_rows=64, vocab_size=None, kv_memory_gb=None, block_size=None,
+                 on_token=None):
+        """max_tokens: the longest sequence (prompt + generated) a row may reach; the pool holds at
+        least one. max_rows: most sequences admitted at once. on_token(row) after each token."""
+        self.model, self.max_tokens, self.max_rows, self.on_token = model, max_tokens, max_rows, on_token
+        self.vocab_size = vocab_size or model.cfg.vocab_size
+        self.device, dtype = model.lm_head.weight.device, model.lm_head.weight.dtype
+        flash = flash_attn_with_kvcache is not None and self.device.type == "cuda"
+        block_size = block_size or (256 if flash else 16)
+        kv_heads = model.model.layers[0].self_attn.n_kv_heads  # this rank's share under tensor parallelism
+        per_block = block_size * kv_bytes_per_token(model.cfg, kv_heads, dtype)
+        if kv_memory_gb is not None:
+            budget = kv_memory_gb * 1e9
+        elif self.device.type == "cuda":  # what the weights left, less room for one step's activations
+            budget = 0.9 * torch.cuda.mem_get_info(self.device)[0] - activation_bytes(model.cfg, max_tokens, max_rows)
+        else:  # CPU: every row at full context, at most 4 GB
+            budget = min(4e9, max_rows * -(-max_tokens // block_size) * per_block)
+        num_blocks = int(budget // per_block)
+        if dist.is_initialized():  # every rank must schedule alike: the smallest pool wins
+            n = torch.tensor(num_blocks, device=self.device if dist.get_backend() == "nccl" else "cpu")
+            dist.all_reduce(n, op=dist.ReduceOp.MIN)
+            num_blocks = int(n)
+        if num_blocks < -(-max_tokens // block_size):
+            raise ValueError(f"the KV pool holds {num_blocks * block_size} tokens, less than one row of "
+                             f"max_tokens={max_tokens}: give more kv_memory_gb (one token takes "
+                             f"{per_block / block_size / 1e6:.3f} MB) or fewer max_tokens")
+        self.pool = BlockPool(model.cfg, num_blocks, block_size, kv_heads, self.device, dtype)
+        self.prefill_tokens = max(max_tokens, 8192)  # most prompt tokens in one prefill forward
+        self.waiting, self.running, self.ready = deque(), [], []
+        self.fed = self.steps = self.preempted = self.forks = 0  # statistics
+
+    def add(self, prompt, rows, keep_prompt=False):
+        request = Request(list(prompt), keep_prompt)
+        self.waiting.append(Seq(list(prompt), rows, request=request))
+        return request
+
+    def extend(self, request, rows):
+        """Start more rows from a kept prompt: no prefill, they sample from its stored logits."""
+        self.pool.share(request.blocks)
+        self.ready.append(Seq(list(request.prompt), rows, list(request.blocks), len(request.prompt), request))
+
+    def close(self, request):
+        if request.blocks:
+            self.pool.release(request.blocks)
+        request.blocks = request.logits = None
+
+    def busy(self):
+        return bool(self.waiting or self.running or self.ready)
+
+    def cancel(self, rows):
+        """Drop rows (their client left, or a stop string matched); free what only they held."""
+        rows = set(map(id, rows))
+        for queue in (self.running, self.waiting, self.ready):
+            for seq in list(queue):
+                seq.rows = [r for r in seq.rows if id(r) not in rows]
+                if not seq.rows:
+                    queue.remove(seq)
+                    self.pool.release(seq.blocks)
+
+    # -- the scheduler
+
+    def admit(self):
+        """Waiting sequences that get slots and blocks now (oldest first), for one prefill."""
+        batch, tokens, bs = [], 0, self.pool.block_size
+        while self.waiting and len(self.running) + len(batch) < self.max_rows:
+            seq = self.waiting[0]
+            need = -(-len(seq.ids) // bs)
+            # keep a block free per running sequence, so that the next decode step has room to grow
+            if need + len(self.running) + len(batch) > len(self.pool.free) or \
+                    batch and tokens + len(seq.ids) > self.prefill_tokens:
+                break
+            self.waiting.popleft()
+            seq.blocks = [self.pool.allocate() for _ in range(need)]
+            batch.append(seq)
+            tokens += len(seq.ids)
+        self.running += batch
+        return batch
+
+    def room_for_next_token(self, seq):
+        """Give the slot of seq's next token a block of its own; False if the pool is empty."""
+        if seq.cached == len(seq.blocks) * self.pool.block_size:  # its blocks are full: take a new one
+            if not self.pool.free:
+                return False
+            seq.blocks.append(self.pool.allocate())
+        elif self.pool.refs[seq.blocks[-1]] > 1:  # its last block is shared with a fork: copy, then write
+            if not self.pool.free:
+                return False
+            seq.blocks[-1] = self.pool.copy_on_write(seq.blocks[-1])
+        return True
+
+    def make_room(self):
+        """Every running sequence, each with a slot for its next token; when the pool runs out,
+        the newest sequence is preempted: its blocks are freed and it is recomputed later."""
+        i = 0
+        while i < len(self.running):
+            if self.room_for_next_token(self.running[i]):
+                i += 1
+                continue
+            seq = self.running.pop()
+            self.pool.release(seq.blocks)
+            seq.blocks, seq.cached = [], 0
+            self.waiting.appendleft(seq)
+            self.preempted += 1
+        return list(self.running)  # a copy: forks and finished sequences change the list during the step
+
+    # -- the step
+
+    def step(self):
+        """One forward: a prefill of newly admitted sequences if any fit, else one decoded token for
+        every running sequence. Returns the rows that finished."""
+        finished = []
+        if self.ready:  # rows started from a kept prompt sample from its stored logits
+            seqs, self.ready = self.ready, []
+            self.running += seqs
+            finished += self.advance_all(seqs, torch.stack([s.request.logits for s in seqs]))
+        batch = self.admit() or self.make_room()
+        if not batch:
+            if self.waiting and not self.running:
+                raise RuntimeError(f"the KV pool ({len(self.pool.refs)} blocks) cannot hold a waiting sequence")
+            return finished
+        new = [t for s in batch for t in s.ids[s.cached:]]
+        view = PagedBatch(self.pool, batch, self.device)
+        input_ids = torch.tensor(new, device=self.device).view(view.positions.shape)
+        with torch.no_grad():
+            logits = self.model(input_ids, cache=view)
+        self.fed, self.steps = self.fed + len(new), self.steps + 1
+        for i, seq in enumerate(batch):
+            if seq.request.keep_prompt and seq.request.blocks is None:  # its prompt was just prefilled
+                seq.request.blocks, seq.request.logits = list(seq.blocks), logits[i].clone()
+                self.pool.share(seq.blocks)
+            seq.cached = len(seq.ids)
+        return finished + self.advance_all(batch, logits)
+
+    def advance_all(self, seqs, logits):
+        """Draw, budget-force and append the next token of every row; split each sequence whose
+        rows now feed different tokens (a fork); free the blocks of sequences that are done."""
+        draws = {}  # (sequence, row seed at this position) -> index of its draw: sweeps draw once
+        for i, seq in enumerate(seqs):
+            for row in seq.rows:
+                if not row.forced:
+                    draws.setdefault((i, self.seed_at(row)), len(draws))
+        if draws:
+            keys = list(draws)
+            rows = [next(r for r in seqs[i].rows if not r.forced and self.seed_at(r) == s) for i, s in keys]
+            tokens = sample_tokens(logits[[i for i, _ in keys]], [r.temperature for r in rows], [r.top_p for r in rows],
+                                   self.vocab_size, [s for _, s in keys]).tolist()
+        finished = []
+        for i, seq in enumerate(seqs):
+            groups = {}  # rows that feed the same next token stay one sequence; the others fork
+            for row in seq.rows:
+                if row.prompt_len + len(row.tokens) >= row.max_len:  # out of context
+                    row.ended, row.phase = row.ended or "length", "done"
+                    finished.append(row)
+                    continue
+                forced = bool(row.forced)
+                token = row.forced.popleft() if forced else tokens[draws[(i, self.seed_at(row))]]
+                row.tokens.append(advance(row, token, not forced, row.ids))
+                self.on_token and self.on_token(row)
+                if row.phase == "done":  # <|im_end|> closed the answer: nothing left to feed
+                    finished.append(row)
+                else:
+                    groups.setdefault(row.tokens[-1], []).append(row)
+            self.split(seq, list(groups.items()))
+        return finished
+
+    def seed_at(self, row):
+        return -1 if row.temperature == 0 else hash((row.seed, len(row.tokens))) & (2 ** 63 - 1)
+
+    def split(self, seq, groups):
+        if not groups:  # every row is done
+            self.running.remove(seq)
+            self.pool.release(seq.blocks)
+            return
+        for token, rows in groups[1:]:  # a fork shares every block; the first write copies
+            child = Seq(seq.ids + [token], rows, list(seq.blocks), seq.cached, seq.request)
+            self.pool.share(child.blocks)
+            self.running.append(child)
+            self.forks += 1
+        token, seq.rows = groups[0]
+        seq.ids.append(token)
+
+
+def activation_bytes(cfg, max_tokens, max_rows, tp=1, dtype_bytes=2):
+    """Peak memory of one engine forward besides weights and KV: a prefill of up to max(max_tokens,
+    8192) tokens (hidden states, q/k/v, the MLP's two intermediate halves and its product, per
+    layer, freed layer by layer) and the decode step's fp32 logits and sampling copies."""
+    tokens = max(max_tokens, 8192)
+    per_token = (4 * cfg.hidden_size + 2 * cfg.hidden_size // tp + 3 * cfg.intermediate_size // tp) * dtype_bytes
+    return tokens * per_token + 3 * max_rows * cfg.vocab_size * 4
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. generate: questions in, results out
 
 def answer_span(row):
     """Token range of the answer text: from the first token the model wrote after the answer
@@ -181,57 +500,97 @@ def thinking_budget(value, prompt_len, max_tokens, n_forced):
     return int(value)
 
 
+def row_seed(seed, question, sample):
+    """The seed of a row's draws: the same for every setting of one sample of one question, so
+    that rows sharing a prefix draw alike, and independent of batches, order and resumption."""
+    return zlib.crc32(f"{seed}/{sample}/{question}".encode())
+
+
+def encode_prompts(tokenizer, questions, max_tokens, think=True):
+    texts = [chat.prompt_text(q) + (chat.completion_text() if think else "") for q in questions]
+    prompts = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    for i, p in enumerate(prompts):
+        if len(p) >= max_tokens:
+            raise ValueError(f"question {i}: the prompt has {len(p)} tokens, the context "
+                             f"(max_tokens) {max_tokens}: no room to generate")
+    return texts, prompts
+
+
 def generate(model, tokenizer, questions, max_thinking_tokens=None, num_ignore=0, ignore_str="Wait",
-             max_tokens=32768, temperature=0.0, top_p=1.0, seed=0, batch_size=16, progress=True, n=1,
-             think=True, stats=None, on_token=None):
-    """Generate for each question (the chat template is applied here); returns one dict per
-    question, or n consecutive dicts per question when n > 1 (parallel sampling, for majority
-    voting). think=False runs a plain chat completion without the thinking phase. stats, if a
-    dict, gets "fed": tokens run through the model; on_token(row_index, row) is called per token."""
+             max_tokens=32768, temperature=0.0, top_p=1.0, seed=0, batch_size=64, progress=True, n=1,
+             think=True, stats=None, on_token=None, settings=None, share=True, on_result=None,
+             kv_memory_gb=None, block_size=None):
+    """Generate for each question (the chat template is applied here). settings, if given, is a
+    list of dicts with max_thinking_tokens and num_ignore (a budget-forcing sweep); else the one
+    setting of those two arguments. Returns one dict per (question, sample, setting), in that order:
+    n > 1 is parallel sampling (majority voting). With share (the default) the rows of a question
+    are one sequence until they differ; share=False runs each alone (the same tokens, more work).
+    think=False runs a plain chat completion without the thinking phase. batch_size: most
+    sequences decoded together. on_result(index, result) is called as each row finishes,
+    on_token(row) after each token; stats, if a dict, gets the engine's counts (tokens fed, ...)."""
     from tqdm import tqdm
+    settings = settings or [dict(max_thinking_tokens=max_thinking_tokens, num_ignore=num_ignore)]
     ids = special_ids(tokenizer, ignore_str)
-    questions = [q for q in questions for _ in range(n)]
-    prompts = [chat.prompt_text(q) + (chat.completion_text() if think else "") for q in questions]
-    results = []
-    bar = tqdm(total=len(prompts), desc="generate", disable=not progress, leave=False)
-    for start in range(0, len(prompts), batch_size):
-        texts = prompts[start:start + batch_size]
-        encoded = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
-        for i, p in enumerate(encoded):
-            if len(p) >= max_tokens:
-                raise ValueError(f"question {start + i}: the prompt has {len(p)} tokens, the context "
-                                 f"(max_tokens) {max_tokens}: no room to generate")
-        rows = [Row(prompt_len=len(p), ignores_left=num_ignore if think else 0,
-                    cap=thinking_budget(max_thinking_tokens, len(p), max_tokens, len(ids["forced_answer"])),
-                    phase="think" if think else "answer") for p in encoded]
-        fed = decode(model, encoded, rows, ids, max_tokens, temperature, top_p, seed + start, len(tokenizer), on_token)
-        if stats is not None:
-            stats["fed"] = stats.get("fed", 0) + fed
-        results += [result(r, tokenizer, t) for r, t in zip(rows, texts)]
-        bar.update(len(texts))
+    engine = Engine(model, max_tokens, batch_size, len(tokenizer), kv_memory_gb, block_size, on_token)
+    texts, prompts = encode_prompts(tokenizer, questions, max_tokens, think)
+    per_question = n * len(settings)
+    for q, prompt in enumerate(prompts):
+        rows = [Row(prompt_len=len(prompt), max_len=max_tokens, ids=ids, temperature=temperature, top_p=top_p,
+                    ignores_left=s["num_ignore"] if think else 0,
+                    cap=thinking_budget(s["max_thinking_tokens"], len(prompt), max_tokens, len(ids["forced_answer"])),
+                    phase="think" if think else "answer", seed=row_seed(seed, questions[q], i),
+                    index=q * per_question + i * len(settings) + j)
+                for i in range(n) for j, s in enumerate(settings)]
+        for group in [rows] if share else [[r] for r in rows]:
+            engine.add(prompt, group)
+    results = [None] * (len(questions) * per_question)
+    bar = tqdm(total=len(results), desc="generate", disable=not progress, leave=False)
+    while engine.busy():
+        for row in engine.step():
+            results[row.index] = result(row, tokenizer, texts[row.index // per_question])
+            on_result and on_result(row.index, results[row.index])
+            bar.update()
     bar.close()
+    if stats is not None:
+        for k in ("fed", "steps", "preempted", "forks"):
+            stats[k] = stats.get(k, 0) + getattr(engine, k)
     return results
 
 
-def rejection_sample(model, tokenizer, questions, max_thinking_tokens, max_tries=8, temperature=1.0, seed=0, **kw):
+def rejection_sample(model, tokenizer, questions, max_thinking_tokens, max_tries=8, temperature=1.0, seed=0,
+                     num_ignore=0, ignore_str="Wait", max_tokens=32768, top_p=1.0, batch_size=64, progress=True,
+                     kv_memory_gb=None, on_result=None, stats=None):
     """The paper's rejection-sampling baseline: sample until the thinking ends by itself within
     the budget, at most max_tries times (the harness loops forever). Each result records its tries
-    and whether it was accepted; after max_tries the last sample is kept, marked not accepted."""
+    and whether it was accepted; after max_tries the last sample is kept, marked not accepted.
+    A question's prompt is prefilled once; each retry starts from its kept blocks."""
     if not isinstance(max_thinking_tokens, int):
         raise ValueError(f"rejection sampling needs an integer thinking budget, not {max_thinking_tokens!r}")
-    final, pending = [None] * len(questions), list(range(len(questions)))
-    for attempt in range(max_tries):
-        outs = generate(model, tokenizer, [questions[i] for i in pending], max_thinking_tokens=max_thinking_tokens + 1,
-                        temperature=temperature, seed=seed + 1000 * attempt, **kw)
-        still = []
-        for i, out in zip(pending, outs):
-            out.update(tries=attempt + 1, accepted=out["ended"] == "natural" and out["thinking_tokens"] <= max_thinking_tokens)
-            final[i] = out
-            if not out["accepted"]:
-                still.append(i)
-        pending = still
-        if not pending:
-            break
+    ids = special_ids(tokenizer, ignore_str)
+    engine = Engine(model, max_tokens, batch_size, len(tokenizer), kv_memory_gb)
+    texts, prompts = encode_prompts(tokenizer, questions, max_tokens)
+    new_row = lambda q, attempt: Row(prompt_len=len(prompts[q]), max_len=max_tokens, ids=ids, temperature=temperature,
+                                     top_p=top_p, cap=max_thinking_tokens + 1, ignores_left=num_ignore,
+                                     seed=row_seed(seed, questions[q], f"try{attempt}"), index=q)
+    requests = [engine.add(p, [new_row(q, 0)], keep_prompt=True) for q, p in enumerate(prompts)]
+    final, tries = [None] * len(questions), [1] * len(questions)
+    from tqdm import tqdm
+    bar = tqdm(total=len(questions), desc="rejection sampling", disable=not progress, leave=False)
+    while engine.busy():
+        for row in engine.step():
+            q = row.index
+            out = final[q] = result(row, tokenizer, texts[q])
+            out.update(tries=tries[q], accepted=out["ended"] == "natural" and out["thinking_tokens"] <= max_thinking_tokens)
+            if out["accepted"] or tries[q] == max_tries:
+                engine.close(requests[q])
+                on_result and on_result(q, out)
+                bar.update()
+            else:
+                engine.extend(requests[q], [new_row(q, tries[q])])
+                tries[q] += 1
+    bar.close()
+    if stats is not None:
+        stats["fed"] = stats.get("fed", 0) + engine.fed
     return final
 
 
@@ -241,7 +600,7 @@ def rejection_sample(model, tokenizer, questions, max_thinking_tokens, max_tries
 def tensor_parallel_slice(rank, world):
     """A from_pretrained transform that keeps this rank's slice of every block weight: q/k/v (and
     their biases), gate and up by output features (whole heads), o_proj and down by input features.
-    Embedding, norms and LM head stay whole on every rank."""
+    Embedding, norms and LM head stay whole on every rank. Each rank's KV pool holds its heads only."""
     def transform(name, t):
         if any(k in name for k in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")):
             return t.chunk(world, dim=0)[rank].clone()
@@ -268,118 +627,86 @@ def load_model(name_or_path, device, dtype, world=1, rank=0):
     return model.eval()
 
 
+def init_distributed(device="auto"):
+    """(device, world, rank): under torchrun, one process per GPU (or gloo on CPU), every rank
+    running the same engine on its slice of the model. Used by every script that generates."""
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                          "cpu" if device == "auto" else device)
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device, world, rank
+
+
+def broadcast(obj):
+    """Rank 0's value of obj on every rank (what is left to do must be the same everywhere)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 # ----------------------------------------------------------------------------------------------
-# OpenAI-compatible server: POST /v1/chat/completions, streaming or not, budget forcing as extra
-# request fields, the thinking returned as reasoning_content (as DeepSeek's API does)
+# Memory plan: will it fit, before any weight is loaded
 
-def parse_request(req):
-    """(question, generate kwargs, completion token limit, stream) from a request body, or ValueError."""
-    if not isinstance(req, dict):
-        raise ValueError("the body must be a JSON object")
-    messages = req.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ValueError("'messages' must be a non-empty list")
-    for m in messages:
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
-                or not isinstance(m.get("content"), str):
-            raise ValueError("each message needs a role (system, user or assistant) and a string content")
-    users = [m for m in messages if m["role"] == "user"]
-    if len(users) != 1 or messages[-1]["role"] != "user":
-        raise ValueError("s1 is single-turn: send one user message, last")
-    kw = {}
-    for name, kind, ok in (("temperature", (int, float), lambda v: v >= 0), ("top_p", (int, float), lambda v: 0 < v <= 1),
-                           ("seed", int, lambda v: True), ("num_ignore", int, lambda v: v >= 0),
-                           ("ignore_str", str, lambda v: len(v) > 0)):
-        if name in req:
-            if not isinstance(req[name], kind) or isinstance(req[name], bool) or not ok(req[name]):
-                raise ValueError(f"invalid '{name}': {req[name]!r}")
-            kw[name] = req[name]
-    budget = req.get("max_thinking_tokens")
-    if budget is not None and budget != "auto" and (not isinstance(budget, int) or budget < 1):
-        raise ValueError(f"invalid 'max_thinking_tokens': {budget!r} (a positive integer or \"auto\")")
-    kw["max_thinking_tokens"] = budget
-    limit = req.get("max_completion_tokens", req.get("max_tokens", 32768))
-    if not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"invalid 'max_tokens': {limit!r}")
-    return users[0]["content"], kw, limit, bool(req.get("stream", False))
+def model_config(name_or_path):
+    """A checkpoint's Config: its config.json if local (or cached from the hub), else the shipped
+    shape of a Qwen2.5 size named in it (so that a plan needs no download)."""
+    if os.path.isdir(name_or_path):
+        return qwen.read_config(os.path.join(name_or_path, "config.json"))
+    shape = qwen.known_shape(name_or_path)
+    if shape:
+        return shape
+    return qwen.read_config(os.path.join(qwen.checkpoint_dir(name_or_path, patterns=("config.json",)), "config.json"))
 
 
-def make_server(model, tokenizer, host="127.0.0.1", port=8000, name="s1", context=32768):
-    """A ThreadingHTTPServer; generation is serialised by a lock (one model, one batch at a time)."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    lock = threading.Lock()
+def memory_plan(cfg, tp, max_tokens, rows, gpu_gb, dtype_bytes=2):
+    """Bytes per GPU: weights (blocks split tp ways; embedding, LM head and norms whole on every
+    rank), the CUDA context and NCCL buffers, one forward's activations, and the KV pool that the
+    engine makes of 90 % of what is left; and how many full-context rows that pool holds."""
+    h, kv_dim = cfg.hidden_size, cfg.num_key_value_heads * cfg.head_dim
+    block = 2 * h * h + 2 * h * kv_dim + h + 2 * kv_dim + 3 * h * cfg.intermediate_size + 2 * h
+    whole = cfg.vocab_size * h * (1 if cfg.tie_word_embeddings else 2) + h
+    plan = {"weights": (cfg.num_hidden_layers * block / tp + whole) * dtype_bytes,
+            "cuda context and NCCL": (1.0 if tp > 1 else 0.5) * 1e9,
+            "activations": activation_bytes(cfg, max_tokens, rows, tp, dtype_bytes)}
+    per_token = 2 * cfg.num_hidden_layers * (cfg.num_key_value_heads // tp) * cfg.head_dim * dtype_bytes
+    plan["KV pool"] = max(0.0, 0.9 * (gpu_gb * 1e9 - plan["weights"] - plan["cuda context and NCCL"]) - plan["activations"])
+    plan["rows that fit"] = int(plan["KV pool"] // (per_token * max_tokens))
+    plan["kv per token"] = per_token
+    return plan
 
-    class Handler(BaseHTTPRequestHandler):
-        def send(self, code, body):
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
-        def do_GET(self):
-            if self.path == "/v1/models":
-                return self.send(200, {"object": "list", "data": [{"id": name, "object": "model"}]})
-            self.send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
-
-        def do_POST(self):
-            if self.path != "/v1/chat/completions":
-                return self.send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
-            try:
-                req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"null")
-                question, kw, limit, stream = parse_request(req)
-            except (ValueError, UnicodeDecodeError) as e:
-                return self.send(400, {"error": {"message": str(e), "type": "invalid_request_error"}})
-            prompt_len = len(tokenizer.encode(chat.prompt_text(question) + chat.completion_text(), add_special_tokens=False))
-            if prompt_len >= context:
-                return self.send(400, {"error": {"message": f"the prompt has {prompt_len} tokens, the context "
-                                                            f"{context}: no room to generate",
-                                                 "type": "invalid_request_error"}})
-            kw.update(max_tokens=min(context, prompt_len + limit), progress=False)
-            chunk = dict(id=f"chatcmpl-{time.time_ns()}", created=int(time.time()), model=name)
-            with lock:
-                if not stream:
-                    out = generate(model, tokenizer, [question], **kw)[0]
-                    message = {"role": "assistant", "content": out["answer"], "reasoning_content": out["thinking"]}
-                    return self.send(200, dict(chunk, object="chat.completion", choices=[{
-                        "index": 0, "message": message, "finish_reason": "stop" if out["finished"] else "length"}],
-                        usage={"prompt_tokens": prompt_len, "completion_tokens": out["generated_tokens"],
-                               "total_tokens": prompt_len + out["generated_tokens"]}))
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.end_headers()
-                sent = {"think": 0, "answer": None}
-
-                def emit(delta, finish=None):
-                    body = dict(chunk, object="chat.completion.chunk",
-                                choices=[{"index": 0, "delta": delta, "finish_reason": finish}])
-                    self.wfile.write(f"data: {json.dumps(body)}\n\n".encode())
-                    self.wfile.flush()
-
-                def on_token(_, row):  # send whatever decodes to whole characters
-                    if sent["think"] < row.thinking_tokens:
-                        text = tokenizer.decode(row.tokens[sent["think"]:row.thinking_tokens], skip_special_tokens=False)
-                        if not text.endswith("\ufffd"):
-                            emit({"reasoning_content": text})
-                            sent["think"] = row.thinking_tokens
-                    start, end = answer_span(row)
-                    begin = start if sent["answer"] is None else sent["answer"]
-                    if begin < end:
-                        text = tokenizer.decode(row.tokens[begin:end], skip_special_tokens=False)
-                        if not text.endswith("\ufffd"):
-                            emit({"content": text})
-                            sent["answer"] = end
-
-                emit({"role": "assistant"})
-                out = generate(model, tokenizer, [question], on_token=on_token, **kw)[0]
-                emit({}, "stop" if out["finished"] else "length")
-                self.wfile.write(b"data: [DONE]\n\n")
-
-        def log_message(self, fmt, *args):  # one quiet line per request
-            sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
-
-    return ThreadingHTTPServer((host, port), Handler)
+def print_plan(name, cfg, gpus, max_tokens, rows, gpu_gb):
+    """The plan for every tensor-parallel degree that divides the KV heads, up to --gpus; returns
+    the smallest degree at which one full-context row fits (None if none does)."""
+    print(f"Memory plan for {name}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
+          f"{cfg.num_key_value_heads} KV heads; context {max_tokens:,} tokens, up to {rows} rows; "
+          f"{gpu_gb:g} GB per GPU; bf16")
+    print("| tensor parallel | weights | activations | context+NCCL | KV pool | KV per token | "
+          f"{max_tokens // 1024}K rows that fit | rows at once |\n|---|---|---|---|---|---|---|---|")
+    best = None
+    for tp in [t for t in (1, 2, 4, 8, 16) if t <= gpus and cfg.num_key_value_heads % t == 0]:
+        p = memory_plan(cfg, tp, max_tokens, rows, gpu_gb)
+        gb = lambda x: f"{x / 1e9:.1f} GB"
+        print(f"| {tp} | {gb(p['weights'])} | {gb(p['activations'])} | {gb(p['cuda context and NCCL'])} | "
+              f"{gb(p['KV pool'])} | {p['kv per token'] / 1e3:.0f} KB | {p['rows that fit']} | "
+              f"{min(rows, p['rows that fit'])} |")
+        if best is None and p["rows that fit"] >= 1:
+            best = tp
+    replicas = gpus // max(t for t in (1, 2, 4, 8, 16) if cfg.num_key_value_heads % t == 0 and t <= gpus)
+    if best is None:
+        print(f"Does not fit: no tensor-parallel degree up to {gpus} GPUs holds the weights and one "
+              f"{max_tokens:,}-token row. Use more GPUs, larger ones, or a shorter --max-tokens.")
+    else:
+        print(f"Smallest fit: torchrun --nproc-per-node {best}. Tensor parallelism must divide the "
+              f"{cfg.num_key_value_heads} KV heads; with {gpus} GPUs, run {replicas} such jobs side by "
+              f"side at the largest degree (each on its own benchmarks or questions).")
+    return best
 
 
 # ----------------------------------------------------------------------------------------------
@@ -400,24 +727,29 @@ def parse_args(argv=None):
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=1, help="samples per question (parallel sampling, majority voting)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=64, help="most sequences decoded together")
+    p.add_argument("--kv-memory-gb", type=float, default=None,
+                   help="KV pool size; default: 90%% of what the weights leave free on GPU, on CPU enough "
+                        "for --batch-size full-context rows up to 4 GB")
     p.add_argument("--control", choices=sorted(CONTROL), help="conditional-control prompt (paper §5.4 baselines)")
     p.add_argument("--control-value", type=int, help="N for --control tokens/steps")
     p.add_argument("--rejection-sampling", action="store_true", help="resample until thinking ends within the cap")
     p.add_argument("--max-tries", type=int, default=8, help="--rejection-sampling: attempts per question")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto", help="auto: bf16 on GPU, fp32 on CPU")
-    p.add_argument("--serve", action="store_true", help="serve /v1/chat/completions")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--dry-run", action="store_true", help="print the memory plan per GPU and exit (no weights loaded)")
+    p.add_argument("--gpus", type=int, default=8, help="--dry-run: GPUs to plan for")
+    p.add_argument("--gpu-memory-gb", type=float, default=80.0, help="--dry-run: memory per GPU (H100: 80 GB)")
     args = p.parse_args(argv)
     if args.max_thinking_tokens not in (None, "auto"):
         try:
             args.max_thinking_tokens = int(args.max_thinking_tokens)
         except ValueError:
             p.error(f"--max-thinking-tokens must be an integer or 'auto', not {args.max_thinking_tokens!r}")
-    if sum(x is not None for x in (args.prompt, args.input)) + args.serve != 1:
-        p.error("give exactly one of --prompt, --input (with --output) or --serve")
+    if args.dry_run:
+        return args
+    if sum(x is not None for x in (args.prompt, args.input)) != 1:
+        p.error("give exactly one of --prompt, --input (with --output) or --dry-run (serve.py serves)")
     if args.input and not args.output:
         p.error("--input needs --output")
     if args.rejection_sampling and (not isinstance(args.max_thinking_tokens, int) or args.temperature <= 0):
@@ -445,48 +777,56 @@ def read_questions(path):
 
 
 def finished_ids(path):
-    """Ids already in an output file. A torn last line (a crash mid-write) is dropped."""
+    """Ids already in an output file. A torn last line (a crash mid-write) is dropped and the file
+    rewritten without it; an unreadable line anywhere else is an error, and nothing is rewritten."""
     if not os.path.exists(path):
         return set()
-    good = []
     with open(path) as f:
-        for line in f:
-            try:
-                good.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    with open(path + ".tmp", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in good)
-    os.replace(path + ".tmp", path)
+        lines = f.readlines()
+    good = []
+    for n, line in enumerate(lines, 1):
+        try:
+            good.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n < len(lines):
+                raise SystemExit(f"{path} line {n}: not valid JSON; fix or remove that line")
+            print(f"{path}: dropping a half-written last line", file=sys.stderr)
+            with open(path + ".tmp", "w") as f:
+                f.writelines(lines[:-1])
+            os.replace(path + ".tmp", path)
     return {r["id"] for r in good}
 
 
+def check_fits(name, device, world, max_tokens, rows):
+    """On a GPU, stop before loading weights if they and one full-context row cannot fit."""
+    if device.type != "cuda":
+        return
+    cfg = model_config(name)
+    plan = memory_plan(cfg, world, max_tokens, rows, torch.cuda.get_device_properties(device).total_memory / 1e9)
+    if plan["rows that fit"] < 1:
+        raise SystemExit(f"{name} does not fit {world} GPU(s) with one {max_tokens:,}-token row "
+                         f"(weights {plan['weights'] / 1e9:.1f} GB per GPU): run under torchrun with more "
+                         f"GPUs (sample.py --dry-run shows the plan) or lower --max-tokens")
+
+
 def main(args):
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    if world > 1:  # tensor parallel: every rank runs the same decode on its slice of each block
-        if args.serve:
-            raise SystemExit("--serve runs on one process; use tensor parallelism with --prompt or --input")
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if args.dry_run:
+        print_plan(args.model, model_config(args.model), args.gpus, args.max_tokens, args.batch_size, args.gpu_memory_gb)
+        return
+    device, world, rank = init_distributed(args.device)
     dtype = getattr(torch, args.dtype) if args.dtype != "auto" else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    check_fits(args.model, device, world, args.max_tokens, args.batch_size)
     model = load_model(args.model, device, dtype, world, rank)
     tokenizer = chat.load_tokenizer(args.tokenizer or model.source_dir)
     kw = dict(max_thinking_tokens=args.max_thinking_tokens, num_ignore=args.num_ignore, ignore_str=args.ignore_str,
               max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-              batch_size=args.batch_size, progress=rank == 0)
-    run = lambda qs: (rejection_sample(model, tokenizer, qs, max_tries=args.max_tries, **kw)
-                      if args.rejection_sampling else generate(model, tokenizer, qs, n=args.n, **kw))
+              batch_size=args.batch_size, progress=rank == 0, kv_memory_gb=args.kv_memory_gb)
+    run = lambda qs, on_result=None: (
+        rejection_sample(model, tokenizer, qs, max_tries=args.max_tries, on_result=on_result, **kw)
+        if args.rejection_sampling else generate(model, tokenizer, qs, n=args.n, on_result=on_result, **kw))
     prompt_of = lambda q: control_prompt(q, args.control, args.control_value)
 
-    if args.serve:
-        server = make_server(model, tokenizer, args.host, args.port, name=args.model, context=args.max_tokens)
-        print(f"serving {args.model} on http://{args.host}:{server.server_address[1]}/v1/chat/completions", flush=True)
-        server.serve_forever()
-    elif args.prompt:
+    if args.prompt:
         for out in run([prompt_of(args.prompt)]):
             if rank == 0:
                 print(f"--- thinking ({out['thinking_tokens']} tokens, ended {out['ended']}; forced: "
@@ -494,21 +834,19 @@ def main(args):
                 print(f"--- answer ({out['answer_tokens']} tokens)\n{out['answer']}")
     else:
         rows = read_questions(args.input)
-        done = finished_ids(args.output) if rank == 0 else set()
-        if world > 1:  # every rank must decode the same batches
-            box = [done]
-            dist.broadcast_object_list(box, src=0)
-            done = box[0]
+        done = broadcast(finished_ids(args.output) if rank == 0 else None)  # every rank runs the same rows
         todo = [r for r in rows if r["id"] not in done]
         print(f"{len(rows)} questions, {len(done)} already in {args.output}, {len(todo)} to go", file=sys.stderr)
-        for start in range(0, len(todo), args.batch_size):  # write after every batch: a crash loses one batch
-            batch = todo[start:start + args.batch_size]
-            outs = run([prompt_of(r["question"]) for r in batch])
-            if rank == 0:
-                per = len(outs) // len(batch)
-                with open(args.output, "a") as f:
-                    for i, out in enumerate(outs):
-                        f.write(json.dumps(dict(batch[i // per], sample=i % per, **out)) + "\n")
+        per = 1 if args.rejection_sampling else args.n
+        waiting = {}  # a question's samples are written together, as soon as the last one finishes
+        with open(args.output, "a") as f:
+            def write(index, out):
+                q, i = divmod(index, per)
+                waiting.setdefault(q, {})[i] = out
+                if len(waiting[q]) == per and rank == 0:
+                    f.writelines(json.dumps(dict(todo[q], sample=i, **o)) + "\n" for i, o in sorted(waiting.pop(q).items()))
+                    f.flush()
+            run([prompt_of(r["question"]) for r in todo], write)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -517,4 +855,4 @@ def main(args):
 if __name__ == "__main__":
     main(parse_args())
     sys.stdout.flush(), sys.stderr.flush()
-    os._exit(0)  # gloo can abort at interpreter exit (cpu_notes §3)
+    os._exit(0)  # gloo can abort at interpreter exit (a known flake of process-group teardown)

@@ -8,10 +8,12 @@ import sys
 import types
 
 import pytest
+import torch
 from conftest import ROOT, run, tiny_hf_model
 
 import chat
 import eval as E
+import model as M
 
 GPQA_GZ = E.BENCHMARKS["gpqa"][3]
 needs_gpqa = pytest.mark.skipif(not os.path.exists(GPQA_GZ), reason=f"GPQA is not committed; {GPQA_GZ} is absent")
@@ -267,25 +269,31 @@ def test_a_run_with_a_stand_in_decoder_grades_reports_and_resumes(tmp_path, tiny
     generates nothing."""
     calls, seeds = [], []
 
-    def generate(model, tokenizer, questions, max_thinking_tokens=None, num_ignore=0, **kw):
-        calls.append((len(questions), max_thinking_tokens, num_ignore, kw["max_tokens"]))
+    def generate(model, tokenizer, questions, settings, n=1, on_result=None, **kw):
+        calls.append((len(questions), tuple((s["max_thinking_tokens"], s["num_ignore"]) for s in settings), n,
+                      kw["max_tokens"]))
         seeds.append(kw["seed"])
         out = []
         for question in questions:
             k = next(i for i, q in enumerate(math500) if q["prompt"] == question)
             answer = f"\\boxed{{{math500[k]['gold']}}}" if k % 2 == 0 else "I am not sure."
-            out.append({"prompt": chat.prompt_text(question), "text": respond(answer), "answer": answer,
-                        "thinking_tokens": 100 * (1 + num_ignore), "answer_tokens": 7, "ended": "natural",
-                        "forced": [{"at": 100, "what": "Wait"}] * num_ignore, "finished": True})
+            for _ in range(n):
+                for s in settings:
+                    out.append({"prompt": chat.prompt_text(question), "text": respond(answer), "answer": answer,
+                                "thinking_tokens": 100 * (1 + s["num_ignore"]), "answer_tokens": 7, "ended": "natural",
+                                "forced": [{"at": 100, "what": "Wait"}] * s["num_ignore"], "finished": True})
+                    on_result(len(out) - 1, out[-1])
         return out
 
     math500 = E.load_benchmark("math500", limit=6)
-    monkeypatch.setitem(sys.modules, "sample", types.SimpleNamespace(generate=generate))
+    monkeypatch.setitem(sys.modules, "sample", types.SimpleNamespace(
+        generate=generate, init_distributed=lambda device: (torch.device("cpu"), 1, 0), check_fits=lambda *a: None,
+        load_model=lambda name, device, dtype, world=1, rank=0: M.from_pretrained(name, dtype=dtype)))
     out = tmp_path / "run"
     argv = ["--model", tiny_model, "--benchmarks", "math500", "--limit", "6", "--settings", "wait1", "auto",
             "--batch-size", "4", "--device", "cpu", "--dtype", "float32", "--out", str(out)]
     runs, scaling = E.main(E.parse_args(argv))
-    assert calls == [(4, "auto", 1, 32768), (2, "auto", 1, 32768), (4, "auto", 0, 32768), (2, "auto", 0, 32768)]
+    assert calls == [(6, (("auto", 1), ("auto", 0)), 1, 32768)]  # every setting of every question in one run
     assert [r["accuracy"] for r in runs] == [0.5, 0.5]
     assert [r["failures"] for r in runs] == [{"unparsed": [q["id"] for q in math500[1::2]]}] * 2  # named, not swallowed
     assert [r["avg_thinking_tokens"] for r in runs] == [200, 100]
@@ -305,17 +313,17 @@ def test_a_run_with_a_stand_in_decoder_grades_reports_and_resumes(tmp_path, tiny
     assert calls == [] and [json.loads(line) for line in open(out / "samples.jsonl")] == records
     (out / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:-1]))
     E.main(E.parse_args(argv))
-    assert calls == [(1, "auto", 0, 32768)]
+    assert calls == [(1, (("auto", 0),), 1, 32768)]
     # a prompt that cannot fit the context is named before anything runs
     with pytest.raises(SystemExit, match="math500 question test/precalculus/807.json: the prompt has 264 tokens, --max-tokens is 100"):
         E.main(E.parse_args(argv[:-1] + [str(tmp_path / "short"), "--max-tokens", "100"]))
     # samples made with other generation settings are never mixed in
     with pytest.raises(SystemExit, match="temperature"):
         E.main(E.parse_args(argv + ["--temperature", "0.6", "--n", "2"]))
-    # --n 2: each sample index is its own pass over the questions, with its own seeds
+    # --n 2: both samples of every question in the same run (sample.py gives each its own draws)
     calls.clear(), seeds.clear()
     runs, _ = E.main(E.parse_args(argv[:-1] + [str(tmp_path / "n2"), "--temperature", "0.6", "--n", "2"]))
-    assert len(calls) == 8 and len(set(seeds)) == len(seeds) and runs[0]["samples_per_question"] == 2
+    assert calls == [(6, (("auto", 1), ("auto", 0)), 2, 32768)] and runs[0]["samples_per_question"] == 2
     assert "| math500 | wait1 | 6 | 50.0 ± 22.4 | 50.0 ± 22.4 | 50.0 ± 22.4 |" in (tmp_path / "n2" / "results.md").read_text()
 
 

@@ -1,6 +1,7 @@
 """model.py against transformers' Qwen2ForCausalLM, the oracle, on tiny random checkpoints."""
 import json
 import os
+import random
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch.nn.functional as F
 from conftest import tiny_hf_model
 
 import model as M
+import sample
 
 
 def max_diff(a, b):
@@ -57,13 +59,13 @@ def test_batch_of_different_lengths_matches_transformers_padding(tiny_checkpoint
     with torch.no_grad():
         ref = hf(padded, attention_mask=mask).logits
         packed = ours(torch.cat(docs)[None], position_ids=torch.cat([torch.arange(n) for n in lengths])[None])[0]
-        cache = M.KVCache(ours.cfg, batch=3, max_len=16, device="cpu", dtype=torch.float32)
-        last = ours(padded, cache=cache, n_new=torch.tensor(lengths))
+        pool = paged_pool(ours, torch.float32)
+        seqs = [sample.Seq(d.tolist(), rows=[]) for d in docs]
+        last = paged_forward(ours, pool, seqs)  # a prefill: the three packed, each attending alone
     starts = [0, 5, 16]
     for i, n in enumerate(lengths):
         assert max_diff(packed[starts[i]:starts[i] + n], ref[i, :n]) <= 1e-5
         assert max_diff(last[i], ref[i, n - 1]) <= 1e-5
-    assert cache.lengths.tolist() == lengths
 
 
 def test_packed_rows_equal_documents_run_separately(tiny_checkpoint):
@@ -82,25 +84,44 @@ def test_packed_rows_equal_documents_run_separately(tiny_checkpoint):
         assert max_diff(packed[row, start:start + len(ref)], ref) <= 1e-5
 
 
+def paged_pool(model, dtype, block_size=4, blocks=64):
+    return sample.BlockPool(model.cfg, blocks, block_size, model.cfg.num_key_value_heads, "cpu", dtype)
+
+
+def paged_forward(model, pool, seqs):
+    """One forward as sample.Engine runs it: give each sequence the blocks its new tokens need,
+    run the model on the paged cache, mark the tokens cached. Returns each sequence's last logits."""
+    for s in seqs:
+        while len(s.blocks) * pool.block_size < len(s.ids):
+            s.blocks.append(pool.allocate())
+    view = sample.PagedBatch(pool, seqs, "cpu")
+    logits = model(torch.tensor([t for s in seqs for t in s.ids[s.cached:]]).view(view.positions.shape), cache=view)
+    for s in seqs:
+        s.cached = len(s.ids)
+    return logits
+
+
 def test_cached_decoding_equals_full_forward(tiny_checkpoint):
-    """Prefill rows of different lengths, then feed one token per step: every step's logits equal
-    the full (uncached) forward at that position."""
+    """Prefill rows of different lengths into 4-token blocks taken from the pool in shuffled
+    order, then feed one token per step: every step's logits equal the full (uncached) forward."""
     path, _ = tiny_checkpoint
     ours = M.from_pretrained(path, dtype=torch.float32)
     ids = torch.randint(0, 256, (3, 20), generator=torch.Generator().manual_seed(2))
-    prompt_lengths = torch.tensor([4, 9, 1])
+    prompt_lengths = [4, 9, 1]
     with torch.no_grad():
         full = ours(ids)
-        cache = M.KVCache(ours.cfg, batch=3, max_len=24, device="cpu", dtype=torch.float32)
-        out = ours(ids[:, :9], cache=cache, n_new=prompt_lengths)
-        assert max_diff(out, full[torch.arange(3), prompt_lengths - 1]) <= 1e-5
+        pool = paged_pool(ours, torch.float32)
+        random.Random(0).shuffle(pool.free)  # blocks out of order, as after many rows came and went
+        seqs = [sample.Seq(ids[b, :n].tolist(), rows=[]) for b, n in enumerate(prompt_lengths)]
+        out = paged_forward(ours, pool, seqs)
+        assert max_diff(out, full[torch.arange(3), torch.tensor(prompt_lengths) - 1]) <= 1e-5
         for step in range(10):
-            pos = prompt_lengths + step
-            out = ours(ids[torch.arange(3), pos][:, None], cache=cache)
+            for b, s in enumerate(seqs):
+                s.ids.append(int(ids[b, len(s.ids)]))
+            out = paged_forward(ours, pool, seqs)
+            pos = torch.tensor(prompt_lengths) + step
             assert max_diff(out, full[torch.arange(3), pos]) <= 1e-5
-    assert cache.lengths.tolist() == (prompt_lengths + 10).tolist()
-    with pytest.raises(ValueError, match="KV cache overflow"):
-        ours(ids[:, :14], cache=cache)
+    assert [len(s.blocks) for s in seqs] == [4, 5, 3]
 
 
 def test_token_losses_and_gradients_match_plain_cross_entropy(tiny_checkpoint):
@@ -251,34 +272,14 @@ def test_bf16_logits_equal_transformers_bf16(tmp_path):
         assert max_diff(ours(ids), expected) <= 1e-6
         # the packed path (positions given, one document per row) takes the same SDPA kernel
         assert max_diff(ours(ids, position_ids=torch.arange(64)[None]), expected) <= 1e-6
-        # a bf16 cache: prefill then single steps, within a bf16 rounding step of the full forward
-        cache = M.KVCache(ours.cfg, 2, 64, device="cpu", dtype=torch.bfloat16)
-        ours(ids[:, :60], cache=cache)
+        # a bf16 paged cache: prefill then single steps, within a bf16 rounding step of the full forward
+        pool = paged_pool(ours, torch.bfloat16, block_size=16)
+        seqs = [sample.Seq(ids[b, :60].tolist(), rows=[]) for b in range(2)]
+        paged_forward(ours, pool, seqs)
         for t in range(60, 64):
-            assert max_diff(ours(ids[:, t:t + 1], cache=cache), expected[:, t]) <= 2e-2
-
-
-def test_padded_multi_token_appends_to_the_cache(tiny_checkpoint):
-    """Rows appending different numbers of tokens in one forward (budget forcing does this), up to
-    a cache that ends exactly where the longest row does."""
-    path, _ = tiny_checkpoint
-    ours = M.from_pretrained(path, dtype=torch.float32)
-    ids = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        full = ours(ids)
-        cache = M.KVCache(ours.cfg, batch=2, max_len=24, device="cpu", dtype=torch.float32)
-        ours(ids[:, :20], cache=cache, n_new=torch.tensor([20, 3]))
-        done = [20, 3]
-        for counts in ([1, 5], [3, 0], [0, 7]):  # a padded append of 5 would not fit if pads took slots
-            T = max(counts)
-            chunk = torch.stack([torch.nn.functional.pad(ids[b, done[b]:done[b] + counts[b]], (0, T - counts[b]))
-                                 for b in range(2)])
-            out = ours(chunk, cache=cache, n_new=torch.tensor(counts))
-            done = [d + c for d, c in zip(done, counts)]
-            for b in range(2):
-                if counts[b]:
-                    assert max_diff(out[b], full[b, done[b] - 1]) <= 1e-5
-    assert cache.lengths.tolist() == [24, 15]
+            for b, s in enumerate(seqs):
+                s.ids.append(int(ids[b, t]))
+            assert max_diff(paged_forward(ours, pool, seqs), expected[:, t]) <= 2e-2
 
 
 def test_one_row_of_positions_serves_the_batch(tiny_checkpoint):

@@ -21,6 +21,7 @@ import mini
 import model as M
 import prepare
 import sample
+import serve as server_module
 import train
 
 FIX = os.path.join(ROOT, "tests", "fixtures")
@@ -42,7 +43,7 @@ def write(path, rows):
 
 
 def serve(model, tokenizer, context=4096):
-    server = sample.make_server(model, tokenizer, port=0, context=context)
+    server = server_module.make_server(model, tokenizer, port=0, context=context)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
 

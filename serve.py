@@ -1,0 +1,318 @@
+"""serve.py: an OpenAI-compatible server on sample.py's engine.
+
+    python serve.py --model simplescaling/s1.1-32B --port 8000
+    curl localhost:8000/v1/chat/completions -d '{"messages": [{"role": "user", "content": "1+1?"}],
+                                                 "max_thinking_tokens": 2000}'
+
+POST /v1/chat/completions (streaming or not) and GET /v1/models. Budget forcing comes as extra
+request fields (max_thinking_tokens: an integer or "auto", num_ignore, ignore_str); the thinking is
+returned as reasoning_content, as DeepSeek's API does, and the answer as content. n, stop (applied
+to the content), max_tokens / max_completion_tokens (generated tokens, thinking included),
+temperature, top_p and seed are honoured; without a seed every request draws afresh.
+
+One engine thread owns the model and steps it; every request joins the running batch (continuous
+batching), the n choices of a request share its prompt, and the HTTP threads only parse, wait and
+write. A client that disconnects, or a choice whose content reaches a stop string, frees its rows.
+A bad request gets HTTP 400 with a JSON error, and the server keeps serving.
+"""
+import argparse
+import json
+import queue
+import random
+import select
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import torch
+
+import chat
+import sample
+
+
+def parse_request(req):
+    """The generation a request asks for (a dict), or ValueError saying what is wrong."""
+    if not isinstance(req, dict):
+        raise ValueError("the body must be a JSON object")
+    messages = req.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("'messages' must be a non-empty list")
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
+                or not isinstance(m.get("content"), str):
+            raise ValueError("each message needs a role (system, user or assistant) and a string content")
+    users = [m for m in messages if m["role"] == "user"]
+    if len(users) != 1 or messages[-1]["role"] != "user":
+        raise ValueError("s1 is single-turn: send one user message, last")
+    number = (int, float)
+    job = dict(question=users[0]["content"], temperature=0.0, top_p=1.0, seed=None, num_ignore=0, ignore_str="Wait",
+               n=1, stop=[], stream=False)
+    for name, kind, ok in (("temperature", number, lambda v: 0 <= v <= 100), ("top_p", number, lambda v: 0 < v <= 1),
+                           ("seed", int, lambda v: True), ("num_ignore", int, lambda v: v >= 0),
+                           ("ignore_str", str, lambda v: len(v) > 0), ("n", int, lambda v: 1 <= v <= 16),
+                           ("stream", bool, lambda v: True)):
+        if name in req:
+            value = req[name]
+            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)) or not ok(value):
+                raise ValueError(f"invalid '{name}': {value!r}")
+            job[name] = value
+    stop = req.get("stop")
+    if stop is not None:
+        stop = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 4:
+            raise ValueError(f"invalid 'stop': {req['stop']!r} (a string or up to 4 strings)")
+        job["stop"] = stop
+    budget = req.get("max_thinking_tokens")
+    if budget is not None and budget != "auto" and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
+        raise ValueError(f"invalid 'max_thinking_tokens': {budget!r} (a positive integer or \"auto\")")
+    job["max_thinking_tokens"] = budget
+    limit = req.get("max_completion_tokens", req.get("max_tokens"))
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ValueError(f"invalid 'max_tokens': {limit!r}")
+    job["limit"] = limit
+    return job
+
+
+class Job:
+    """One HTTP request in the engine: its rows (one per choice) and the events the engine thread
+    sends to the HTTP thread that waits for them."""
+
+    def __init__(self, prompt, rows, watch):
+        self.prompt, self.rows, self.watch = prompt, rows, watch  # watch: send every token (stream, stop)
+        self.events = queue.Queue()
+
+
+class EngineThread(threading.Thread):
+    """Owns the engine: takes new jobs and cancelled rows between steps, and steps while anything runs."""
+
+    def __init__(self, engine):
+        super().__init__(daemon=True)
+        self.engine, self.owner = engine, {}  # owner: id(row) -> job
+        self.inbox, self.cancelled = queue.Queue(), queue.Queue()  # from the HTTP threads: jobs, lists of rows
+        engine.on_token = self.on_token
+
+    def cancel(self, rows):
+        self.cancelled.put(rows)
+        self.inbox.put(None)  # wake the loop if it sleeps
+
+    def on_token(self, row):
+        job = self.owner.get(id(row))
+        if job and job.watch:
+            job.events.put(("token", row))
+
+    def run(self):
+        while True:
+            new = [self.inbox.get()] if not self.engine.busy() else []  # idle: sleep until a job comes
+            while not self.inbox.empty():
+                new.append(self.inbox.get())
+            for job in filter(None, new):
+                self.engine.add(job.prompt, job.rows)
+                self.owner.update((id(r), job) for r in job.rows)
+            while not self.cancelled.empty():
+                rows = [r for r in self.cancelled.get() if self.owner.pop(id(r), None)]
+                self.engine.cancel(rows)
+            try:
+                finished = self.engine.step()
+            except Exception as e:  # never leave a client waiting: fail every job in flight, keep serving
+                jobs = {id(j): j for j in self.owner.values()}.values()
+                for job in jobs:
+                    self.engine.cancel(job.rows)
+                    job.events.put(("error", f"{type(e).__name__}: {e}"))
+                self.owner.clear()
+                continue
+            for row in finished:
+                job = self.owner.pop(id(row), None)
+                if job:
+                    job.events.put(("done", row))
+
+
+def client_gone(sock):
+    """True if the client closed its end (a readable socket with nothing to read)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+def make_server(model, tokenizer, host="127.0.0.1", port=8000, name="s1", context=32768, max_rows=64,
+                kv_memory_gb=None):
+    """A ThreadingHTTPServer whose requests run on one engine thread (started here)."""
+    engine = sample.Engine(model, context, max_rows, len(tokenizer), kv_memory_gb)
+    worker = EngineThread(engine)
+    worker.start()
+    ids = {}  # special ids per ignore_str
+
+    class Handler(BaseHTTPRequestHandler):
+        def send(self, code, body):
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def error(self, code, message):
+            self.send(code, {"error": {"message": message, "type": "invalid_request_error" if code < 500 else "server_error"}})
+
+        def do_GET(self):
+            if self.path == "/v1/models":
+                return self.send(200, {"object": "list", "data": [{"id": name, "object": "model"}]})
+            self.error(404, f"no route {self.path}")
+
+        def do_POST(self):
+            if self.path != "/v1/chat/completions":
+                return self.error(404, f"no route {self.path}")
+            try:
+                req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"null")
+                job = parse_request(req)
+            except (ValueError, UnicodeDecodeError) as e:
+                return self.error(400, str(e))
+            try:
+                self.complete(job)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            except Exception as e:  # a bug of ours: answer it, and keep serving
+                self.error(500, f"{type(e).__name__}: {e}")
+
+        def complete(self, spec):
+            prompt = tokenizer.encode(chat.prompt_text(spec["question"]) + chat.completion_text(), add_special_tokens=False)
+            if len(prompt) >= context:
+                return self.error(400, f"the prompt has {len(prompt)} tokens, the context {context}: no room to generate")
+            if spec["ignore_str"] not in ids:
+                ids[spec["ignore_str"]] = sample.special_ids(tokenizer, spec["ignore_str"])
+            max_len = context if spec["limit"] is None else min(context, len(prompt) + spec["limit"])
+            seed = spec["seed"] if spec["seed"] is not None else random.getrandbits(62)
+            rows = [sample.Row(prompt_len=len(prompt), max_len=max_len, ids=ids[spec["ignore_str"]],
+                               temperature=spec["temperature"], top_p=spec["top_p"], ignores_left=spec["num_ignore"],
+                               cap=sample.thinking_budget(spec["max_thinking_tokens"], len(prompt), max_len,
+                                                          len(ids[spec["ignore_str"]]["forced_answer"])),
+                               seed=sample.row_seed(seed, spec["question"], i), index=i) for i in range(spec["n"])]
+            job = Job(prompt, rows, watch=spec["stream"] or bool(spec["stop"]))
+            worker.inbox.put(job)
+            head = dict(id=f"chatcmpl-{time.time_ns()}", created=int(time.time()), model=name)
+            choices = [Choice(tokenizer, spec["stop"]) for _ in rows]
+            if spec["stream"]:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for i in range(len(rows)):
+                    self.event(head, i, {"role": "assistant"})
+            open_rows = len(rows)
+            while open_rows:
+                try:
+                    kind, row = job.events.get(timeout=0.5)
+                except queue.Empty:
+                    if client_gone(self.connection):  # nobody to answer: free the rows
+                        return worker.cancel(rows)
+                    continue
+                if kind == "error":
+                    return self.error(500, row) if not spec["stream"] else None
+                choice = choices[row.index]
+                if choice.closed:
+                    continue
+                deltas = choice.update(row, final=kind == "done")
+                if choice.closed and kind != "done":  # a stop string: this choice needs no more tokens
+                    worker.cancel([row])
+                if spec["stream"]:
+                    try:
+                        for delta in deltas:
+                            self.event(head, row.index, delta)
+                        if choice.closed:
+                            self.event(head, row.index, {}, choice.finish_reason)
+                    except OSError:
+                        return worker.cancel(rows)
+                open_rows -= choice.closed
+            if spec["stream"]:
+                self.wfile.write(b"data: [DONE]\n\n")
+                return
+            generated = sum(len(c.tokens) for c in choices)
+            self.send(200, dict(head, object="chat.completion", choices=[
+                {"index": i, "message": {"role": "assistant", "content": c.content, "reasoning_content": c.thinking},
+                 "finish_reason": c.finish_reason} for i, c in enumerate(choices)],
+                usage={"prompt_tokens": len(prompt), "completion_tokens": generated,
+                       "total_tokens": len(prompt) + generated}))
+
+        def event(self, head, index, delta, finish=None):
+            body = dict(head, object="chat.completion.chunk",
+                        choices=[{"index": index, "delta": delta, "finish_reason": finish}])
+            self.wfile.write(f"data: {json.dumps(body)}\n\n".encode())
+            self.wfile.flush()
+
+        def log_message(self, fmt, *args):  # one quiet line per request
+            sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    server.engine_thread = worker
+    return server
+
+
+class Choice:
+    """What one choice has said so far: its thinking and its content (cut at a stop string). Only
+    new tokens are decoded, and only whole characters are sent."""
+
+    def __init__(self, tokenizer, stops):
+        self.tokenizer, self.stops = tokenizer, stops
+        self.tokens, self.thinking, self.content = [], "", ""
+        self.thinking_sent = self.content_sent = 0  # tokens already turned into text
+        self.closed, self.finish_reason = False, None
+
+    def update(self, row, final):
+        """Read the row's new tokens; return the deltas to stream."""
+        decode = lambda toks: self.tokenizer.decode(toks, skip_special_tokens=False)
+        self.tokens = row.tokens[:]  # a snapshot: the engine thread appends to row.tokens
+        deltas = []
+        thought = min(row.thinking_tokens, len(self.tokens))
+        if thought > self.thinking_sent:
+            text = decode(self.tokens[self.thinking_sent:thought])
+            if final or not text.endswith("\ufffd"):
+                self.thinking, self.thinking_sent = self.thinking + text, thought
+                deltas.append({"reasoning_content": text})
+        start, end = sample.answer_span(row)
+        start, end = max(start, self.content_sent), min(end, len(self.tokens))
+        if start < end:
+            text = decode(self.tokens[start:end])
+            if final or not text.endswith("\ufffd"):
+                cuts = [(self.content + text).find(s) for s in self.stops]
+                cut = min((c for c in cuts if c >= 0), default=-1)
+                if cut >= 0:  # a stop string: the content ends before it
+                    text, final, self.finish_reason = (self.content + text)[len(self.content):cut], True, "stop"
+                self.content, self.content_sent = self.content + text, end
+                if text:
+                    deltas.append({"content": text})
+        if final:
+            self.closed = True
+            self.finish_reason = self.finish_reason or ("stop" if row.finished else "length")
+        return deltas
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="simplescaling/s1.1-32B", help="hub name or local checkpoint directory")
+    p.add_argument("--tokenizer", default=None, help="default: the model's")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-tokens", type=int, default=32768, help="context: prompt + thinking + answer")
+    p.add_argument("--batch-size", type=int, default=64, help="most sequences decoded together")
+    p.add_argument("--kv-memory-gb", type=float, default=None, help="KV pool size (default: as sample.py)")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto", help="auto: bf16 on GPU, fp32 on CPU")
+    args = p.parse_args()
+    device, world, _ = sample.init_distributed(args.device)
+    if world > 1:
+        raise SystemExit("serve.py runs on one process; for tensor parallelism use sample.py or eval.py under torchrun")
+    dtype = getattr(torch, args.dtype) if args.dtype != "auto" else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    sample.check_fits(args.model, device, 1, args.max_tokens, args.batch_size)
+    model = sample.load_model(args.model, device, dtype)
+    tokenizer = chat.load_tokenizer(args.tokenizer or model.source_dir)
+    server = make_server(model, tokenizer, args.host, args.port, args.model, args.max_tokens, args.batch_size,
+                         args.kv_memory_gb)
+    print(f"serving {args.model} on http://{args.host}:{server.server_address[1]}/v1/chat/completions", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
