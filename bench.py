@@ -5,6 +5,11 @@
     python bench.py grade            # eval.py's grader vs plain math-verify on MATH500's 500 solutions
     python bench.py decode           # sample.py's decoder vs transformers generate, and the tokens
                                      # budget forcing feeds vs re-submitting the prompt every round
+    python bench.py batching         # continuous batching vs static batches vs transformers generate
+                                     # on prompts whose generation lengths span 20x
+    python bench.py serve            # 8 concurrent clients of serve.py vs the same 8 requests in turn
+    python bench.py sweep            # the demo's evaluation sweep, forked from shared thinking vs
+                                     # every setting alone (needs make demo's runs/demo)
 
 Machines are noisy: every figure is the median of --repeats timed runs after one warm-up, and runs
 of ours and the reference alternate so that drift hits both. The ratio ours/reference is what to
@@ -184,14 +189,151 @@ def bench_grade(args):
     print(f"correct: ours {counts['ours']}/500, plain math-verify {counts['plain']}/500")
 
 
-BENCHES = {"forward": bench_forward, "train": bench_train, "decode": bench_decode, "grade": bench_grade}
+# A Qwen2-shaped model of 31M parameters (8 layers, hidden 512, GQA 8/2, an 8K vocabulary): big
+# enough that a CPU step is matmuls, not Python overhead; small enough for a 2-core machine.
+MIXED = dict(vocab_size=8192, hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8,
+             num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=1e6, tie_word_embeddings=False)
+
+
+def mixed_pair():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    torch.manual_seed(0)
+    ref = Qwen2ForCausalLM(Qwen2Config(**MIXED)).float().eval()
+    ours = M.Qwen2(M.Config(**MIXED, torch_dtype="float32"))
+    ours.load_state_dict(ref.state_dict())
+    return ours.eval(), ref
+
+
+def mixed_workload(n, prompt_len=32, shortest=16, longest=320, seed=0):
+    """n random prompts and a generation length for each, log-uniform in [shortest, longest]: as
+    thinking lengths vary, most rows are short and a few are long."""
+    import random
+    rng = random.Random(seed)
+    prompts = [[rng.randrange(8192) for _ in range(prompt_len)] for _ in range(n)]
+    lengths = [round(shortest * (longest / shortest) ** rng.random()) for _ in range(n)]
+    return prompts, lengths
+
+
+NO_STOP = dict(im_start=-1, im_end=-1)  # rows never end early: exactly their length, like min_new_tokens
+
+
+def engine_run(model, prompts, lengths, slots, static):
+    """Generate lengths[i] tokens after prompts[i], `slots` sequences at a time: continuously
+    (a finished row's slot goes to the next prompt at once) or in static batches (the next batch
+    starts when the slowest row of this one ends)."""
+    chunks = [range(i, min(i + slots, len(prompts))) for i in range(0, len(prompts), slots)] if static else [range(len(prompts))]
+    for chunk in chunks:
+        engine = sample.Engine(model, len(prompts[0]) + max(lengths), max_rows=slots)
+        rows = [sample.Row(prompt_len=len(prompts[i]), max_len=len(prompts[i]) + lengths[i], ids=NO_STOP, cap=None,
+                           ignores_left=0, phase="answer") for i in chunk]
+        for i, row in zip(chunk, rows):
+            engine.add(prompts[i], [row])
+        while engine.busy():
+            engine.step()
+        assert [len(r.tokens) for r in rows] == [lengths[i] for i in chunk]
+
+
+@torch.no_grad()
+def bench_batching(args):
+    ours, ref = mixed_pair()
+    prompts, lengths = mixed_workload(args.prompts)
+    slots, total = args.slots, sum(lengths)
+    print(f"\n{len(prompts)} prompts of 32 tokens, generation lengths {min(lengths)}-{max(lengths)} "
+          f"(log-uniform, {total:,} tokens), {slots} slots, greedy, a random 31M-parameter Qwen2-shaped model, "
+          f"fp32, {torch.get_num_threads()} CPU threads, median of {args.repeats}")
+
+    def hf_run():  # static batches; generate runs each batch until its longest row is done
+        for i in range(0, len(prompts), slots):
+            batch = torch.tensor(prompts[i:i + slots])
+            new = max(lengths[i:i + slots])
+            ref.generate(batch, attention_mask=torch.ones_like(batch), do_sample=False, max_new_tokens=new,
+                         min_new_tokens=new, pad_token_id=0)
+    print("| case | continuous batching | other | continuous / other |\n|---|---|---|---|")
+    c, s_ = compare("vs our engine in static batches", lambda: engine_run(ours, prompts, lengths, slots, False),
+                    lambda: engine_run(ours, prompts, lengths, slots, True), args.repeats)
+    c2, h = compare("vs transformers generate, static batches", lambda: engine_run(ours, prompts, lengths, slots, False),
+                    hf_run, args.repeats)
+    print(f"tokens/s: continuous {total / c:.0f}, static {total / s_:.0f} ({s_ / c:.2f}x), "
+          f"transformers {total / h:.0f} ({h / c2:.2f}x)")
+
+
+def bench_serve(args):
+    import json
+    import threading
+    import urllib.request
+    import chat
+    import serve
+    import tempfile
+    ours, _ = mixed_pair()
+    tokenizer = chat.build_byte_tokenizer(tempfile.mkdtemp())
+    server = serve.make_server(ours, tokenizer, port=0, context=512, max_rows=16)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
+    new = args.new_tokens
+
+    def post(i):  # thinking that never ends ("Wait" forever) until max_tokens: exactly `new` tokens each
+        body = {"messages": [{"role": "user", "content": f"Question {i}: think about it."}], "num_ignore": 10 ** 6,
+                "max_tokens": new}
+        req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=600) as r:
+            assert json.loads(r.read())["usage"]["completion_tokens"] == new
+
+    def serial():
+        for i in range(8):
+            post(i)
+
+    def concurrent():
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    print(f"\nserve.py: 8 requests of {new} tokens each, the 31M model, fp32, {torch.get_num_threads()} CPU threads, "
+          f"median of {args.repeats}")
+    print("| case | 8 concurrent clients | 8 requests in turn | concurrent / serial |\n|---|---|---|---|")
+    c, s_ = compare("wall time", concurrent, serial, args.repeats)
+    print(f"aggregate tokens/s: concurrent {8 * new / c:.0f}, serial {8 * new / s_:.0f} ({s_ / c:.2f}x)")
+    server.shutdown()
+
+
+def bench_sweep(args):
+    """The demo's evaluation: every held-out question under its 10 budget-forcing settings."""
+    import chat
+    import eval as ev
+    model_dir, data = os.path.join(args.demo, "train", "final"), os.path.join(args.demo, "test.jsonl")
+    if not os.path.isdir(model_dir):
+        raise SystemExit(f"{model_dir}: no demo model; run make demo first")
+    model = M.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tokenizer = chat.load_tokenizer(model_dir)
+    questions = [q["prompt"] for q in ev.load_benchmark("mini", data)]
+    names = ["8", "16", "24", "32", "48", "64", "96", "none", "wait1", "wait2"]
+    settings = [ev.parse_setting(s)[1] for s in names]
+    fed = {}
+
+    def run(share):
+        stats = {}
+        sample.generate(model, tokenizer, questions, settings=settings, max_tokens=512, batch_size=64, share=share,
+                        stats=stats, progress=False)
+        fed[share] = stats["fed"]
+    print(f"\nThe demo's sweep: {len(questions)} held-out questions x {len(names)} settings ({' '.join(names)}), "
+          f"greedy, fp32, {torch.get_num_threads()} CPU threads, median of {args.repeats}")
+    print("| case | shared (forks) | every setting alone | shared / alone |\n|---|---|---|---|")
+    compare("wall time", lambda: run(True), lambda: run(False), args.repeats)
+    print(f"| tokens fed | {fed[True]:,} | {fed[False]:,} | {fed[True] / fed[False]:.2f}x |")
+
+
+BENCHES = {"forward": bench_forward, "train": bench_train, "decode": bench_decode, "grade": bench_grade,
+           "batching": bench_batching, "serve": bench_serve, "sweep": bench_sweep}
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", help=f"benchmarks to run, from {sorted(BENCHES)} (default: all)")
     parser.add_argument("--tokens", type=int, default=512, help="sequence length")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case (median reported)")
-    parser.add_argument("--new-tokens", type=int, default=128, help="decode: tokens generated per row")
+    parser.add_argument("--new-tokens", type=int, default=128, help="decode, serve: tokens generated per row")
+    parser.add_argument("--prompts", type=int, default=64, help="batching: prompts in the mixed workload")
+    parser.add_argument("--slots", type=int, default=16, help="batching: sequences decoded together")
+    parser.add_argument("--demo", default="runs/demo", help="sweep: make demo's output directory")
     args = parser.parse_args()
     for which in args.which or BENCHES:
         if which not in BENCHES:

@@ -2,13 +2,15 @@
 
     python curate.py features --data runs/s1/distilled.jsonl --out runs/s1/featurized.jsonl   # s1's recipe
     python curate.py features --data d.jsonl --solvers DIR --tokenizer DIR --classifier none --out f.jsonl
+    torchrun --nproc-per-node 8 curate.py features --data d.jsonl --solvers DIR ... --out f.jsonl   # tensor parallel
     python curate.py select --data runs/s1/featurized.jsonl --out runs/s1/s1K.jsonl --seed 0
     python curate.py select --data f.jsonl --selection longest --out runs/s1/longest1K.jsonl   # an ablation
 
 features (s1_reference §3.1-3.4); each is cached per question hash in an append-only JSONL beside
 --out, so a rerun computes only what is missing:
   difficulty  each --solvers model answers every question through sample.py as a plain chat (no
-              thinking phase, temperature 0.05: s1's Qwen2.5-Instruct runs; `mini` is the demo's
+              thinking phase, temperature 0.05: s1's Qwen2.5-Instruct runs; one generate call per
+              model, split over the processes under torchrun; `mini` is the demo's
               programmatic stand-in, mini.py), graded against the reference solution by eval.py's
               grader, or by an LLM with s1's grading prompt; the teacher's own attempt is graded
               the same way (s1's isgeminicorrect);
@@ -27,6 +29,7 @@ import json
 import os
 import re
 import statistics
+import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -136,47 +139,52 @@ def ask_all(args, tasks, cache_path, key, model, messages_of, parse):
 # features
 
 def solve(args, questions, cache_path):
-    """{(question hash, solver): the solver's reply text}, generating what the cache lacks."""
-    answers = {(r["question_hash"], r["solver"]): r["text"] for r in prepare.read_cache(cache_path)}
+    """{(question hash, solver): the solver's reply text}, generating what the cache lacks and appending
+    each reply to it the moment it is done. Under torchrun rank 0 alone reads and writes the cache; the
+    other ranks only take their part in each checkpoint's generate call."""
+    cached = prepare.read_cache(cache_path) if prepare.RANK == 0 else []
+    answers = {(r["question_hash"], r["solver"]): r["text"] for r in cached}
     for solver in args.solvers:
-        todo = sorted((q for q in questions if (prepare.question_hash(q), solver) not in answers), key=len)
+        todo = prepare.from_rank0([q for q in questions if (prepare.question_hash(q), solver) not in answers])
+        if prepare.RANK != 0:
+            if todo and solver != "mini":
+                model_replies(args, solver, todo, None)
+            continue
         print(f"difficulty: {solver}: {len(questions) - len(todo)} answers cached, {len(todo)} to generate")
         if not todo:
             continue
-        if solver == "mini":  # the built-in tasks' programmatic stand-in: no model to load
-            reply = lambda batch, start: {q: mini.solver(q, args.mini_error_rate, args.seed) for q in batch}
-        else:
-            reply = model_replies(args, solver)
+        saved = []
         with open(cache_path, "a") as f:
-            for start in range(0, len(todo), args.batch_size):
-                batch = todo[start:start + args.batch_size]
-                texts = reply(batch, start)
-                for q in batch:  # a prompt longer than the context has no answer: ungraded, not wrong
-                    answers[(prepare.question_hash(q), solver)] = texts.get(q)
-                    f.write(json.dumps({"question_hash": prepare.question_hash(q), "solver": solver,
-                                        "text": texts.get(q)}) + "\n")
+            def save(q, text):  # one flushed line per reply: a crash loses only the rows in flight
+                answers[(prepare.question_hash(q), solver)] = text
+                f.write(json.dumps({"question_hash": prepare.question_hash(q), "solver": solver, "text": text}) + "\n")
                 f.flush()
-                if (start // args.batch_size) % 10 == 9 or start + len(batch) == len(todo):
-                    print(f"  {solver}: {start + len(batch)} of {len(todo)}", flush=True)
+                saved.append(q)
+                if len(saved) % 100 == 0 or len(saved) == len(todo):
+                    print(f"  {solver}: {len(saved)} of {len(todo)}", flush=True)
+            if solver == "mini":  # the built-in tasks' programmatic stand-in: no model to load
+                for q in todo:
+                    save(q, mini.solver(q, args.mini_error_rate, args.seed))
+            else:
+                model_replies(args, solver, todo, save)
     return answers
 
 
-def model_replies(args, solver):
-    """reply(batch, start) -> {question: text} for a checkpoint, through sample.py as a plain chat."""
-    import torch
+def model_replies(args, solver, todo, save):
+    """save(question, text) for each of todo as a checkpoint's reply finishes, through sample.py as a
+    plain chat, in one generate call. save is None on a torchrun rank other than 0."""
     import chat
     import sample
-    device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
-    model = sample.load_model(solver, device, getattr(torch, args.dtype))
-    tokenizer = chat.load_tokenizer(model.source_dir)
-
-    def reply(batch, start):
-        fits = [q for q in batch if len(tokenizer.encode(chat.prompt_text(q))) < args.solver_max_tokens]
-        outs = sample.generate(model, tokenizer, fits, think=False, max_tokens=args.solver_max_tokens,
-                               temperature=args.solver_temperature, seed=args.seed + start,
-                               batch_size=args.batch_size, progress=False) if fits else []
-        return dict(zip(fits, (o["text"] for o in outs)))
-    return reply
+    model, tokenizer = prepare.load_local(solver, args.device, args.dtype, args.solver_max_tokens, args.batch_size)
+    too_long = {q for q in todo if len(tokenizer.encode(chat.prompt_text(q))) >= args.solver_max_tokens}
+    fits = [q for q in todo if q not in too_long]
+    for q in todo:
+        if save and q in too_long:  # a prompt longer than the context has no answer: ungraded, not wrong
+            save(q, None)
+    if fits:  # a row's draws depend only on the seed and its question: batching and resuming change nothing
+        sample.generate(model, tokenizer, fits, think=False, max_tokens=args.solver_max_tokens,
+                        temperature=args.solver_temperature, seed=args.seed, batch_size=args.batch_size,
+                        progress=False, on_result=(lambda i, out: save(fits[i], out["text"])) if save else None)
 
 
 def features(args):
@@ -184,10 +192,13 @@ def features(args):
     for r in rows:
         r["question_hash"] = prepare.question_hash(r["question"])
     questions = list(dict.fromkeys(r["question"] for r in rows))
-    print(f"features: {len(rows)} rows, {len(questions)} distinct questions")
+    if prepare.RANK == 0:
+        print(f"features: {len(rows)} rows, {len(questions)} distinct questions")
 
     # difficulty: every solver's reply, then grades (math-verify in this, the main thread)
+    prepare.torchrun_start(args.device)
     answers = solve(args, questions, args.cache + ".answers.jsonl")
+    prepare.torchrun_end()  # under torchrun the other ranks leave here: what follows is rank 0's alone
     attempts = {(r["question_hash"], "teacher"): r.get("attempt") if r.get("distill_status") == "ok" else None
                 for r in rows}
     texts = {**answers, **attempts}
@@ -421,7 +432,7 @@ def parse_args(argv=None):
                    help="mini solver: chance of an unnoticed slip per reasoning step")
     f.add_argument("--solver-temperature", type=float, default=0.05)
     f.add_argument("--solver-max-tokens", type=int, default=32768, help="context: prompt + answer")
-    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--batch-size", type=int, default=16, help="checkpoint solvers: most sequences decoded together")
     f.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     f.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     f.add_argument("--seed", type=int, default=0, help="solvers' sampling")
@@ -460,8 +471,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if prepare.WORLD > 1 and args.command != "features":  # every rank would write the same files
+        raise SystemExit("torchrun: only `curate.py features` runs on several processes")
     features(args) if args.command == "features" else select(args)
 
 
 if __name__ == "__main__":
     main()
+    if prepare.WORLD > 1:
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(0)  # gloo can abort at interpreter exit (a known flake of process-group teardown)

@@ -6,6 +6,7 @@
     python prepare.py distill --pool runs/s1/pool.jsonl --out runs/s1/distilled.jsonl   # DeepSeek-R1's API (s1K-1.1)
     python prepare.py distill --pool pool.jsonl --base-url http://127.0.0.1:8000/v1 --model s1 --out d.jsonl
     python prepare.py distill --pool pool.jsonl --teacher local --model DIR --out d.jsonl   # through sample.py
+    torchrun --nproc-per-node 8 prepare.py distill --pool pool.jsonl --teacher local --model DIR --out d.jsonl
     python prepare.py distill --pool runs/demo/pool.jsonl --teacher mini --out runs/demo/distilled.jsonl
 
 collect (s1_reference §1): every source is mapped to s1's five columns (question, solution, cot_type,
@@ -17,6 +18,8 @@ they are compared whole (s1 let them through). Any source can be a local file (-
 distill (§2): the teacher sees the raw question, as s1's did. Every reply is appended to a JSONL
 cache keyed by sha256(question)[:16] the moment it arrives, so a crash or Ctrl-C loses nothing and a
 rerun continues. Empty or malformed replies are kept and marked (distill_status), never dropped.
+A local teacher answers every question left in one sample.py generate call (continuous batching);
+under torchrun each process holds a tensor-parallel slice of it and rank 0 alone reads and writes files.
 """
 import argparse
 import ast
@@ -376,10 +379,58 @@ def split_reply(message):
 
 
 # ----------------------------------------------------------------------------------------------
+# Local models through sample.py, in one process or split over several by torchrun (curate.py too)
+
+WORLD, RANK = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))  # torchrun sets them
+
+
+def torchrun_start(device):
+    """Under torchrun, join the process group. Every rank then loads its tensor-parallel slice of a
+    local model and makes the same generate calls on the same inputs; rank 0 alone reads the caches
+    (reading can repair a torn one), writes files and runs every stage that does not generate."""
+    if WORLD > 1:
+        import sample
+        sample.init_distributed(device)
+
+
+def from_rank0(obj):
+    """Rank 0's obj on every rank: what is left to do, which only rank 0 has read from the cache."""
+    if WORLD == 1:
+        return obj
+    import sample
+    return sample.broadcast(obj)
+
+
+def load_local(name, device, dtype, max_tokens, rows):
+    """(model, tokenizer) of a checkpoint directory or hub name; under torchrun, this rank's slice."""
+    import torch
+    import chat
+    import sample
+    device, world, rank = sample.init_distributed(device)
+    sample.check_fits(name, device, world, max_tokens, rows)  # before any weight is loaded
+    model = sample.load_model(name, device, getattr(torch, dtype), world, rank)
+    return model, chat.load_tokenizer(model.source_dir)
+
+
+def torchrun_end():
+    """After the last generate call: every rank waits for the others and leaves the process group;
+    ranks other than 0 exit here, rank 0 goes on."""
+    if WORLD == 1:
+        return
+    import torch.distributed as dist
+    dist.barrier()
+    dist.destroy_process_group()
+    if RANK != 0:
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(0)  # gloo can abort at interpreter exit (a known flake of process-group teardown)
+
+
+# ----------------------------------------------------------------------------------------------
 # distill
 
 def teach(args, todo, save):
-    """Ask the teacher about every question in todo; save(record) as each reply arrives."""
+    """Ask the teacher about every question in todo; save(record) as each reply arrives. save is None
+    on a torchrun rank other than 0: it only takes its part in generating."""
     def rec(q, thinking, answer, problem):
         status = problem.split(":")[0] if problem else "ok"
         return {"question_hash": question_hash(q), "teacher": args.teacher_name, "status": status,
@@ -391,24 +442,23 @@ def teach(args, todo, save):
                 save(rec(q, *mini.teacher(q, args.slip_rate, args.seed), None))
             except ValueError as e:
                 save(rec(q, None, None, f"malformed: {e}"))
-    elif args.teacher == "local":
-        import torch
-        import chat
+    elif args.teacher == "local":  # one generate call: the engine schedules all the questions itself
         import sample
-        device = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
-        model = sample.load_model(args.model, torch.device(device), getattr(torch, args.dtype))
-        tokenizer = chat.load_tokenizer(model.source_dir)
-        for start in range(0, len(todo), args.batch_size):
-            batch = todo[start:start + args.batch_size]
-            outs = sample.generate(model, tokenizer, batch, max_thinking_tokens=args.max_thinking_tokens,
-                                   max_tokens=args.max_tokens, temperature=args.temperature or 0.0,
-                                   seed=args.seed + start, batch_size=args.batch_size, progress=False)
-            for q, out in zip(batch, outs):
-                thinking, answer, problem = split_reply({"reasoning_content": out["thinking"], "content": out["answer"]})
-                if not out["finished"] and not problem:
-                    problem = "malformed: the context ran out before the answer ended"
-                save(rec(q, thinking, answer, problem))
-            print(f"distill: {start + len(batch)} of {len(todo)}", flush=True)
+        model, tokenizer = load_local(args.model, args.device, args.dtype, args.max_tokens, args.batch_size)
+        finished = []
+
+        def done(i, out):
+            thinking, answer, problem = split_reply({"reasoning_content": out["thinking"], "content": out["answer"]})
+            if not out["finished"] and not problem:
+                problem = "malformed: the context ran out before the answer ended"
+            save(rec(todo[i], thinking, answer, problem))
+            finished.append(i)
+            if len(finished) % 100 == 0 or len(finished) == len(todo):
+                print(f"distill: {len(finished)} of {len(todo)}", flush=True)
+        # a row's draws depend only on the seed and its question: batching and resuming change nothing
+        sample.generate(model, tokenizer, todo, max_thinking_tokens=args.max_thinking_tokens, max_tokens=args.max_tokens,
+                        temperature=args.temperature or 0.0, seed=args.seed, batch_size=args.batch_size,
+                        progress=False, on_result=done if save else None)
     else:
         extra = {k: v for k, v in (("temperature", args.temperature), ("max_tokens", args.max_tokens)) if v is not None}
 
@@ -436,18 +486,22 @@ def teach(args, todo, save):
 
 def distill(args):
     args.teacher_name = {"mini": f"mini (slip rate {args.slip_rate}, seed {args.seed})"}.get(args.teacher, args.model)
+    torchrun_start(args.device)
     rows = read_jsonl(args.pool, "the pool")
     cached = {}  # question hash -> the newest record from this teacher
-    for r in read_cache(args.cache):
+    for r in read_cache(args.cache) if RANK == 0 else []:
         if r.get("teacher") == args.teacher_name:
             cached[r["question_hash"]] = r
     redo = ("error",) + (("empty", "malformed") if args.retry_failed else ())
     questions = list(dict.fromkeys(r["question"] for r in rows))
     todo = [q for q in questions if question_hash(q) not in cached or cached[question_hash(q)]["status"] in redo]
-    todo = todo[:args.limit] if args.limit else todo
-    print(f"distill: {len(questions)} questions, {len(questions) - len(todo)} already in {args.cache}, "
-          f"{len(todo)} to ask {args.teacher_name}")
-    if todo:
+    todo = from_rank0(todo[:args.limit] if args.limit else todo)
+    if RANK == 0:
+        print(f"distill: {len(questions)} questions, {len(questions) - len(todo)} already in {args.cache}, "
+              f"{len(todo)} to ask {args.teacher_name}")
+    if todo and RANK != 0:  # a torchrun helper: its part of every generate step, nothing written
+        teach(args, todo, None)
+    elif todo:
         os.makedirs(os.path.dirname(os.path.abspath(args.cache)), exist_ok=True)
         saved = []
         with open(args.cache, "a") as f:
@@ -461,6 +515,7 @@ def distill(args):
             except KeyboardInterrupt:
                 raise SystemExit(f"interrupted: {len(saved)} replies saved in {args.cache} this run; "
                                  "run the same command again to continue") from None
+    torchrun_end()
     out, counts = [], {}
     for r in rows:
         rec = cached.get(question_hash(r["question"]), {"status": "pending", "problem": None, "thinking": None, "attempt": None})
@@ -523,7 +578,7 @@ def parse_args(argv=None):
     d.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the API's; local: 0)")
     d.add_argument("--max-tokens", type=int, default=None, help="api: max_tokens sent; local: context (default 32768)")
     d.add_argument("--max-thinking-tokens", default=None, help="local: cap on thinking tokens (an integer or auto)")
-    d.add_argument("--batch-size", type=int, default=16, help="local: rows decoded together")
+    d.add_argument("--batch-size", type=int, default=16, help="local: most sequences decoded together")
     d.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     d.add_argument("--dtype", choices=["bfloat16", "float32"], default="float32", help="local: weights' dtype")
     d.add_argument("--slip-rate", type=float, default=0.1, help="mini: chance a step is first written wrong, then fixed")
@@ -553,8 +608,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if WORLD > 1 and getattr(args, "teacher", None) != "local":  # every rank would write the same files
+        raise SystemExit("torchrun: only `prepare.py distill --teacher local` runs on several processes")
     collect(args) if args.command == "collect" else distill(args)
 
 
 if __name__ == "__main__":
     main()
+    if WORLD > 1:
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(0)  # gloo can abort at interpreter exit (a known flake of process-group teardown)

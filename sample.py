@@ -186,19 +186,19 @@ class BlockPool:
 class PagedBatch:
     """What one forward needs to know about the pool: where each new token's k and v go, and
     which slots each sequence attends over. The model calls attend() in every layer.
-    Decode steps feed one token per sequence, as a (B, 1) batch; prefills feed whole sequences
-    (new prompts, or preempted sequences recomputed) packed in one (1, N) row, attending one
-    sequence at a time. (Forks share blocks instead of prefilling.)"""
+    Decode steps feed one token per sequence, as a (B, 1) batch that attends over the pool.
+    Prefills feed whole sequences (new prompts, or preempted sequences recomputed) packed in one
+    (1, N) row: their keys are all new, so they attend as packed training does, and only their
+    k and v are stored. (Forks share blocks instead of prefilling.)"""
 
     def __init__(self, pool, seqs, device):
         bs, self.pool = pool.block_size, pool
         self.decode = all(len(s.ids) - s.cached == 1 for s in seqs)
         assert self.decode or all(s.cached == 0 for s in seqs), "a prefill starts at position 0"
-        self.starts = [s.cached for s in seqs]                  # tokens already in the cache
-        self.ends = [len(s.ids) for s in seqs]                  # ... and after this forward
+        starts, ends = [s.cached for s in seqs], [len(s.ids) for s in seqs]
         tables = torch.zeros(len(seqs), max(len(s.blocks) for s in seqs), dtype=torch.int32)
         slots, positions = [], []
-        for i, (s, start, end) in enumerate(zip(seqs, self.starts, self.ends)):
+        for i, (s, start, end) in enumerate(zip(seqs, starts, ends)):
             tables[i, :len(s.blocks)] = torch.tensor(s.blocks, dtype=torch.int32)
             positions += range(start, end)
             slots += [s.blocks[p // bs] * bs + p % bs for p in range(start, end)]
@@ -206,42 +206,31 @@ class PagedBatch:
         self.slots = torch.tensor(slots, device=device)
         self.positions = torch.tensor(positions, device=device).view((len(seqs), 1) if self.decode else (1, -1))
         # index of each sequence's last new token among all new tokens: its logits are the ones kept
-        self.last = torch.tensor(self.ends, device=device).sub(torch.tensor(self.starts, device=device)).cumsum(0) - 1
-        self.lengths = torch.tensor(self.ends, device=device)
-
-    def slots_of(self, rows, length):
-        """Slot index of positions [0, length) of each row's block table: (rows, length)."""
-        pos = torch.arange(length, device=self.tables.device)
-        bs = self.pool.block_size
-        return self.tables[rows][:, pos // bs].long() * bs + pos % bs
+        self.last = torch.tensor(ends, device=device).sub(torch.tensor(starts, device=device)).cumsum(0) - 1
+        self.lengths = torch.tensor(ends, device=device)
+        if self.decode:  # the slot of every position of every sequence (padded), gathered in each layer
+            pos = torch.arange(max(ends), device=device)
+            self.gather = self.tables[:, pos // bs].long() * bs + pos % bs
+            self.visible = (pos[None, :] < self.lengths[:, None])[:, None, None]
+        else:
+            self.cu_seqlens = torch.tensor([0, *ends], device=device).cumsum(0).to(torch.int32)
 
     def attend(self, layer, q, k, v):
-        """Write this layer's new k, v into their slots, then attend over each sequence's slots."""
+        """Store this layer's new k, v in their slots, then attend: (B, T, heads, head_dim) in and out."""
         H, D = k.shape[-2:]
         k_pool, v_pool = self.pool.k[layer], self.pool.v[layer]
         k_pool.view(-1, H, D)[self.slots] = k.reshape(-1, H, D)
         v_pool.view(-1, H, D)[self.slots] = v.reshape(-1, H, D)
-        if self.decode and flash_attn_with_kvcache is not None and q.is_cuda and self.pool.block_size % 256 == 0 \
-                and q.dtype in (torch.float16, torch.bfloat16):
+        if not self.decode:
+            return qwen.packed_attention(q[0], k[0], v[0], self.cu_seqlens, int(self.lengths.max()))[None]
+        if flash_attn_with_kvcache is not None and q.is_cuda and self.pool.block_size % 256 == 0 \
+                and q.dtype in (torch.float16, torch.bfloat16):  # the kernel reads the block tables itself
             return flash_attn_with_kvcache(q, k_pool, v_pool, cache_seqlens=self.lengths.int(),
                                            block_table=self.tables, causal=True)
-        flat_k, flat_v = k_pool.view(-1, H, D), v_pool.view(-1, H, D)
-        if self.decode:  # gather every sequence's slots into a padded (B, H, L, D) batch
-            L = max(self.ends)
-            slots = self.slots_of(torch.arange(q.shape[0], device=q.device), L)
-            keys, values = flat_k[slots].transpose(1, 2), flat_v[slots].transpose(1, 2)
-            visible = torch.arange(L, device=q.device)[None, :] < self.lengths[:, None]
-            return F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=visible[:, None, None],
-                                                  enable_gqa=True).transpose(1, 2)
-        out, offset = torch.empty_like(q), 0  # prefill (from position 0): one sequence at a time
-        for i, end in enumerate(self.ends):
-            slots = self.slots_of([i], end)[0]
-            keys, values = flat_k[slots].transpose(0, 1)[None], flat_v[slots].transpose(0, 1)[None]
-            o = F.scaled_dot_product_attention(q[0, offset:offset + end].transpose(0, 1)[None], keys, values,
-                                               is_causal=True, enable_gqa=True)
-            out[0, offset:offset + end] = o[0].transpose(0, 1)
-            offset += end
-        return out
+        keys = k_pool.view(-1, H, D)[self.gather].transpose(1, 2)  # (B, H, L, D), padding masked out
+        values = v_pool.view(-1, H, D)[self.gather].transpose(1, 2)
+        return F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=self.visible,
+                                              enable_gqa=True).transpose(1, 2)
 
 
 # ----------------------------------------------------------------------------------------------

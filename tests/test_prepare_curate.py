@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-from conftest import ROOT, bigram_model, run
+from conftest import ROOT, bigram_model, run, tiny_hf_model
 
 import chat
 import curate
@@ -24,6 +24,7 @@ import sample
 import serve as server_module
 import train
 
+TORCHRUN = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone", "--nproc-per-node", "2"]
 FIX = os.path.join(ROOT, "tests", "fixtures")
 GSM8K, PLANTED, MSC = (os.path.join(FIX, f) for f in ("gsm8k_test_head.jsonl", "planted.jsonl", "msc_subset.json"))
 TEACHER = {"k": "a", "a": "b", "b": "c", "c": "<|im_start|>", "r": "\n", "\n": "5", "5": "1", "1": "<|im_end|>"}
@@ -245,6 +246,61 @@ def test_interrupted_distill_resumes_without_repeating_or_losing(tmp_path, monke
     assert open(cache).read().startswith(before) and len(records) == 30
     assert sorted(r["question_hash"] for r in records) == sorted(prepare.question_hash(r["question"]) for r in read(pool))
     assert all(r["distill_status"] == "ok" for r in read(out))
+
+
+@pytest.fixture(scope="module")
+def random_lm(tmp_path_factory):
+    """A random tiny Qwen2 (2 KV heads: it splits over 2 processes) with the byte tokenizer, whose
+    replies differ from question to question, and a pool of short mini questions."""
+    root = tmp_path_factory.mktemp("random")
+    tiny_hf_model(vocab=320, hidden=64, layers=2, heads=4, kv_heads=2).save_pretrained(root / "model")
+    chat.build_byte_tokenizer(str(root / "model"))
+    return str(root / "model"), write(root / "pool.jsonl", mini.rows(6, 0, 1, 3))
+
+
+def by_hash(records):
+    return sorted(records, key=lambda r: (r["question_hash"], r.get("solver", "")))
+
+
+def test_local_teacher_under_torchrun_matches_one_process(random_lm, tmp_path):
+    model, pool = random_lm
+    distill = ["distill", "--pool", pool, "--teacher", "local", "--model", model, "--max-tokens", "180",
+               "--max-thinking-tokens", "16", "--batch-size", "2"]
+    prepare.main(distill + ["--out", str(tmp_path / "one.jsonl")])
+    one = read(tmp_path / "one.cache.jsonl")
+    assert len({(r["thinking"], r["attempt"]) for r in one}) > 3  # different replies: a mix-up would show
+    two = tmp_path / "two"
+    two.mkdir()
+    write(two / "d.cache.jsonl", one[:2])  # a run stopped after two replies: rank 0 alone knows
+    out = run([*TORCHRUN, "prepare.py", *distill, "--out", str(two / "d.jsonl")]).stdout
+    assert read(two / "d.jsonl") == read(tmp_path / "one.jsonl")
+    cache = read(two / "d.cache.jsonl")
+    assert cache[:2] == one[:2] and by_hash(cache) == by_hash(one)  # each reply once: rank 1 wrote nothing
+    assert sorted(os.listdir(two)) == ["d.cache.jsonl", "d.jsonl"]
+    assert out.count("4 to ask") == 1 and out.count("-> " + str(two / "d.jsonl")) == 1  # rank 1 left after generating
+
+
+def test_local_solver_under_torchrun_matches_one_process(random_lm, tmp_path):
+    model, pool = random_lm
+    long = "What is " + "+".join(["1"] * 80) + "?"  # its prompt does not fit --solver-max-tokens: no answer
+    pool = write(tmp_path / "pool.jsonl", read(pool) + [dict(read(pool)[0], question=long, solution="80")])
+    data = str(tmp_path / "d.jsonl")
+    prepare.main(["distill", "--pool", pool, "--teacher", "mini", "--out", data])
+    features = ["features", "--data", data, "--solvers", model, "mini", "--tokenizer", model, "--dtype", "float32",
+                "--solver-max-tokens", "170", "--batch-size", "2", "--classifier", "none"]
+    curate.main(features + ["--out", str(tmp_path / "one.jsonl")])
+    one = read(tmp_path / "one.answers.jsonl")
+    texts = [r["text"] for r in one if r["solver"] == model]
+    assert len(texts) == 7 and texts.count(None) == 1 and len(set(texts)) == 7
+    two = tmp_path / "two"
+    two.mkdir()
+    write(two / "f.answers.jsonl", one[:2])
+    out = run([*TORCHRUN, "curate.py", *features, "--out", str(two / "f.jsonl")]).stdout
+    assert read(two / "f.jsonl") == read(tmp_path / "one.jsonl")
+    answers = read(two / "f.answers.jsonl")
+    assert answers[:2] == one[:2] and by_hash(answers) == by_hash(one)  # each reply once: rank 1 wrote nothing
+    assert sorted(os.listdir(two)) == ["f.answers.jsonl", "f.jsonl"]
+    assert out.count("features -> ") == 1 and out.count("to generate") == 2
 
 
 def test_mini_family_is_seeded_verifiable_and_its_teacher_is_right():
