@@ -222,6 +222,7 @@ def engine_run(model, prompts, lengths, slots, static):
     (a finished row's slot goes to the next prompt at once) or in static batches (the next batch
     starts when the slowest row of this one ends)."""
     chunks = [range(i, min(i + slots, len(prompts))) for i in range(0, len(prompts), slots)] if static else [range(len(prompts))]
+    steps = 0
     for chunk in chunks:
         engine = sample.Engine(model, len(prompts[0]) + max(lengths), max_rows=slots)
         rows = [sample.Row(prompt_len=len(prompts[i]), max_len=len(prompts[i]) + lengths[i], ids=NO_STOP, cap=None,
@@ -230,7 +231,9 @@ def engine_run(model, prompts, lengths, slots, static):
             engine.add(prompts[i], [row])
         while engine.busy():
             engine.step()
+        steps += engine.steps
         assert [len(r.tokens) for r in rows] == [lengths[i] for i in chunk]
+    return steps
 
 
 @torch.no_grad()
@@ -255,6 +258,10 @@ def bench_batching(args):
                     hf_run, args.repeats)
     print(f"tokens/s: continuous {total / c:.0f}, static {total / s_:.0f} ({s_ / c:.2f}x), "
           f"transformers {total / h:.0f} ({h / c2:.2f}x)")
+    static_steps = engine_run(ours, prompts, lengths, slots, True)
+    hf_steps = sum(max(lengths[i:i + slots]) + 1 for i in range(0, len(prompts), slots))
+    print(f"forward passes: continuous {engine_run(ours, prompts, lengths, slots, False)}, static {static_steps} "
+          f"(rows that finished leave the batch), transformers {hf_steps} (every row runs to the batch's longest)")
 
 
 def bench_serve(args):

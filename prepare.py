@@ -362,7 +362,7 @@ def chat_completion(base_url, model, messages, key_env, retries=5, backoff=2.0, 
 
 
 def split_reply(message):
-    """(thinking, answer, problem): the thinking from reasoning_content (DeepSeek's API, sample.py's
+    """(thinking, answer, problem): the thinking from reasoning_content (DeepSeek's API, serve.py's
     server) or reasoning, else from <think>...</think> in the content; problem names what is wrong."""
     content = message.get("content") or ""
     thinking = message.get("reasoning_content") or message.get("reasoning")

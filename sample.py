@@ -282,7 +282,9 @@ class Engine:
         if kv_memory_gb is not None:
             budget = kv_memory_gb * 1e9
         elif self.device.type == "cuda":  # what the weights left, less room for one step's activations
-            budget = 0.9 * torch.cuda.mem_get_info(self.device)[0] - activation_bytes(model.cfg, max_tokens, max_rows)
+            torch.cuda.empty_cache()  # memory an earlier engine's pool left in PyTorch's cache counts as free
+            tp = dist.get_world_size() if dist.is_initialized() else 1
+            budget = 0.9 * torch.cuda.mem_get_info(self.device)[0] - activation_bytes(model.cfg, max_tokens, max_rows, tp)
         else:  # CPU: every row at full context, at most 4 GB
             budget = min(4e9, max_rows * -(-max_tokens // block_size) * per_block)
         num_blocks = int(budget // per_block)
@@ -297,6 +299,7 @@ class Engine:
         self.pool = BlockPool(model.cfg, num_blocks, block_size, kv_heads, self.device, dtype)
         self.prefill_tokens = max(max_tokens, 8192)  # most prompt tokens in one prefill forward
         self.waiting, self.running, self.ready = deque(), [], []
+        self.kept = []  # requests whose prompt blocks are kept for more rows (rejection sampling)
         self.fed = self.steps = self.preempted = self.forks = 0  # statistics
 
     def add(self, prompt, rows, keep_prompt=False):
@@ -305,13 +308,18 @@ class Engine:
         return request
 
     def extend(self, request, rows):
-        """Start more rows from a kept prompt: no prefill, they sample from its stored logits."""
+        """Start more rows from a kept prompt: no prefill, they sample from its stored logits (or,
+        if the pool took the prompt's blocks back, it is prefilled again)."""
+        if request.blocks is None:
+            self.waiting.append(Seq(list(request.prompt), rows, request=request))
+            return
         self.pool.share(request.blocks)
         self.ready.append(Seq(list(request.prompt), rows, list(request.blocks), len(request.prompt), request))
 
     def close(self, request):
         if request.blocks:
             self.pool.release(request.blocks)
+            self.kept.remove(request)
         request.blocks = request.logits = None
 
     def busy(self):
@@ -330,9 +338,11 @@ class Engine:
     # -- the scheduler
 
     def admit(self):
-        """Waiting sequences that get slots and blocks now (oldest first), for one prefill."""
+        """Waiting sequences that get slots and blocks now (oldest first), for one prefill. Slots
+        count rows, not sequences: a sequence can fork into as many sequences as it has rows."""
         batch, tokens, bs = [], 0, self.pool.block_size
-        while self.waiting and len(self.running) + len(batch) < self.max_rows:
+        rows = sum(len(s.rows) for s in self.running)
+        while self.waiting and (rows + len(self.waiting[0].rows) <= self.max_rows or not self.running + batch):
             seq = self.waiting[0]
             need = -(-len(seq.ids) // bs)
             # keep a block free per running sequence, so that the next decode step has room to grow
@@ -342,7 +352,7 @@ class Engine:
             self.waiting.popleft()
             seq.blocks = [self.pool.allocate() for _ in range(need)]
             batch.append(seq)
-            tokens += len(seq.ids)
+            tokens, rows = tokens + len(seq.ids), rows + len(seq.rows)
         self.running += batch
         return batch
 
@@ -384,6 +394,10 @@ class Engine:
             self.running += seqs
             finished += self.advance_all(seqs, torch.stack([s.request.logits for s in seqs]))
         batch = self.admit() or self.make_room()
+        if not batch and self.waiting and not self.running and self.kept:  # kept prompts fill the pool:
+            for request in list(self.kept):                                # give them back, recompute later
+                self.close(request)
+            batch = self.admit()
         if not batch:
             if self.waiting and not self.running:
                 raise RuntimeError(f"the KV pool ({len(self.pool.refs)} blocks) cannot hold a waiting sequence")
@@ -395,9 +409,11 @@ class Engine:
             logits = self.model(input_ids, cache=view)
         self.fed, self.steps = self.fed + len(new), self.steps + 1
         for i, seq in enumerate(batch):
-            if seq.request.keep_prompt and seq.request.blocks is None:  # its prompt was just prefilled
-                seq.request.blocks, seq.request.logits = list(seq.blocks), logits[i].clone()
+            request = seq.request
+            if request.keep_prompt and request.blocks is None and len(seq.ids) == len(request.prompt):
+                request.blocks, request.logits = list(seq.blocks), logits[i].clone()  # its prompt, just prefilled
                 self.pool.share(seq.blocks)
+                self.kept.append(request)
             seq.cached = len(seq.ids)
         return finished + self.advance_all(batch, logits)
 
@@ -408,12 +424,11 @@ class Engine:
         for i, seq in enumerate(seqs):
             for row in seq.rows:
                 if not row.forced:
-                    draws.setdefault((i, self.seed_at(row)), len(draws))
+                    draws.setdefault(self.draw_key(i, row), len(draws))
         if draws:
             keys = list(draws)
-            rows = [next(r for r in seqs[i].rows if not r.forced and self.seed_at(r) == s) for i, s in keys]
-            tokens = sample_tokens(logits[[i for i, _ in keys]], [r.temperature for r in rows], [r.top_p for r in rows],
-                                   self.vocab_size, [s for _, s in keys]).tolist()
+            tokens = sample_tokens(logits[[k[0] for k in keys]], [k[2] for k in keys], [k[3] for k in keys],
+                                   self.vocab_size, [k[1] for k in keys]).tolist()
         finished = []
         for i, seq in enumerate(seqs):
             groups = {}  # rows that feed the same next token stay one sequence; the others fork
@@ -423,7 +438,7 @@ class Engine:
                     finished.append(row)
                     continue
                 forced = bool(row.forced)
-                token = row.forced.popleft() if forced else tokens[draws[(i, self.seed_at(row))]]
+                token = row.forced.popleft() if forced else tokens[draws[self.draw_key(i, row)]]
                 row.tokens.append(advance(row, token, not forced, row.ids))
                 self.on_token and self.on_token(row)
                 if row.phase == "done":  # <|im_end|> closed the answer: nothing left to feed
@@ -433,8 +448,11 @@ class Engine:
             self.split(seq, list(groups.items()))
         return finished
 
-    def seed_at(self, row):
-        return -1 if row.temperature == 0 else hash((row.seed, len(row.tokens))) & (2 ** 63 - 1)
+    def draw_key(self, i, row):
+        """What a row's next draw depends on: its sequence's logits, its seed at this position, and
+        how it samples. Rows with the same key draw the same token (a sweep draws once)."""
+        seed = 0 if row.temperature == 0 else (row.seed * 1_000_003 + len(row.tokens)) % 2 ** 63
+        return i, seed, row.temperature, row.top_p
 
     def split(self, seq, groups):
         if not groups:  # every row is done
@@ -453,10 +471,12 @@ class Engine:
 def activation_bytes(cfg, max_tokens, max_rows, tp=1, dtype_bytes=2):
     """Peak memory of one engine forward besides weights and KV: a prefill of up to max(max_tokens,
     8192) tokens (hidden states, q/k/v, the MLP's two intermediate halves and its product, per
-    layer, freed layer by layer) and the decode step's fp32 logits and sampling copies."""
+    layer, freed layer by layer), or a decode step's gathered keys and values (without flash-attn:
+    every row's slots, one layer at a time) and its fp32 logits and sampling copies."""
     tokens = max(max_tokens, 8192)
     per_token = (4 * cfg.hidden_size + 2 * cfg.hidden_size // tp + 3 * cfg.intermediate_size // tp) * dtype_bytes
-    return tokens * per_token + 3 * max_rows * cfg.vocab_size * 4
+    gathered = 2 * max_rows * max_tokens * cfg.num_key_value_heads // tp * cfg.head_dim * dtype_bytes
+    return max(tokens * per_token, gathered) + 3 * max_rows * cfg.vocab_size * 4
 
 
 # ----------------------------------------------------------------------------------------------
@@ -678,23 +698,25 @@ def print_plan(name, cfg, gpus, max_tokens, rows, gpu_gb):
           f"{gpu_gb:g} GB per GPU; bf16")
     print("| tensor parallel | weights | activations | context+NCCL | KV pool | KV per token | "
           f"{max_tokens // 1024}K rows that fit | rows at once |\n|---|---|---|---|---|---|---|---|")
-    best = None
+    fits = {}
     for tp in [t for t in (1, 2, 4, 8, 16) if t <= gpus and cfg.num_key_value_heads % t == 0]:
         p = memory_plan(cfg, tp, max_tokens, rows, gpu_gb)
         gb = lambda x: f"{x / 1e9:.1f} GB"
         print(f"| {tp} | {gb(p['weights'])} | {gb(p['activations'])} | {gb(p['cuda context and NCCL'])} | "
               f"{gb(p['KV pool'])} | {p['kv per token'] / 1e3:.0f} KB | {p['rows that fit']} | "
               f"{min(rows, p['rows that fit'])} |")
-        if best is None and p["rows that fit"] >= 1:
-            best = tp
-    replicas = gpus // max(t for t in (1, 2, 4, 8, 16) if cfg.num_key_value_heads % t == 0 and t <= gpus)
-    if best is None:
+        if p["rows that fit"] >= 1:
+            fits[tp] = p["rows that fit"]
+    if not fits:
         print(f"Does not fit: no tensor-parallel degree up to {gpus} GPUs holds the weights and one "
               f"{max_tokens:,}-token row. Use more GPUs, larger ones, or a shorter --max-tokens.")
-    else:
-        print(f"Smallest fit: torchrun --nproc-per-node {best}. Tensor parallelism must divide the "
-              f"{cfg.num_key_value_heads} KV heads; with {gpus} GPUs, run {replicas} such jobs side by "
-              f"side at the largest degree (each on its own benchmarks or questions).")
+        return None
+    best, most = min(fits), max(fits)
+    print(f"Smallest fit: torchrun --nproc-per-node {best} ({fits[best]} full-context rows at once). "
+          f"Most rows: --nproc-per-node {most} ({fits[most]}); the degree must divide the "
+          f"{cfg.num_key_value_heads} KV heads" + (f", so {gpus} GPUs run {gpus // most} such jobs side by side "
+                                                   f"(e.g. one benchmark each, each with its own --out)."
+                                                   if gpus // most > 1 else "."))
     return best
 
 

@@ -135,7 +135,7 @@ def test_sweep_on_a_known_model_forks_where_settings_part(tmp_path):
 def test_blocks_return_to_the_pool_and_rejection_sampling_prefills_each_prompt_once(tiny):
     model, tokenizer = tiny
     ids = sample.special_ids(tokenizer, "Wait")
-    engine = sample.Engine(model, MAX_TOKENS, max_rows=3, vocab_size=len(tokenizer),
+    engine = sample.Engine(model, MAX_TOKENS, max_rows=12, vocab_size=len(tokenizer),
                            kv_memory_gb=3 * one_row_gb(model, MAX_TOKENS))
     _, prompts = sample.encode_prompts(tokenizer, QUESTIONS, MAX_TOKENS)
     rows = []
@@ -144,9 +144,11 @@ def test_blocks_return_to_the_pool_and_rejection_sampling_prefills_each_prompt_o
                             seed=i) for i, c in enumerate((3, 50, None))]
         rows += group
         engine.add(p, group)
-    done = []
+    done, peak = [], 0
     while engine.busy():
         done += engine.step()
+        peak = max(peak, len(engine.running))
+    assert peak <= 12  # forks never make more sequences than the rows that were admitted
     assert sorted(map(id, done)) == sorted(map(id, rows)) and engine.forks > 0 and engine.preempted > 0
     assert engine.pool.refs == [0] * len(engine.pool.refs) and len(engine.pool.free) == len(engine.pool.refs)
 
@@ -157,6 +159,11 @@ def test_blocks_return_to_the_pool_and_rejection_sampling_prefills_each_prompt_o
     assert all(o["tries"] == 3 and not o["accepted"] for o in outs)
     prompt_tokens = sum(map(len, prompts))
     assert stats["fed"] == prompt_tokens + sum(3 * (o["generated_tokens"] - o["finished"]) for o in outs)
+    # a pool of 1.2 rows: the kept prompts of open questions would leave no room for a recomputed
+    # sequence; the engine gives them back (they are prefilled again when needed) instead of failing
+    small = sample.rejection_sample(model, tokenizer, QUESTIONS, max_thinking_tokens=5, max_tries=3, temperature=0.0,
+                                    max_tokens=MAX_TOKENS, progress=False, kv_memory_gb=1.2 * one_row_gb(model, MAX_TOKENS))
+    assert [o["text"] for o in small] == [o["text"] for o in outs]
 
 
 def test_memory_plan_for_32b_matches_a_hand_computation():

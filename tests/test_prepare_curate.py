@@ -1,6 +1,6 @@
 """prepare.py and curate.py on a small local pool (GSM8K rows, hand-written planted rows, questions
 copied from the eval sets) with hand-built models whose every reply is known: a teacher that thinks
-"abc" and answers 51, a solver that answers 7, served by sample.py's real OpenAI-compatible server."""
+"abc" and answers 51, a solver that answers 7, served by serve.py's real OpenAI-compatible server."""
 import gzip
 import json
 import os
@@ -51,7 +51,7 @@ def serve(model, tokenizer, context=4096):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Checkpoints of the teacher and the solver (byte tokenizer), and the teacher served by sample.py."""
+    """Checkpoints of the teacher and the solver (byte tokenizer), and the teacher served by serve.py."""
     root = tmp_path_factory.mktemp("bigrams")
     tokenizer = chat.build_byte_tokenizer(str(root / "tok"))
     dirs = {}

@@ -154,3 +154,45 @@ def test_a_client_that_leaves_frees_its_rows(tiny, stream):
         assert len(engine.pool.free) == len(engine.pool.refs)  # every block back in the pool
     finally:
         server.shutdown()
+
+
+def test_command_line_serves_with_the_engine_on_the_main_thread(tmp_path):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    tiny_hf_model(vocab=320, hidden=64, layers=2, heads=4, kv_heads=2, seed=3).save_pretrained(tmp_path)
+    tokenizer = chat.build_byte_tokenizer(str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "serve.py", "--model", str(tmp_path), "--port", "0", "--max-tokens", "300"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("serving "), line
+        url = line.split(" on ")[1].strip()
+        code, text = post(url, ask("What is 2+3?", max_thinking_tokens=9, max_tokens=60))
+        assert code == 200
+        direct = sample.generate(M.from_pretrained(str(tmp_path), dtype=torch.float32), tokenizer, ["What is 2+3?"],
+                                 max_thinking_tokens=9, max_tokens=len(tokenizer.encode(
+                                     chat.prompt_text("What is 2+3?") + chat.THINK, add_special_tokens=False)) + 60,
+                                 progress=False)[0]
+        assert json.loads(text)["choices"][0]["message"]["reasoning_content"] == direct["thinking"]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_stop_string_split_across_tokens_is_never_sent():
+    """The byte tokenizer gives one token per character, so a stop string of two characters is
+    split across two tokens: its first character must be held back, not streamed."""
+    class Row:  # what Choice reads of an engine row
+        def __init__(self, text):
+            self.tokens, self.thinking_tokens, self.answer_start, self.finished = [], 0, 0, False
+            self.text = text
+    tokenizer = chat.build_byte_tokenizer(__import__("tempfile").mkdtemp())
+    choice, row, sent = serve.Choice(tokenizer, ["EN", "xyz"]), Row("abcENDfg"), []
+    for ch in row.text:  # one token at a time, as the engine streams them
+        row.tokens += tokenizer.encode(ch, add_special_tokens=False)
+        sent += [d["content"] for d in choice.update(row, final=False) if "content" in d]
+        if choice.closed:
+            break
+    assert choice.closed and choice.finish_reason == "stop"
+    assert "".join(sent) == choice.content == "abc"  # neither "E" nor "EN" was ever sent
