@@ -1,6 +1,7 @@
 """serve.py: an OpenAI-compatible server on sample.py's engine.
 
     python serve.py --model simplescaling/s1.1-32B --port 8000
+    torchrun --nproc-per-node 8 serve.py --model simplescaling/s1.1-32B --port 8000   # tensor parallel
     curl localhost:8000/v1/chat/completions -d '{"messages": [{"role": "user", "content": "1+1?"}],
                                                  "max_thinking_tokens": 2000}'
 
@@ -16,6 +17,7 @@ write. A client that disconnects, or a choice whose content reaches a stop strin
 A bad request gets HTTP 400 with a JSON error, and the server keeps serving.
 """
 import argparse
+import datetime
 import json
 import queue
 import random
@@ -27,6 +29,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
+import torch.distributed as dist
 
 import chat
 import sample
@@ -79,18 +82,31 @@ class Job:
     """One HTTP request in the engine: its rows (one per choice) and the events the engine thread
     sends to the HTTP thread that waits for them."""
 
-    def __init__(self, prompt, rows, watch):
-        self.prompt, self.rows, self.watch = prompt, rows, watch  # watch: send every token (stream, stop)
+    def __init__(self, prompt, fields, rows, watch):
+        self.prompt, self.fields, self.rows, self.watch = prompt, fields, rows, watch  # watch: every token
         self.events = queue.Queue()
+
+
+def rows_from(tokenizer, fields, special):
+    """The engine rows of a request, from plain fields (what rank 0 sends to the other ranks)."""
+    rows = []
+    for f in fields:
+        f = dict(f)
+        ignore_str = f.pop("ignore_str")
+        if ignore_str not in special:
+            special[ignore_str] = sample.special_ids(tokenizer, ignore_str)
+        rows.append(sample.Row(ids=special[ignore_str], **f))
+    return rows
 
 
 class EngineThread(threading.Thread):
     """Owns the engine: takes new jobs and cancelled rows between steps, and steps while anything runs."""
 
-    def __init__(self, engine):
+    def __init__(self, engine, control=None):
         super().__init__(daemon=True)
         self.engine, self.owner = engine, {}  # owner: id(row) -> job
         self.inbox, self.cancelled = queue.Queue(), queue.Queue()  # from the HTTP threads: jobs, lists of rows
+        self.control, self.uid, self.next_uid = control, {}, 0  # tensor parallel: rows named across ranks
         engine.on_token = self.on_token
 
     def cancel(self, rows):
@@ -107,12 +123,20 @@ class EngineThread(threading.Thread):
             new = [self.inbox.get()] if not self.engine.busy() else []  # idle: sleep until a job comes
             while not self.inbox.empty():
                 new.append(self.inbox.get())
-            for job in filter(None, new):
+            new, gone = list(filter(None, new)), []
+            while not self.cancelled.empty():
+                gone += [r for r in self.cancelled.get() if self.owner.pop(id(r), None)]
+            if self.control is not None:  # the other ranks make the same changes before the same step
+                for job in new:
+                    self.uid.update((id(r), self.next_uid + i) for i, r in enumerate(job.rows))
+                    self.next_uid += len(job.rows)
+                plan = [[(job.prompt, job.fields, [self.uid[id(r)] for r in job.rows]) for job in new],
+                        [self.uid.pop(id(r)) for r in gone]]
+                dist.broadcast_object_list([plan], src=0, group=self.control)
+            for job in new:
                 self.engine.add(job.prompt, job.rows)
                 self.owner.update((id(r), job) for r in job.rows)
-            while not self.cancelled.empty():
-                rows = [r for r in self.cancelled.get() if self.owner.pop(id(r), None)]
-                self.engine.cancel(rows)
+            self.engine.cancel(gone)
             try:
                 finished = self.engine.step()
             except Exception as e:  # never leave a client waiting: fail every job in flight, keep serving
@@ -123,9 +147,33 @@ class EngineThread(threading.Thread):
                 self.owner.clear()
                 continue
             for row in finished:
+                self.uid.pop(id(row), None)
                 job = self.owner.pop(id(row), None)
                 if job:
                     job.events.put(("done", row))
+
+
+def follow(engine, tokenizer, control):
+    """A tensor-parallel rank other than 0: every step, make the changes rank 0 made to its engine
+    (new requests, cancelled rows), then step with it; rank 0 alone talks HTTP."""
+    rows, special = {}, {}  # uid -> row
+    while True:
+        box = [None]
+        dist.broadcast_object_list(box, src=0, group=control)  # waits as long as rank 0 is idle
+        new, gone = box[0]
+        for prompt, fields, uids in new:
+            job_rows = rows_from(tokenizer, fields, special)
+            rows.update(zip(uids, job_rows))
+            engine.add(prompt, job_rows)
+        engine.cancel([rows.pop(u) for u in gone if u in rows])
+        try:
+            finished = engine.step()
+        except Exception:  # rank 0 failed the same step: drop everything, as it does
+            engine.cancel(list(rows.values()))
+            rows.clear()
+            continue
+        done = set(map(id, finished))
+        rows = {u: r for u, r in rows.items() if id(r) not in done}
 
 
 def client_gone(sock):
@@ -138,11 +186,12 @@ def client_gone(sock):
 
 
 def make_server(model, tokenizer, host="127.0.0.1", port=8000, name="s1", context=32768, max_rows=64,
-                kv_memory_gb=None, start_engine=True):
+                kv_memory_gb=None, start_engine=True, control=None):
     """A ThreadingHTTPServer whose requests run on one engine loop, server.engine_thread: started
-    here as a thread, or (start_engine=False) left for the caller to run(), e.g. on the main thread."""
+    here as a thread, or (start_engine=False) left for the caller to run(), e.g. on the main thread.
+    control: under tensor parallelism, the process group on which rank 0 tells the others each step."""
     engine = sample.Engine(model, context, max_rows, len(tokenizer), kv_memory_gb)
-    worker = EngineThread(engine)
+    worker = EngineThread(engine, control)
     if start_engine:
         worker.start()
     ids = {}  # special ids per ignore_str
@@ -189,12 +238,13 @@ def make_server(model, tokenizer, host="127.0.0.1", port=8000, name="s1", contex
                 ids[spec["ignore_str"]] = sample.special_ids(tokenizer, spec["ignore_str"])
             max_len = context if spec["limit"] is None else min(context, len(prompt) + spec["limit"])
             seed = spec["seed"] if spec["seed"] is not None else random.getrandbits(62)
-            rows = [sample.Row(prompt_len=len(prompt), max_len=max_len, ids=ids[spec["ignore_str"]],
-                               temperature=spec["temperature"], top_p=spec["top_p"], ignores_left=spec["num_ignore"],
-                               cap=sample.thinking_budget(spec["max_thinking_tokens"], len(prompt), max_len,
-                                                          len(ids[spec["ignore_str"]]["forced_answer"])),
-                               seed=sample.row_seed(seed, spec["question"], i), index=i) for i in range(spec["n"])]
-            job = Job(prompt, rows, watch=spec["stream"] or bool(spec["stop"]))
+            cap = sample.thinking_budget(spec["max_thinking_tokens"], len(prompt), max_len,
+                                         len(ids[spec["ignore_str"]]["forced_answer"]))
+            fields = [dict(prompt_len=len(prompt), max_len=max_len, ignore_str=spec["ignore_str"], cap=cap,
+                           temperature=spec["temperature"], top_p=spec["top_p"], ignores_left=spec["num_ignore"],
+                           seed=sample.row_seed(seed, spec["question"], i), index=i) for i in range(spec["n"])]
+            rows = rows_from(tokenizer, fields, ids)
+            job = Job(prompt, fields, rows, watch=spec["stream"] or bool(spec["stop"]))
             worker.inbox.put(job)
             head = dict(id=f"chatcmpl-{time.time_ns()}", created=int(time.time()), model=name)
             choices = [Choice(tokenizer, spec["stop"]) for _ in rows]
@@ -321,15 +371,19 @@ def main():
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto", help="auto: bf16 on GPU, fp32 on CPU")
     args = p.parse_args()
-    device, world, _ = sample.init_distributed(args.device)
-    if world > 1:
-        raise SystemExit("serve.py runs on one process; for tensor parallelism use sample.py or eval.py under torchrun")
+    device, world, rank = sample.init_distributed(args.device)
     dtype = getattr(torch, args.dtype) if args.dtype != "auto" else (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    sample.check_fits(args.model, device, 1, args.max_tokens, args.batch_size)
-    model = sample.load_model(args.model, device, dtype)
+    sample.check_fits(args.model, device, world, args.max_tokens, args.batch_size)
+    model = sample.load_model(args.model, device, dtype, world, rank)
     tokenizer = chat.load_tokenizer(args.tokenizer or model.source_dir)
+    # tensor parallel: rank 0 serves and tells the others what changes each step, on a CPU (gloo)
+    # group that may wait as long as the server is idle (an NCCL collective would time out)
+    control = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=365)) if world > 1 else None
+    if rank != 0:
+        return follow(sample.Engine(model, args.max_tokens, args.batch_size, len(tokenizer), args.kv_memory_gb),
+                      tokenizer, control)
     server = make_server(model, tokenizer, args.host, args.port, args.model, args.max_tokens, args.batch_size,
-                         args.kv_memory_gb, start_engine=False)
+                         args.kv_memory_gb, start_engine=False, control=control)
     print(f"serving {args.model} on http://{args.host}:{server.server_address[1]}/v1/chat/completions", flush=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     # The engine steps on the main thread: on a CPU, torch ops called from another thread ran 1.3x

@@ -85,3 +85,18 @@ def bigram_model(tokenizer, chain):
         for a, b in chain.items():
             model.lm_head.weight[tid(b), tid(a)] = 1.0
     return model.eval()
+
+
+# A bigram model's chain for budget forcing: after "think" it thinks "abc", then ends its thinking.
+# After a forced "Wait": "abc" again. After the forced "answer": "\n7", then <|im_end|>; after the
+# forced "Final Answer:", " 7<|im_end|>".
+BIGRAM_CHAIN = {"k": "a", "a": "b", "b": "c", "c": "<|im_start|>", "t": "a",
+                "r": "\n", "\n": "7", ":": " ", " ": "7", "7": "<|im_end|>"}
+
+
+@pytest.fixture(scope="module")
+def bigram(tmp_path_factory):
+    """(model, byte tokenizer) of the bigram model that follows BIGRAM_CHAIN."""
+    import chat
+    tokenizer = chat.build_byte_tokenizer(str(tmp_path_factory.mktemp("bytes")))
+    return bigram_model(tokenizer, BIGRAM_CHAIN), tokenizer

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, bigram_model, run, tiny_hf_model
+from conftest import ROOT, run, tiny_hf_model
 
 import chat
 import model as M
@@ -112,13 +112,10 @@ def test_a_shared_sweep_feeds_each_distinct_prefix_once_and_equals_separate_runs
         assert [o["text"] for o in other] != [o["text"] for o in outs]
 
 
-def test_sweep_on_a_known_model_forks_where_settings_part(tmp_path):
+def test_sweep_on_a_known_model_forks_where_settings_part(bigram):
     """The bigram model thinks "abc" then ends. Caps 1 and 2 fork inside "abc"; no cap and Wait x1,
     x2 share "abc", part at its end, and Wait x1 and x2 part at the second end."""
-    tokenizer = chat.build_byte_tokenizer(str(tmp_path))
-    chain = {"k": "a", "a": "b", "b": "c", "c": "<|im_start|>", "t": "a", "r": "\n", "\n": "7", ":": " ", " ": "7",
-             "7": "<|im_end|>"}
-    model = bigram_model(tokenizer, chain)
+    model, tokenizer = bigram
     settings = [dict(max_thinking_tokens=c, num_ignore=k) for c, k in ((1, 0), (2, 0), (None, 0), ("auto", 1), ("auto", 2))]
     stats = {}
     outs, tokens = run_with_tokens(model, tokenizer, ["q"], settings=settings, max_tokens=300, stats=stats,

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, bigram_model, run, tiny_hf_model
+from conftest import ROOT, run, tiny_hf_model
 
 import chat
 import model as M
@@ -24,18 +24,6 @@ def tiny(tmp_path_factory):
     tiny_hf_model(vocab=320, hidden=64, layers=2, heads=4, kv_heads=2).save_pretrained(path)
     tokenizer = chat.build_byte_tokenizer(str(path))
     return M.from_pretrained(str(path), dtype=torch.float32), tokenizer, str(path)
-
-
-# After "think": "abc", then the end of thinking. After a forced "Wait": "abc" again. After the
-# forced "answer": "\n7", then <|im_end|>; after the forced "Final Answer:", " 7<|im_end|>".
-CHAIN = {"k": "a", "a": "b", "b": "c", "c": "<|im_start|>", "t": "a",
-         "r": "\n", "\n": "7", ":": " ", " ": "7", "7": "<|im_end|>"}
-
-
-@pytest.fixture(scope="module")
-def bigram(tmp_path_factory):
-    tokenizer = chat.build_byte_tokenizer(str(tmp_path_factory.mktemp("bytes")))
-    return bigram_model(tokenizer, CHAIN), tokenizer
 
 
 def generate_with_ids(*args, **kw):

@@ -10,22 +10,12 @@ import urllib.request
 
 import pytest
 import torch
-from conftest import bigram_model, tiny_hf_model
+from conftest import tiny_hf_model
 
 import chat
 import model as M
 import sample
 import serve
-
-CHAIN = {"k": "a", "a": "b", "b": "c", "c": "<|im_start|>", "t": "a",
-         "r": "\n", "\n": "7", ":": " ", " ": "7", "7": "<|im_end|>"}
-
-
-@pytest.fixture(scope="module")
-def bigram(tmp_path_factory):
-    tokenizer = chat.build_byte_tokenizer(str(tmp_path_factory.mktemp("bytes")))
-    return bigram_model(tokenizer, CHAIN), tokenizer
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -156,27 +146,48 @@ def test_a_client_that_leaves_frees_its_rows(tiny, stream):
         server.shutdown()
 
 
-def test_command_line_serves_with_the_engine_on_the_main_thread(tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_command_line_serves_alone_and_tensor_parallel(tmp_path, processes):
+    """serve.py as a user starts it: one process (the engine on its main thread), or two under
+    torchrun (rank 0 serves and tells rank 1 each step). Three concurrent clients get what
+    generate gives in this process."""
+    import os
+    import signal
     import subprocess
     import sys
     from conftest import ROOT
     tiny_hf_model(vocab=320, hidden=64, layers=2, heads=4, kv_heads=2, seed=3).save_pretrained(tmp_path)
     tokenizer = chat.build_byte_tokenizer(str(tmp_path))
-    proc = subprocess.Popen([sys.executable, "serve.py", "--model", str(tmp_path), "--port", "0", "--max-tokens", "300"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    launcher = [sys.executable] if processes == 1 else [
+        os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone", "--nproc-per-node", "2"]
+    proc = subprocess.Popen(launcher + ["serve.py", "--model", str(tmp_path), "--port", "0", "--max-tokens", "300"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     try:
-        line = proc.stdout.readline()
-        assert line.startswith("serving "), line
+        line = ""
+        while not line.startswith("serving "):
+            line = proc.stdout.readline()
+            assert line, "serve.py exited before serving"
         url = line.split(" on ")[1].strip()
-        code, text = post(url, ask("What is 2+3?", max_thinking_tokens=9, max_tokens=60))
-        assert code == 200
-        direct = sample.generate(M.from_pretrained(str(tmp_path), dtype=torch.float32), tokenizer, ["What is 2+3?"],
-                                 max_thinking_tokens=9, max_tokens=len(tokenizer.encode(
-                                     chat.prompt_text("What is 2+3?") + chat.THINK, add_special_tokens=False)) + 60,
-                                 progress=False)[0]
-        assert json.loads(text)["choices"][0]["message"]["reasoning_content"] == direct["thinking"]
+        questions = ["What is 2+3?", "Why?", "Name a prime."]
+        replies = [None] * 3
+
+        def client(i):
+            replies[i] = post(url, ask(questions[i], max_thinking_tokens=9 + 5 * i, max_tokens=60))
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        model = M.from_pretrained(str(tmp_path), dtype=torch.float32)
+        for i, (code, text) in enumerate(replies):
+            prompt = len(tokenizer.encode(chat.prompt_text(questions[i]) + chat.THINK, add_special_tokens=False))
+            direct = sample.generate(model, tokenizer, [questions[i]], max_thinking_tokens=9 + 5 * i,
+                                     max_tokens=prompt + 60, progress=False)[0]
+            message = json.loads(text)["choices"][0]["message"]
+            assert code == 200 and (message["reasoning_content"], message["content"]) == (direct["thinking"], direct["answer"])
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
