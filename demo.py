@@ -77,7 +77,7 @@ def reading(results_path):
 def main(args):
     out = lambda *p: os.path.join(args.out, *p)
     os.makedirs(args.out, exist_ok=True)
-    # Sizes: the full demo takes ~11 minutes on 2 cores; --small about one. From scratch, a 0.8M model
+    # Sizes: the full demo takes ~14 minutes on 2 cores; --small about one. From scratch, a 0.8M model
     # needs a few thousand distinct traces, so the miniature "s1K" keeps 2,000 (measured: 1,000 x 20
     # epochs scored lower). s1 keeps 1,000, but fine-tunes a pretrained 32B model.
     pool, keep, test, epochs = (400, 120, 40, 3) if args.small else (8000, 2000, 200, 10)
