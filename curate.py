@@ -175,7 +175,8 @@ def model_replies(args, solver, todo, save):
     plain chat, in one generate call. save is None on a torchrun rank other than 0."""
     import chat
     import sample
-    model, tokenizer = prepare.load_local(solver, args.device, args.dtype, args.solver_max_tokens, args.batch_size)
+    model, tokenizer, _, _ = sample.load_for_generation(solver, args.device, args.dtype, args.solver_max_tokens,
+                                                        args.batch_size)
     too_long = {q for q in todo if len(tokenizer.encode(chat.prompt_text(q))) >= args.solver_max_tokens}
     fits = [q for q in todo if q not in too_long]
     for q in todo:

@@ -485,16 +485,13 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
                 os.fsync(f.fileno())
 
 
-def load_model(args, world=1, rank=0):
+def load_model(args):
     """The model (this rank's slice of it under torchrun) and its tokenizer."""
-    import torch
     import sample
     if not args.model:
         raise SystemExit("--model is required: some samples have not been generated yet")
-    device, _, _ = sample.init_distributed(args.device)
-    sample.check_fits(args.model, device, world, args.max_tokens, args.batch_size)
-    m = sample.load_model(args.model, device, getattr(torch, args.dtype), world, rank)
-    return m, chat.load_tokenizer(args.tokenizer or m.source_dir)
+    return sample.load_for_generation(args.model, args.device, args.dtype, args.max_tokens, args.batch_size,
+                                      args.tokenizer)[:2]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -593,7 +590,7 @@ def main(args):
     if todo:
         if rank == 0:
             write_atomic(config_path, json.dumps(config, indent=1) + "\n")
-        generate_missing(args, todo, path, done, *load_model(args, world, rank), rank=rank)
+        generate_missing(args, todo, path, done, *load_model(args), rank=rank)
     if world > 1:
         import torch.distributed as dist
         dist.barrier()

@@ -401,17 +401,6 @@ def from_rank0(obj):
     return sample.broadcast(obj)
 
 
-def load_local(name, device, dtype, max_tokens, rows):
-    """(model, tokenizer) of a checkpoint directory or hub name; under torchrun, this rank's slice."""
-    import torch
-    import chat
-    import sample
-    device, world, rank = sample.init_distributed(device)
-    sample.check_fits(name, device, world, max_tokens, rows)  # before any weight is loaded
-    model = sample.load_model(name, device, getattr(torch, dtype), world, rank)
-    return model, chat.load_tokenizer(model.source_dir)
-
-
 def torchrun_end():
     """After the last generate call: every rank waits for the others and leaves the process group;
     ranks other than 0 exit here, rank 0 goes on."""
@@ -444,7 +433,8 @@ def teach(args, todo, save):
                 save(rec(q, None, None, f"malformed: {e}"))
     elif args.teacher == "local":  # one generate call: the engine schedules all the questions itself
         import sample
-        model, tokenizer = load_local(args.model, args.device, args.dtype, args.max_tokens, args.batch_size)
+        model, tokenizer, _, _ = sample.load_for_generation(args.model, args.device, args.dtype, args.max_tokens,
+                                                            args.batch_size)
         finished = []
 
         def done(i, out):

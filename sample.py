@@ -820,15 +820,23 @@ def check_fits(name, device, world, max_tokens, rows):
                          f"GPUs (sample.py --dry-run shows the plan) or lower --max-tokens")
 
 
+def load_for_generation(name, device="auto", dtype="auto", max_tokens=32768, rows=64, tokenizer=None):
+    """(model, tokenizer, world, rank) for every script that generates: under torchrun, this rank's
+    tensor-parallel slice; checked to fit before any weight is loaded. dtype "auto": bf16 on a GPU,
+    fp32 on a CPU."""
+    device, world, rank = init_distributed(device)
+    dtype = getattr(torch, dtype) if dtype != "auto" else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    check_fits(name, device, world, max_tokens, rows)
+    model = load_model(name, device, dtype, world, rank)
+    return model, chat.load_tokenizer(tokenizer or model.source_dir), world, rank
+
+
 def main(args):
     if args.dry_run:
         print_plan(args.model, model_config(args.model), args.gpus, args.max_tokens, args.batch_size, args.gpu_memory_gb)
         return
-    device, world, rank = init_distributed(args.device)
-    dtype = getattr(torch, args.dtype) if args.dtype != "auto" else (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    check_fits(args.model, device, world, args.max_tokens, args.batch_size)
-    model = load_model(args.model, device, dtype, world, rank)
-    tokenizer = chat.load_tokenizer(args.tokenizer or model.source_dir)
+    model, tokenizer, world, rank = load_for_generation(args.model, args.device, args.dtype, args.max_tokens,
+                                                        args.batch_size, args.tokenizer)
     kw = dict(max_thinking_tokens=args.max_thinking_tokens, num_ignore=args.num_ignore, ignore_str=args.ignore_str,
               max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
               batch_size=args.batch_size, progress=rank == 0, kv_memory_gb=args.kv_memory_gb)

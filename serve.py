@@ -28,7 +28,6 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import torch
 import torch.distributed as dist
 
 import chat
@@ -371,11 +370,8 @@ def main():
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto", help="auto: bf16 on GPU, fp32 on CPU")
     args = p.parse_args()
-    device, world, rank = sample.init_distributed(args.device)
-    dtype = getattr(torch, args.dtype) if args.dtype != "auto" else (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    sample.check_fits(args.model, device, world, args.max_tokens, args.batch_size)
-    model = sample.load_model(args.model, device, dtype, world, rank)
-    tokenizer = chat.load_tokenizer(args.tokenizer or model.source_dir)
+    model, tokenizer, world, rank = sample.load_for_generation(args.model, args.device, args.dtype, args.max_tokens,
+                                                               args.batch_size, args.tokenizer)
     # tensor parallel: rank 0 serves and tells the others what changes each step, on a CPU (gloo)
     # group that may wait as long as the server is idle (an NCCL collective would time out)
     control = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=365)) if world > 1 else None

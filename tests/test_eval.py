@@ -287,8 +287,8 @@ def test_a_run_with_a_stand_in_decoder_grades_reports_and_resumes(tmp_path, tiny
 
     math500 = E.load_benchmark("math500", limit=6)
     monkeypatch.setitem(sys.modules, "sample", types.SimpleNamespace(
-        generate=generate, init_distributed=lambda device: (torch.device("cpu"), 1, 0), check_fits=lambda *a: None,
-        load_model=lambda name, device, dtype, world=1, rank=0: M.from_pretrained(name, dtype=dtype)))
+        generate=generate, load_for_generation=lambda name, device, dtype, max_tokens, rows, tokenizer=None: (
+            M.from_pretrained(name, dtype=getattr(torch, dtype)), chat.load_tokenizer(tokenizer or name), 1, 0)))
     out = tmp_path / "run"
     argv = ["--model", tiny_model, "--benchmarks", "math500", "--limit", "6", "--settings", "wait1", "auto",
             "--batch-size", "4", "--device", "cpu", "--dtype", "float32", "--out", str(out)]
