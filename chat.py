@@ -15,9 +15,11 @@ SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 THINK = IM_START + "think"    # opens the thinking phase
 ANSWER = IM_START + "answer"  # opens the answer phase (the model's natural end of thinking)
-# What budget forcing appends at the cap (§5.1). The harness adds the leading "\n" only when the
-# thinking does not already end in one; we always add it, so every capped row ends the same way.
-FORCED_ANSWER = "\n" + ANSWER + "\nFinal Answer:"
+# What budget forcing appends at the cap: s1's harness's `thinking_end_max` (eval/lm-evaluation-harness/
+# lm_eval/models/vllm_causallms.py l. 254), after a "\n" only when the thinking does not already end
+# in one (l. 404-409), as the model saw in training ("{thinking}\n<|im_start|>answer").
+FINAL_ANSWER = ANSWER + "\nFinal Answer:"
+EOS = "<|endoftext|>"  # Qwen2.5's generation_config.json lists it beside <|im_end|>; vLLM stops on both
 
 
 def prompt_text(question):

@@ -9,10 +9,13 @@
 Read it in this order:
   1. Budget forcing (the paper's method, paper §3.1): a small state machine per row, `advance`:
      - the prompt ends in "<|im_start|>think"; every token after it is a thinking token until the
-       model emits the end-of-thinking delimiter <|im_start|> (or <|im_end|>);
-     - cap: once a row has max_thinking_tokens thinking tokens, force "\\n<|im_start|>answer\\nFinal Answer:";
-     - extend: when the row emits the delimiter with ignores left, drop it and force "Wait" instead;
-       the forced "Wait" counts as thinking, so the budget shrinks across rounds (s1's README recipe);
+       model emits the end-of-thinking delimiter <|im_start|> (or <|im_end|>, or <|endoftext|>);
+     - cap: once a row has max_thinking_tokens thinking tokens, force "<|im_start|>answer\\nFinal Answer:",
+       after a "\\n" unless the thinking already ends in one (as s1's harness does);
+     - extend: when the row emits the delimiter with ignores left, drop it and force "Wait" instead
+       (or nothing, with an empty ignore string); the first token of every thinking round may not be
+       the delimiter (the harness's min_tokens=1); the forced "Wait" counts as thinking, so the
+       budget shrinks across rounds (s1's README recipe; the harness gives every round the full budget);
      - a natural stop keeps the model's <|im_start|> and forces "answer"; the answer runs to <|im_end|>.
   2. The paged KV cache: one pool of fixed-size blocks per layer; a sequence holds a list of block
      ids (its block table) and gets a block each time it fills one; blocks are reference-counted so
@@ -70,6 +73,7 @@ class Row:
     ids: dict                   # special_ids(): the delimiters and forced texts, as token ids
     cap: int | None             # most thinking tokens (None: no cap)
     ignores_left: int           # end-of-thinking delimiters still to replace by "Wait"
+    round_start: bool = False   # the next sampled token opens a thinking round: it may not end it
     phase: str = "think"        # think -> answer -> done
     forced: deque = field(default_factory=deque)  # tokens to feed before sampling again
     tokens: list = field(default_factory=list)    # everything fed after the prompt
@@ -83,49 +87,83 @@ class Row:
     seed: int = 0               # its random draw at position t depends on (seed, t) only
     index: int = 0              # where its result goes
 
+    def __post_init__(self):
+        # s1's harness runs every thinking round with min_tokens=1 when it ignores the end of
+        # thinking (vllm_causallms.py l. 273-280), the first round included.
+        self.round_start = self.round_start or (self.phase == "think" and self.ignores_left > 0)
+
+
+_newline_cache = {}
+
+
+def tokens_ending_in_newline(tokenizer):
+    """Ids whose text ends in "\\n" (2,178 of Qwen2.5's 151,665, e.g. ".\\n\\n"): where the thinking
+    already ends in a newline, the cap adds none. Decoding the vocabulary takes ~1 s, so once."""
+    key = (tokenizer.name_or_path, len(tokenizer))
+    if key not in _newline_cache:
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        _newline_cache[key] = frozenset(i for i, t in enumerate(texts) if t.endswith("\n"))
+    return _newline_cache[key]
+
 
 def special_ids(tokenizer, ignore_str):
+    """The budget-forcing strings as token ids. ignore_str "" is s1's "no string" ablation: the
+    delimiter is suppressed and nothing is appended."""
     enc = lambda s: tokenizer.encode(s, add_special_tokens=False)
-    return dict(im_start=enc(chat.IM_START)[0], im_end=enc(chat.IM_END)[0], answer=enc("answer"),
-                forced_answer=enc(chat.FORCED_ANSWER), ignore=enc(ignore_str), ignore_str=ignore_str)
+    eos = [i for i in enc(chat.EOS) if i in tokenizer.all_special_ids][:1]  # a tokenizer may lack it
+    im_start, im_end = enc(chat.IM_START)[0], enc(chat.IM_END)[0]
+    return dict(im_start=im_start, im_end=im_end, eos=eos, stops={im_start, im_end, *eos}, answer=enc("answer"),
+                final_answer=enc(chat.FINAL_ANSWER), newline=enc("\n"), ends_in_newline=tokens_ending_in_newline(tokenizer),
+                ignore=enc(ignore_str), ignore_str=ignore_str)
 
 
 def advance(row, token, sampled, ids):
     """Budget forcing: given the row's next token (sampled by the model, or popped from its forced
-    queue), return the token to feed, updating the row's phase, counts and forced queue."""
+    queue), return the token to feed, updating the row's phase, counts and forced queue. None means
+    the delimiter was dropped with nothing to say instead: draw again, without the delimiter."""
     if row.phase == "think":
-        if sampled and token in (ids["im_start"], ids["im_end"]):  # the model ends its thinking
+        row.round_start = row.round_start and not sampled
+        if sampled and token in ids["stops"]:  # the model ends its thinking
+            # vLLM returns a stop id among the tokens and the harness strips only <|im_start|> and
+            # <|im_end|> (vllm_causallms.py l. 362, 397), so an <|endoftext|> stays in the context.
+            kept = [token] if token in ids["eos"] else []
             if row.ignores_left > 0:  # suppress the delimiter, think on: "Wait"
                 row.ignores_left -= 1
+                row.round_start = True
                 row.events.append({"at": row.thinking_tokens, "what": ids["ignore_str"]})
-                row.forced.extend(ids["ignore"])
+                row.forced.extend(kept + ids["ignore"])
+                if not row.forced:
+                    return None
                 token = row.forced.popleft()
             else:  # natural end: keep <|im_start|> (even if the model said <|im_end|>), force "answer"
                 row.phase, row.ended = "answer", "natural"
-                row.forced.extend(ids["answer"])
-                return ids["im_start"]
+                row.forced.extend(kept + [ids["im_start"]] + ids["answer"])
+                return row.forced.popleft()
         row.thinking_tokens += 1
         if row.cap is not None and row.thinking_tokens >= row.cap:  # out of budget: answer now
             row.phase, row.ended = "answer", "capped"
-            row.forced = deque(ids["forced_answer"])
-            row.events.append({"at": row.thinking_tokens, "what": chat.FORCED_ANSWER})
+            newline = [] if token in ids["ends_in_newline"] else ids["newline"]
+            row.forced = deque(newline + ids["final_answer"])
+            row.events.append({"at": row.thinking_tokens, "what": "\n" * bool(newline) + chat.FINAL_ANSWER})
         return token
     if row.answer_start is None and sampled:  # the first token the model writes after the header
         row.answer_start = len(row.tokens)
-    if sampled and token == ids["im_end"]:
+    if sampled and (token == ids["im_end"] or token in ids["eos"]):
         row.phase, row.finished = "done", True
     return token
 
 
-def sample_tokens(logits, temperature, top_p, vocab_size, seeds=None):
+def sample_tokens(logits, temperature, top_p, vocab_size, seeds=None, banned=None):
     """One token per row of logits: greedy where the row's temperature is 0, else temperature +
     nucleus sampling (temperature, top_p and seeds: one per row, or one for all). A row's draw is
     the Gumbel-max trick with noise from its seed alone, so it does not depend on which other rows
     share the batch: a forked or resumed row draws what it would have drawn alone. Ids past the
     tokenizer's vocabulary (the checkpoint pads its embedding to 151,936 rows) are never sampled:
-    s1's README reports vLLM crashing on them at temperature 1."""
+    s1's README reports vLLM crashing on them at temperature 1. banned: per row, ids it may not draw."""
     logits = logits.float()
     logits[:, vocab_size:] = float("-inf")
+    for i, ids in enumerate(banned or []):
+        logits[i, list(ids)] = float("-inf")
     greedy = logits.argmax(-1)
     per_row = lambda x: torch.as_tensor(x, dtype=torch.float32, device=logits.device).expand(len(logits))
     temperature, top_p = per_row(temperature), per_row(top_p)
@@ -428,7 +466,7 @@ class Engine:
         if draws:
             keys = list(draws)
             tokens = sample_tokens(logits[[k[0] for k in keys]], [k[2] for k in keys], [k[3] for k in keys],
-                                   self.vocab_size, [k[1] for k in keys]).tolist()
+                                   self.vocab_size, [k[1] for k in keys], [k[4] for k in keys]).tolist()
         finished = []
         for i, seq in enumerate(seqs):
             groups = {}  # rows that feed the same next token stay one sequence; the others fork
@@ -439,7 +477,12 @@ class Engine:
                     continue
                 forced = bool(row.forced)
                 token = row.forced.popleft() if forced else tokens[draws[self.draw_key(i, row)]]
-                row.tokens.append(advance(row, token, not forced, row.ids))
+                fed = advance(row, token, not forced, row.ids)
+                if fed is None:  # the delimiter was dropped with nothing appended: draw again, without it
+                    key = self.draw_key(i, row)
+                    fed = advance(row, int(sample_tokens(logits[i:i + 1], *key[2:4], self.vocab_size, key[1], [key[4]])),
+                                  True, row.ids)
+                row.tokens.append(fed)
                 self.on_token and self.on_token(row)
                 if row.phase == "done":  # <|im_end|> closed the answer: nothing left to feed
                     finished.append(row)
@@ -449,10 +492,12 @@ class Engine:
         return finished
 
     def draw_key(self, i, row):
-        """What a row's next draw depends on: its sequence's logits, its seed at this position, and
-        how it samples. Rows with the same key draw the same token (a sweep draws once)."""
+        """What a row's next draw depends on: its sequence's logits, its seed at this position, how
+        it samples and what it may not draw. Rows with the same key draw the same token (a sweep
+        draws once)."""
         seed = 0 if row.temperature == 0 else (row.seed * 1_000_003 + len(row.tokens)) % 2 ** 63
-        return i, seed, row.temperature, row.top_p
+        banned = tuple(sorted(row.ids["stops"])) if row.round_start and row.phase == "think" else ()
+        return i, seed, row.temperature, row.top_p, banned
 
     def split(self, seq, groups):
         if not groups:  # every row is done
@@ -500,8 +545,9 @@ def result(row, tokenizer, prompt):
 
 
 def thinking_budget(value, prompt_len, max_tokens, n_forced):
-    """A row's thinking cap. "auto" is the harness's: context - prompt - forced answer - 100 tokens
-    for the answer (the prompt here already ends in <|im_start|>think; per row, not batch maximum)."""
+    """A row's thinking cap. "auto" is the harness's: context - prompt - "<|im_start|>answer\\nFinal
+    Answer:" - 100 tokens for the answer (vllm_causallms.py l. 262-264; the prompt here already ends
+    in <|im_start|>think). Per row: the harness subtracts the longest prompt of the batch."""
     if value is None:
         return None
     if value == "auto":
@@ -546,7 +592,7 @@ def generate(model, tokenizer, questions, max_thinking_tokens=None, num_ignore=0
     for q, prompt in enumerate(prompts):
         rows = [Row(prompt_len=len(prompt), max_len=max_tokens, ids=ids, temperature=temperature, top_p=top_p,
                     ignores_left=s["num_ignore"] if think else 0,
-                    cap=thinking_budget(s["max_thinking_tokens"], len(prompt), max_tokens, len(ids["forced_answer"])),
+                    cap=thinking_budget(s["max_thinking_tokens"], len(prompt), max_tokens, len(ids["final_answer"])),
                     phase="think" if think else "answer", seed=row_seed(seed, questions[q], i),
                     index=q * per_question + i * len(settings) + j)
                 for i in range(n) for j, s in enumerate(settings)]
@@ -589,7 +635,9 @@ def rejection_sample(model, tokenizer, questions, max_thinking_tokens, max_tries
         for row in engine.step():
             q = row.index
             out = final[q] = result(row, tokenizer, texts[q])
-            out.update(tries=tries[q], accepted=out["ended"] == "natural" and out["thinking_tokens"] <= max_thinking_tokens)
+            # the harness accepts at most B tokens counting the delimiter it stopped on (l. 299)
+            accepted = out["ended"] == "natural" and out["thinking_tokens"] + 1 <= max_thinking_tokens
+            out.update(tries=tries[q], accepted=accepted)
             if out["accepted"] or tries[q] == max_tries:
                 engine.close(requests[q])
                 on_result and on_result(q, out)
@@ -732,7 +780,8 @@ def parse_args(argv=None):
     p.add_argument("--output", help="JSONL of samples; rows already in it are skipped (resume)")
     p.add_argument("--max-thinking-tokens", default=None, help="cap on thinking tokens: an integer or 'auto'")
     p.add_argument("--num-ignore", type=int, default=0, help="times to replace the end of thinking by --ignore-str")
-    p.add_argument("--ignore-str", default="Wait")
+    p.add_argument("--ignore-str", default="Wait",
+                   help='s1 ablated "Hmm", "Alternatively" and "" (suppress the end of thinking, append nothing)')
     p.add_argument("--max-tokens", type=int, default=32768, help="context: prompt + thinking + answer")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (s1's evaluation)")
     p.add_argument("--top-p", type=float, default=1.0)

@@ -53,7 +53,7 @@ def parse_request(req):
                n=1, stop=[], stream=False)
     for name, kind, ok in (("temperature", number, lambda v: 0 <= v <= 100), ("top_p", number, lambda v: 0 < v <= 1),
                            ("seed", int, lambda v: True), ("num_ignore", int, lambda v: v >= 0),
-                           ("ignore_str", str, lambda v: len(v) > 0), ("n", int, lambda v: 1 <= v <= 16),
+                           ("ignore_str", str, lambda v: True), ("n", int, lambda v: 1 <= v <= 16),
                            ("stream", bool, lambda v: True)):
         if name in req:
             value = req[name]
@@ -238,7 +238,7 @@ def make_server(model, tokenizer, host="127.0.0.1", port=8000, name="s1", contex
             max_len = context if spec["limit"] is None else min(context, len(prompt) + spec["limit"])
             seed = spec["seed"] if spec["seed"] is not None else random.getrandbits(62)
             cap = sample.thinking_budget(spec["max_thinking_tokens"], len(prompt), max_len,
-                                         len(ids[spec["ignore_str"]]["forced_answer"]))
+                                         len(ids[spec["ignore_str"]]["final_answer"]))
             fields = [dict(prompt_len=len(prompt), max_len=max_len, ignore_str=spec["ignore_str"], cap=cap,
                            temperature=spec["temperature"], top_p=spec["top_p"], ignores_left=spec["num_ignore"],
                            seed=sample.row_seed(seed, spec["question"], i), index=i) for i in range(spec["n"])]

@@ -38,11 +38,18 @@ def naive(model, tokenizer, question, setting, max_tokens):
     prompt = tokenizer.encode(chat.prompt_text(question) + chat.completion_text(), add_special_tokens=False)
     row = sample.Row(prompt_len=len(prompt), max_len=max_tokens, ids=ids, ignores_left=setting["num_ignore"],
                      cap=sample.thinking_budget(setting["max_thinking_tokens"], len(prompt), max_tokens,
-                                                len(ids["forced_answer"])))
+                                                len(ids["final_answer"])))
+
+    def greedy():  # the harness's min_tokens=1: a thinking round cannot end on its first token
+        logits = model(torch.tensor([prompt + row.tokens]))[0, -1, :len(tokenizer)]
+        if row.round_start and row.phase == "think":
+            logits[list(ids["stops"])] = float("-inf")
+        return int(logits.argmax())
+
     while row.prompt_len + len(row.tokens) < max_tokens:
         forced = bool(row.forced)
-        token = row.forced.popleft() if forced else int(model(torch.tensor([prompt + row.tokens]))[0, -1, :len(tokenizer)].argmax())
-        row.tokens.append(sample.advance(row, token, not forced, ids))
+        fed = sample.advance(row, row.forced.popleft() if forced else greedy(), not forced, ids)
+        row.tokens.append(fed if fed is not None else sample.advance(row, greedy(), True, ids))
         if row.phase == "done":
             break
     return tokenizer.decode(row.tokens, skip_special_tokens=False)

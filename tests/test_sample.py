@@ -56,14 +56,15 @@ def test_rows_of_different_lengths_batch_like_one_at_a_time(tiny):
 
 def test_cap_gives_exactly_n_thinking_tokens_then_the_answer_header(tiny):
     model, tokenizer, _ = tiny
-    header = tokenizer.encode(chat.FORCED_ANSWER, add_special_tokens=False)
     for cap in (1, 7, 25):
         outs, generated = generate_with_ids(model, tokenizer, QUESTIONS, max_thinking_tokens=cap, max_tokens=200,
                                             progress=False)
         for o, tokens in zip(outs, generated):
             assert o["thinking_tokens"] == cap and o["ended"] == "capped"
+            newline = "" if o["thinking"].endswith("\n") else "\n"
+            header = tokenizer.encode(newline + "<|im_start|>answer\nFinal Answer:", add_special_tokens=False)
             assert tokens[cap:cap + len(header)] == header
-            assert o["text"].startswith(o["thinking"] + chat.FORCED_ANSWER)
+            assert o["text"].startswith(o["thinking"] + newline + "<|im_start|>answer\nFinal Answer:")
 
 
 def test_natural_end_and_wait_insertions_on_a_known_model(bigram):
@@ -109,7 +110,9 @@ def test_auto_budget_and_context_limit(bigram):
     o = sample.generate(model, tokenizer, ["q"], max_thinking_tokens="auto", num_ignore=100, max_tokens=300,
                         progress=False)[0]
     prompt = len(tokenizer.encode(o["prompt"], add_special_tokens=False))
-    assert o["thinking_tokens"] == 300 - prompt - len(tokenizer.encode(chat.FORCED_ANSWER)) - 100
+    # s1 vllm_causallms.py l. 264: max_tokens - prompt - len(tok("<|im_start|>think"))
+    #                              - len(tok("<|im_start|>answer\nFinal Answer:")) - 100; our prompt holds the first
+    assert o["thinking_tokens"] == 300 - prompt - len(tokenizer.encode("<|im_start|>answer\nFinal Answer:")) - 100
     assert o["ended"] == "capped" and o["finished"]
 
 
@@ -136,6 +139,78 @@ def test_parallel_sampling_and_rejection_sampling(bigram):
     rejected = sample.rejection_sample(model, tokenizer, ["q"], max_thinking_tokens=2, max_tries=3,
                                        max_tokens=200, progress=False, temperature=0.0)[0]
     assert not rejected["accepted"] and rejected["tries"] == 3
+    # s1 vllm_causallms.py l. 299 accepts len(token_ids) <= B, the delimiter it stopped on included:
+    # "abc" + <|im_start|> is 4 tokens, so a budget of 4 accepts it and 3 does not.
+    for budget, accepted in ((4, True), (3, False)):
+        o = sample.rejection_sample(model, tokenizer, ["q"], max_thinking_tokens=budget, max_tries=2, max_tokens=200,
+                                    progress=False, temperature=0.0)[0]
+        assert o["accepted"] == accepted
+
+
+def bigram_with(tokenizer, chain, also=()):
+    """The conftest bigram model, plus weaker second choices: also = [(token, next, weight < 1)]."""
+    from conftest import bigram_model
+    model = bigram_model(tokenizer, chain)
+    tid = lambda s: tokenizer.encode(s, add_special_tokens=False)[0]
+    with torch.no_grad():
+        for a, b, w in also:
+            model.lm_head.weight[tid(b), tid(a)] = w
+    return model
+
+
+def test_cap_adds_a_newline_only_where_the_thinking_lacks_one(bigram):
+    """s1 vllm_causallms.py l. 404-409: `if text[-1] == "\n"` append "<|im_start|>answer\nFinal Answer:",
+    else "\n" + it. The model thinks "a\nb" here; a cap of 2 stops after "a\n", a cap of 1 after "a"."""
+    _, tokenizer = bigram
+    model = bigram_with(tokenizer, {"k": "a", "a": "\n", "\n": "b", "b": "<|im_start|>", ":": " ", " ": "7",
+                                    "7": "<|im_end|>"})
+    two, one = (sample.generate(model, tokenizer, ["q"], max_thinking_tokens=cap, max_tokens=200, progress=False)[0]
+                for cap in (2, 1))
+    assert two["text"] == "a\n<|im_start|>answer\nFinal Answer: 7<|im_end|>"
+    assert one["text"] == "a\n<|im_start|>answer\nFinal Answer: 7<|im_end|>"  # the newline the model lacked
+    assert (two["thinking"], one["thinking"]) == ("a\n", "a")
+    assert [e["what"] for e in one["forced"]] == ["\n<|im_start|>answer\nFinal Answer:"]
+
+
+def test_wait_mode_cannot_end_a_thinking_round_on_its_first_token(bigram):
+    """s1 vllm_causallms.py l. 273-280: with thinking_n_ignore every round runs with min_tokens=1, so
+    the delimiter cannot be the first token of a round (after "<|im_start|>think", after each "Wait").
+    This model would end its thinking at once; its second choice is "a"."""
+    _, tokenizer = bigram
+    model = bigram_with(tokenizer, {"k": "<|im_start|>", "a": "<|im_start|>", "t": "<|im_start|>", "r": "\n",
+                                    "\n": "7", "7": "<|im_end|>"}, also=[("k", "a", 0.5), ("t", "a", 0.5)])
+    plain = sample.generate(model, tokenizer, ["q"], max_tokens=200, progress=False)[0]
+    assert plain["thinking"] == "" and plain["ended"] == "natural"  # no Wait: no min_tokens
+    o = sample.generate(model, tokenizer, ["q"], num_ignore=2, max_tokens=200, progress=False)[0]
+    assert o["thinking"] == "aWaitaWaita" and o["ended"] == "natural"
+
+
+def test_endoftext_ends_the_thinking_and_the_answer_and_stays_in_the_context(bigram):
+    """vLLM stops on the generation config's EOS ids (Qwen2.5: <|im_end|> and <|endoftext|>) and returns
+    the stop id among the tokens; the harness strips only <|im_start|> and <|im_end|> (l. 362, 397)."""
+    _, tokenizer = bigram
+    model = bigram_with(tokenizer, {"k": "a", "a": "<|endoftext|>", "t": "a", "r": "\n", "\n": "7",
+                                    "7": "<|endoftext|>"})
+    o = sample.generate(model, tokenizer, ["q"], max_tokens=200, progress=False)[0]
+    assert o["text"] == "a<|endoftext|><|im_start|>answer\n7<|endoftext|>"
+    assert o["finished"] and o["answer"] == "\n7" and o["ended"] == "natural"
+    o = sample.generate(model, tokenizer, ["q"], num_ignore=1, max_tokens=200, progress=False)[0]
+    assert o["text"] == "a<|endoftext|>Waita<|endoftext|><|im_start|>answer\n7<|endoftext|>"
+
+
+def test_an_empty_ignore_string_suppresses_the_delimiter_and_appends_nothing(bigram, tmp_path):
+    """s1's "no string" ablation (eval/commands.sh: thinking_n_ignore=2 without thinking_n_ignore_str):
+    the delimiter is dropped and the round goes on from the same context; the model's second choice
+    after "c" is "d", after "d" the delimiter again."""
+    _, tokenizer = bigram
+    model = bigram_with(tokenizer, {"k": "a", "a": "b", "b": "c", "c": "<|im_start|>", "d": "<|im_start|>",
+                                    "r": "\n", "\n": "7", "7": "<|im_end|>"}, also=[("c", "d", 0.5), ("d", "c", 0.5)])
+    o = sample.generate(model, tokenizer, ["q"], num_ignore=2, ignore_str="", max_tokens=200, progress=False)[0]
+    assert o["thinking"] == "abcdc" and [e["what"] for e in o["forced"]] == ["", ""]
+    assert o["text"] == "abcdc<|im_start|>answer\n7<|im_end|>"
+    for word in ("Hmm", "Alternatively"):  # the paper's other extrapolation strings
+        o = sample.generate(model, tokenizer, ["q"], num_ignore=1, ignore_str=word, max_tokens=200, progress=False)[0]
+        assert o["thinking"].startswith("abc" + word)
 
 
 def test_conditional_control_prompts():
