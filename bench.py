@@ -10,6 +10,8 @@
     python bench.py serve            # 8 concurrent clients of serve.py vs the same 8 requests in turn
     python bench.py sweep            # the demo's evaluation sweep, forked from shared thinking vs
                                      # every setting alone (needs make demo's runs/demo)
+    python bench.py export           # not a timing: what a bf16 export would round away of a
+                                     # training run with s1's schedule (why train.py saves fp32)
 
 Machines are noisy: every figure is the median of --repeats timed runs after one warm-up, and runs
 of ours and the reference alternate so that drift hits both. The ratio ours/reference is what to
@@ -329,8 +331,59 @@ def bench_sweep(args):
     print(f"| tokens fed | {fed[True]:,} | {fed[False]:,} | {fed[True] / fed[False]:.2f}x |")
 
 
+def bench_export(args):
+    """train.py with s1's recipe (lr 1e-5, 5 % warm-up, cosine, AdamW 0.9/0.95, wd 1e-4, clip 1, 315
+    steps of 16, fp32 master weights) on a small model whose initial weights are bf16, as Qwen2.5's
+    are; fp32 compute, since bf16 matmuls crawl on a CPU (Adam's step size hardly depends on it). Then count the weights training changed whose bf16 rounding is their
+    initial value again: what a bf16 export would erase."""
+    import random
+    import subprocess
+    import sys
+    import tempfile
+    from safetensors.torch import load_file
+    import chat
+    root = tempfile.mkdtemp(prefix="bench-export-")
+    cfg = M.Config(vocab_size=320, hidden_size=128, intermediate_size=352, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, tie_word_embeddings=False)
+    model = M.Qwen2(cfg)
+    model.init_weights(seed=0)
+    start = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}  # on the bf16 grid
+    chat.build_byte_tokenizer(os.path.join(root, "init"))
+    M.save_pretrained(start, os.path.join(root, "init"), cfg=cfg, tokenizer_dir=os.path.join(root, "init"))
+    rng = random.Random(0)
+    with open(os.path.join(root, "data.jsonl"), "w") as f:  # 1,000 examples: 63 steps of 16 per epoch
+        for _ in range(1000):
+            a, b = rng.randint(1, 999), rng.randint(1, 999)
+            steps = " ".join(f"{a}+{k}={a + k}." for k in range(1, rng.randint(2, 8)))
+            f.write(json.dumps({"question": f"What is {a}+{b}?", "thinking": f"{steps} So {a + b}.",
+                                "answer": str(a + b)}) + "\n")
+    out = os.path.join(root, "run")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "train.py", "--model", os.path.join(root, "init"), "--data",
+                    os.path.join(root, "data.jsonl"), "--device", "cpu", "--dtype", "float32", "--out", out], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    final = load_file(os.path.join(out, "final", "model.safetensors"))
+    print(f"\nbf16 export after s1's schedule: {cfg.num_hidden_layers}-layer model, hidden {cfg.hidden_size}, "
+          f"315 steps in {time.perf_counter() - t0:.0f} s")
+    print("| weights | changed by training | of those, rounding to bf16 gives back the initial value "
+          "| rounding error / update (L2) |\n|---|---|---|---|")
+    groups = {"all": lambda k: True, "matrices": lambda k: "norm" not in k and "embed" not in k,
+              "embedding": lambda k: "embed" in k, "RMSNorm": lambda k: "norm" in k}
+    for name, keep in groups.items():
+        keys = [k for k in start if keep(k)]
+        init = torch.cat([start[k].float().flatten() for k in keys])
+        trained = torch.cat([final[k].float().flatten() for k in keys])
+        changed = trained != init
+        rounded = trained.to(torch.bfloat16).float()
+        erased = changed & (rounded == init)
+        print(f"| {name} | {changed.float().mean():.1%} of {len(init):,} | {erased.sum() / changed.sum():.1%} "
+              f"| {(rounded - trained).norm() / (trained - init).norm():.2f} |")
+    import shutil
+    shutil.rmtree(root)
+
+
 BENCHES = {"forward": bench_forward, "train": bench_train, "decode": bench_decode, "grade": bench_grade,
-           "batching": bench_batching, "serve": bench_serve, "sweep": bench_sweep}
+           "batching": bench_batching, "serve": bench_serve, "sweep": bench_sweep, "export": bench_export}
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

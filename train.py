@@ -1,11 +1,14 @@
 """train.py: s1's supervised fine-tuning, in raw PyTorch with FSDP2.
 
-The paper's run (s1_reference §4.3): full fine-tune of Qwen2.5-32B-Instruct on s1K for 5 epochs at
-global batch 16 (315 steps), lr 1e-5 with 5 % warm-up then cosine to 0, AdamW(0.9, 0.95, wd 1e-4),
-bf16, 26 minutes on 16 H100s. Those are the defaults below, so `--help` shows the recipe.
+The defaults are s1.1's run (s1's train/sft.sh, with the block size its README gives for s1.1 "to
+avoid OOM"): full fine-tune of Qwen2.5-32B-Instruct on s1K-1.1 (DeepSeek-R1 traces), sequences cut
+at 20,000 tokens, 5 epochs at global batch 16 (315 steps), lr 1e-5 with 5 % warm-up then cosine to
+0, AdamW(0.9, 0.95, wd 1e-4), bf16 compute on fp32 master weights, saved in fp32 as s1's
+trainer.save_model did. The paper's s1 run is the same on s1K (Gemini traces) at 32,768 tokens,
+26 minutes on 16 H100s.
 
-    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 train.py
-    torchrun --nnodes 2 --nproc-per-node 8 ... train.py --data simplescaling/s1K-1.1 --block-size 20000
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 train.py   # s1.1
+    torchrun --nnodes 2 --nproc-per-node 8 ... train.py --data simplescaling/s1K --block-size 32768    # s1
     python train.py --dry-run --gpus 8                       # will it fit, how long, before renting
     python train.py --model tiny/ --data my.jsonl --device cpu --dtype float32     # a laptop
 
@@ -54,11 +57,12 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/s1", help="output directory: log, config, checkpoints, final model")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--global-batch", type=int, default=16, help="sequences per optimizer step")
-    p.add_argument("--block-size", type=int, default=32768,
-                   help="longest sequence; longer ones are cut on the right (s1: 32768, s1.1: 20000)")
+    p.add_argument("--block-size", type=int, default=20000,
+                   help="longest sequence; longer ones are cut on the right (s1.1: 20000, s1: 32768)")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--warmup-ratio", type=float, default=0.05, help="linear warm-up share of the steps")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-4,
+                   help="on every weight but biases, the RMSNorm weights included, as transformers 4.46 (s1's) did")
     p.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.95))
     p.add_argument("--eps", type=float, default=1e-8)
     p.add_argument("--grad-clip", type=float, default=1.0)
@@ -70,7 +74,9 @@ def parse_args(argv=None):
                    help="recompute each block in backward; auto = on for models over 1B parameters")
     p.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16",
                    help="compute dtype; master weights, gradient reduction and optimizer state are fp32")
-    p.add_argument("--save-dtype", choices=["bfloat16", "float32"], default="bfloat16", help="dtype of the final model")
+    p.add_argument("--save-dtype", choices=["bfloat16", "float32"], default="float32",
+                   help="dtype of the final model: fp32 as s1 saved and evaluated it; bf16 halves the files but "
+                        "rounds back part of what training changed (README)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--seed", type=int, default=42, help="shuffling and random init (HF Trainer's default 42)")
     p.add_argument("--ce-chunk", type=int, default=2048, help="positions per LM-head/loss chunk")
@@ -327,9 +333,11 @@ def build_model(args, cfg, path, device, checkpointing, world):
 
 
 def make_optimizer(model, args, device):
-    # As HF Trainer (which s1 used): no weight decay on biases and norm weights.
-    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "norm" in n)]
-    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "norm" in n]
+    # As s1's Trainer (transformers 4.46, get_decay_parameter_names): every parameter decays except
+    # those named "bias" and the weights of nn.LayerNorm modules, which Qwen2 has none of, so its
+    # RMSNorm weights decay too. (Later transformers also exempt norms; s1 ran 4.46.1.)
+    decay = [p for n, p in model.named_parameters() if "bias" not in n]
+    no_decay = [p for n, p in model.named_parameters() if "bias" in n]
     return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}],
                              lr=args.lr, betas=tuple(args.betas), eps=args.eps, fused=device.type == "cuda")
