@@ -54,7 +54,7 @@ def reading(results_path):
         results = json.load(f)
     runs = results["runs"]
     caps = [r for r in runs if r["setting"].isdigit()]
-    natural = next((r for r in runs if r["setting"] == "none"), None)
+    natural = next((r for r in runs if r["setting"] == "nocap"), None)
     waits = [r for r in runs if r["setting"].startswith("wait")]
     m = next(iter(results["scaling"].values()))
     lo, hi = caps[0], caps[-1]
@@ -107,7 +107,7 @@ def main(args):
           "--epochs", str(epochs), "--global-batch", "16", "--lr", "3e-3", "--block-size", "512"]),
         ("eval", out("eval", "results.json"),
          [PY, "eval.py", "--model", out("train", "final"), "--benchmarks", "mini", "--data", f"mini={out('test.jsonl')}",
-          "--settings", *caps, "none", "wait1", "wait2", "--max-tokens", "512", "--dtype", "float32",
+          "--settings", *caps, "nocap", "wait1", "wait2", "--max-tokens", "512", "--dtype", "float32",
           "--batch-size", "64", "--out", out("eval")]),
     ]
     for name, output, cmd in stages:

@@ -1,7 +1,9 @@
 """eval.py: AIME24, AIME25, MATH500 and GPQA Diamond with budget forcing, graded offline.
 
     python eval.py --model simplescaling/s1-32B --tokenizer Qwen/Qwen2.5-32B-Instruct     # s1 BF ("auto")
-    python eval.py --model DIR --settings sweep                    # the paper's Figure 1: caps, auto, Wait x1/2/4
+    python eval.py --model DIR --settings sweep      # s1's grid: caps 500 to 16000, auto, Wait x1, 2, 4, 6
+    python eval.py --model DIR --settings ablation   # s1's extrapolation strings: nothing, Hmm, Alternatively, Wait
+    python eval.py --model DIR --settings none auto  # s1 without budget forcing ("nottc") and with it
     python eval.py --model DIR --benchmarks aime24 --settings auto --n 8 --temperature 0.6   # avg@8, maj@8, pass@8
     python eval.py --model DIR --data gpqa=/path/gpqa_diamond.jsonl.gz --benchmarks gpqa
     torchrun --nproc-per-node 8 eval.py --model simplescaling/s1-32B --settings sweep   # 32B: tensor parallel
@@ -10,13 +12,16 @@
 A sweep costs about its longest setting: every setting of a question forks from one shared
 thinking (sample.py), a cap where it cuts, a "Wait" where the thinking would have ended.
 
-Prompts are s1's (s1_reference §6.1): the question as is, and for GPQA the question followed by
-"\\n\\nA) ..\\nB) ..\\nC) ..\\nD) .." with the options shuffled as s1 did (Python random, seed 0, in
-file order). sample.py applies the chat template and budget forcing. Grading (§6.2) reads the text
-after the last "<|im_start|>answer", takes the last \\boxed{}, else what follows the last "Answer:",
-else the whole answer, then: integers are compared as integers (AIME), everything else with
-math-verify (gold first), and GPQA with our own letter extractor, where "no answer" is its own
-outcome (s1 silently answered "A"). s1 needed a paid gpt-4o-mini call here; this runs offline.
+Prompts are s1's: the question as is, and for GPQA the question followed by
+"\\n\\nA) ..\\nB) ..\\nC) ..\\nD) .." (s1 eval/lm-evaluation-harness/lm_eval/tasks/gpqa/openai/utils.py
+l. 12), the options in a fixed shuffled order: Python's random.shuffle over [wrong 1, wrong 2, wrong 3,
+right], seeded with --gpqa-seed (default 0), row by row in file order. That is s1's procedure, but
+not necessarily s1's order, which cannot be recovered offline (see load_benchmark). sample.py
+applies the chat template and budget forcing. Grading reads the text after the last
+"<|im_start|>answer", takes the last \\boxed{}, else what follows the last "Answer:", else the whole
+answer, then: integers are compared as integers (AIME), everything else with math-verify (gold
+first), and GPQA with our own letter extractor, where "no answer" is its own outcome (s1 silently
+answered "A"). s1 needed a paid gpt-4o-mini call here; this runs offline.
 
 Everything lands in --out: samples.jsonl (every sample: prompt, text, token counts, forced events,
 extracted answer, verdict; a rerun reuses the finished ones), results.md and results.json (accuracy
@@ -52,22 +57,48 @@ BENCHMARKS = {
 }
 TITLES = {"aime24": "Competition math (AIME24)", "aime25": "Competition math (AIME25)",
           "math500": "Mathematical problem solving (MATH500)", "gpqa": "PhD-level science (GPQA Diamond)"}
-SWEEP = ["512", "1024", "2048", "4096", "8192", "auto", "wait1", "wait2", "wait4"]  # Figure 1, left to right
+# s1's budget-forcing runs, s1 eval/commands.sh l. 25-35: max_tokens_thinking=500, 1000, 2000, 4000,
+# 8000, 16000 and auto, then auto with thinking_n_ignore=1, 2, 4, 6 and thinking_n_ignore_str=Wait.
+# Figure 1's points come from these runs.
+SWEEP = ["500", "1000", "2000", "4000", "8000", "16000", "auto", "wait1", "wait2", "wait4", "wait6"]
+# s1's extrapolation ablation, commands.sh l. 31, 38-40, 33: no extension, then the end of thinking
+# ignored twice with no string, "Hmm", "Alternatively" and "Wait".
+ABLATION = ["auto", "ignore2", "ignore2:Hmm", "ignore2:Alternatively", "wait2"]
+NOTTC = "none"  # s1's "nottc" run (commands.sh l. 22): no <|im_start|>think, one plain generation
 
 
 def parse_setting(text):
-    """A budget-forcing setting: "512" caps thinking at 512 tokens; "auto" caps it at what the context
-    leaves (s1's default); "none" has no cap; "wait2" is auto plus ignoring the end of thinking twice
-    (appending --ignore-str); "4096+wait1" combines both. Returns (label, sample.generate kwargs)."""
-    cap, _, extra = text.strip().lower().partition("+")
-    if cap.startswith("wait") and not extra:
+    """A budget-forcing setting -> (label, the setting's dict for sample.generate).
+    "500" caps thinking at 500 tokens (s1's max_tokens_thinking=500); "auto" caps it at what the
+    context leaves, s1's default: context - prompt - "<|im_start|>answer\\nFinal Answer:" - 100. Ours
+    is per row (this row's prompt); s1's harness takes the longest prompt of the batch
+    (vllm_causallms.py l. 264), and with --batch_size auto the batch is every question of every task
+    in the run (l. 526-529), so its caps are a little lower than ours. "nocap" has no cap: the thinking
+    may run to the end of the context (the harness without max_tokens_thinking, l. 270-271).
+    "waitK" is auto with the end of thinking ignored K times, appending --ignore-str (default "Wait");
+    "ignoreK" appends nothing (s1's thinking_n_ignore without a string) and "ignoreK:TEXT" appends
+    TEXT (e.g. ignore2:Hmm); "4000+wait1" or "nocap+ignore2:Hmm" combine a cap with either.
+    "none" is s1's nottc: no thinking prefix at all (generate_missing runs it with think=False)."""
+    head, colon, string = text.strip().partition(":")
+    head = head.lower()
+    if head == NOTTC and not colon:
+        return NOTTC, {"max_thinking_tokens": None, "num_ignore": 0}
+    cap, _, extra = head.partition("+")
+    if re.fullmatch(r"(wait|ignore)\d+", cap) and not extra:
         cap, extra = "auto", cap
-    if not (cap in ("auto", "none") or cap.isdigit() and int(cap) > 0) or not re.fullmatch(r"(wait\d+)?", extra):
-        raise ValueError(f"setting {text!r}: expected a token cap (e.g. 512), auto, none, waitK or CAP+waitK")
-    k = int(extra[4:]) if extra else 0
-    label = cap if k == 0 else f"wait{k}" if cap == "auto" else f"{cap}+wait{k}"
-    return label, {"max_thinking_tokens": int(cap) if cap.isdigit() else None if cap == "none" else "auto",
-                   "num_ignore": k}
+    m = re.fullmatch(r"(?:(wait|ignore)(\d+))?", extra)
+    if (not (cap in ("auto", "nocap") or cap.isdigit() and int(cap) > 0) or not m
+            or colon and (m.group(1) != "ignore" or not string)):
+        raise ValueError(f"setting {text!r}: expected a token cap (e.g. 500), auto, nocap, none, waitK, ignoreK, "
+                         "ignoreK:TEXT, or CAP+ one of the last three")
+    kind, k = m.group(1), int(m.group(2) or 0)
+    extension = "" if not k else f"{kind}{k}" + (f":{string}" if colon else "")
+    label = cap if not extension else extension if cap == "auto" else f"{cap}+{extension}"
+    setting = {"max_thinking_tokens": int(cap) if cap.isdigit() else None if cap == "nocap" else "auto",
+               "num_ignore": k}
+    if kind == "ignore" and k:
+        setting["ignore_str"] = string  # "" for ignoreK: suppress the end of thinking, append nothing
+    return label, setting
 
 
 def parse_args(argv=None):
@@ -82,9 +113,16 @@ def parse_args(argv=None):
                         "else the gated hub dataset). A new NAME adds a benchmark of your own: rows with "
                         "an id, a question or problem, and an answer")
     p.add_argument("--settings", nargs="+", default=["auto"],
-                   help="budget-forcing settings: CAP (e.g. 512), auto, none, waitK, CAP+waitK; "
-                        f"'sweep' = {' '.join(SWEEP)}")
+                   help="budget-forcing settings: CAP (e.g. 500), auto, nocap, none (s1's nottc: no thinking "
+                        "prefix), waitK, ignoreK (append nothing), ignoreK:TEXT (e.g. ignore2:Hmm), or CAP+ one "
+                        f"of the last three; 'sweep' = {' '.join(SWEEP)} (s1 eval/commands.sh l. 25-35); "
+                        f"'ablation' = {' '.join(ABLATION)} (l. 31, 33, 38-40). auto is per row here: context - "
+                        "this row's prompt - the forced answer - 100; s1's harness subtracts the longest prompt "
+                        "of the batch (vllm_causallms.py l. 264)")
     p.add_argument("--ignore-str", default="Wait", help="what replaces the end of thinking in waitK settings")
+    p.add_argument("--gpqa-seed", type=int, default=0,
+                   help="seed of the GPQA option shuffle (s1's procedure; s1's own order is unknown: "
+                        "lm-eval seeds random with 0, vLLM re-seeds it with 1234 before the tasks are built)")
     p.add_argument("--max-tokens", type=int, default=32768, help="context budget: prompt + thinking + answer")
     p.add_argument("--n", type=int, default=1, help="samples per question (avg@n, maj@n, pass@n)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, as s1 evaluated")
@@ -100,11 +138,16 @@ def parse_args(argv=None):
     p.add_argument("--gpus", type=int, default=8, help="--dry-run: GPUs to plan for")
     p.add_argument("--gpu-memory-gb", type=float, default=80.0, help="--dry-run: memory per GPU (H100: 80 GB)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    p.add_argument("--dtype", choices=["bfloat16", "float32", "float16"], default="bfloat16",
-                   help="s1 evaluated in float32 with vLLM")
+    p.add_argument("--dtype", choices=["auto", "bfloat16", "float32", "float16"], default="auto",
+                   help="auto: bfloat16 on a GPU, float32 on a CPU. s1 evaluated in float32 (eval/commands.sh: "
+                        "dtype=float32 in every vLLM command); bf16 on GPUs is our deviation: half the memory (the "
+                        "memory plan and fit check assume 2-byte weights and KV) at tensor-core speed. Greedy "
+                        "decoding can part from fp32's at a near-tie, so single answers may differ; "
+                        "--dtype float32 follows s1 with twice the memory")
     p.add_argument("--out", default="runs/eval", help="output directory")
     args = p.parse_args(argv)
-    settings = [s for s in args.settings for s in (SWEEP if s == "sweep" else [s])]
+    groups = {"sweep": SWEEP, "ablation": ABLATION}
+    settings = [s for s in args.settings for s in groups.get(s, [s])]
     try:
         args.settings = list(dict.fromkeys(parse_setting(s)[0] for s in settings))
     except ValueError as e:
@@ -164,13 +207,25 @@ def field(row, names, source, i):
     raise SystemExit(f"{source} row {i}: no {names[0]!r} (looked for {names}; the row has {sorted(row)})")
 
 
-def load_benchmark(name, source=None, limit=0):
+def load_benchmark(name, source=None, limit=0, gpqa_seed=0):
     """The questions of a benchmark, each {id, prompt, gold, choices}. Column names of the hub
-    datasets and of the local copies are both accepted."""
+    datasets and of the local copies are both accepted.
+
+    GPQA's options: s1's process_docs shuffles [wrong 1, wrong 2, wrong 3, right] with the global
+    random.shuffle, row by row (s1 eval/lm-evaluation-harness/lm_eval/tasks/gpqa/openai/utils.py
+    l. 221-242); we do the same with random.Random(gpqa_seed). s1's own order is unknown: lm-eval
+    seeds random with 0 (evaluator.py l. 147-150) but builds the vLLM model (l. 201) before the tasks
+    (l. 232), and vLLM's worker re-seeds random with the model's seed, 1234 by default
+    (vllm_causallms.py l. 58; vLLM 0.6.4's set_random_seed). Moreover process_docs ends in
+    dataset.map, which the datasets library caches on disk under a hash of the function, so later
+    runs reuse the order of the first run on that machine: seed 0's after the dummy-model test of
+    commands.sh l. 6, seed 1234's after a first vLLM run (if nothing else drew from random in
+    between). s1's released samples (README l. 233) record each question's letter and would settle
+    it. Our file is in the official CSV's row order, assumed to be the hub dataset's."""
     hub, config, split, local = BENCHMARKS.get(name, (None, None, "train", None))  # a benchmark of one's own: source given
     source = source or (local if os.path.exists(local) else hub)
     rows = read_rows(source, config if source == hub else None, split)
-    rng = random.Random(0)  # s1 shuffled GPQA's options with random.shuffle after random.seed(0)
+    rng = random.Random(gpqa_seed)
     questions = []
     for i, row in enumerate(rows):
         ids = [row[k] for k in ("unique_id", "id", "Record ID", "ID") if row.get(k) not in (None, "")]
@@ -180,7 +235,7 @@ def load_benchmark(name, source=None, limit=0):
             correct = field(row, ["correct_answer", "Correct Answer"], source, i)
             wrong = (row.get("incorrect_answers")
                      or [field(row, [f"Incorrect Answer {k}"], source, i) for k in (1, 2, 3)])
-            choices = [*wrong, correct]  # s1's order before the shuffle: the three wrong ones, then the right one
+            choices = [*wrong, correct]  # before the shuffle: the three wrong ones, then the right one (as s1)
             rng.shuffle(choices)
             gold = "ABCD"[choices.index(correct)]
             text = f"{text}\n\n" + "\n".join(f"{letter}) {c}" for letter, c in zip("ABCD", choices))
@@ -194,8 +249,9 @@ def load_benchmark(name, source=None, limit=0):
 
 
 # ----------------------------------------------------------------------------------------------
-# Grading (s1_reference §6.2, with math-verify in place of s1's gpt-4o-mini). math-verify times out
-# with signal.alarm, so this runs in the main thread (or in worker processes), never in threads.
+# Grading (s1's lm_eval/tasks/{aime,openai_math,gpqa/openai}/utils.py, with math-verify in place of
+# gpt-4o-mini). math-verify times out with signal.alarm, so this runs in the main thread (or in
+# worker processes), never in threads.
 
 ANSWER_HEADER = chat.ANSWER + "\n"
 
@@ -400,8 +456,8 @@ def summarize(benchmark, setting, by_question, a_max):
 
 
 def scaling_metrics(runs):
-    """The paper's test-time-scaling metrics (s1_reference §6.4) over one method's runs, each
-    (average thinking tokens, accuracy in %, budget min, budget max):
+    """The paper's test-time-scaling metrics over one method's runs, each (average thinking tokens,
+    accuracy in %, budget min, budget max):
     Control = share of runs whose average lies within their budget; Scaling = average pairwise slope
     of accuracy against log2(thinking tokens) (the axis that reproduces the published 15);
     Performance = best accuracy. Pairs with equal averages have no slope and are left out."""
@@ -448,7 +504,7 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
     is written the moment it finishes. A row's random draws depend only on --seed, the question and
     the sample index, so a rerun, or any batch size, draws the same."""
     import sample
-    for benchmark, _, _, q in todo:  # s1's harness silently emptied prompts that did not fit (§6.1)
+    for benchmark, _, _, q in todo:  # a prompt that leaves no room is named, never cut or skipped
         n = len(tokenizer.encode(chat.prompt_text(q["prompt"]) + chat.THINK, add_special_tokens=False))
         if n >= args.max_tokens:
             raise SystemExit(f"{benchmark} question {q['id']}: the prompt has {n} tokens, "
@@ -458,9 +514,12 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
         entry = needs.setdefault((benchmark, q["id"]), (benchmark, q, {}, set()))
         entry[2][setting] = None
         entry[3].add(i)
-    groups = {}  # questions that need the same settings and samples run in one engine call
+    groups = {}  # questions that need the same settings and samples run in one engine call; nottc
+    # has no thinking prefix to share with the other settings, so it runs in a call of its own
     for benchmark, q, settings, samples in needs.values():
-        groups.setdefault((tuple(settings), max(samples) + 1), []).append((benchmark, q))
+        for part in ([s for s in settings if s != NOTTC], [s for s in settings if s == NOTTC]):
+            if part:
+                groups.setdefault((tuple(part), max(samples) + 1), []).append((benchmark, q))
     with open(path, "a") as f:
         for (settings, n), questions in groups.items():
             print(f"generating {len(questions)} question(s) x {len(settings)} setting(s) x {n} sample(s)")
@@ -477,7 +536,8 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
                 f.write(json.dumps(record) + "\n")
                 f.flush()
             sample.generate(model, tokenizer, [q["prompt"] for _, q in questions], n=n,
-                            settings=[parse_setting(s)[1] for s in settings], share=not args.no_share,
+                            settings=[parse_setting(s)[1] for s in settings], think=NOTTC not in settings,
+                            share=not args.no_share,
                             ignore_str=args.ignore_str, max_tokens=args.max_tokens, temperature=args.temperature,
                             top_p=args.top_p, seed=args.seed, batch_size=args.batch_size,
                             kv_memory_gb=args.kv_memory_gb, progress=rank == 0, on_result=write)
@@ -522,7 +582,7 @@ def markdown(model_name, config, runs, scaling):
                      f"{fmt(r['accuracy'], r['accuracy_se'])} | {maj} | {cov} | "
                      f"{r['avg_thinking_tokens']:.0f} | {r['avg_answer_tokens']:.0f} | {r['hit_cap']} | "
                      f"{r['out_of_context']} | {r['no_answer_or_boxed']} | {failed} |")
-    lines += ["", "Test-time scaling over these settings (s1 §6.4; Scaling: accuracy points per doubling):",
+    lines += ["", "Test-time scaling over these settings (the paper's metrics; Scaling: accuracy points per doubling):",
               "", "| benchmark | Control | Scaling | Performance |", "|---|---|---|---|"]
     for b, m in scaling.items():
         scores = f"{fmt(m['control'])} % | {fmt(m['scaling'], scale=1)} | {fmt(m['performance'], scale=1)}"
@@ -561,13 +621,17 @@ def main(args):
         return sample.print_plan(args.model, sample.model_config(args.model), args.gpus, args.max_tokens,
                                  args.batch_size, args.gpu_memory_gb)
     os.makedirs(args.out, exist_ok=True)
+    if args.dtype == "auto":  # stored resolved, so that a rerun on another device cannot mix precisions
+        import torch
+        gpu = args.device == "cuda" or args.device == "auto" and torch.cuda.is_available()
+        args.dtype = "bfloat16" if gpu else "float32"
     # Samples are keyed by benchmark, setting, question and index; what else shaped them must not change.
     config = {k: getattr(args, k) for k in ("model", "tokenizer", "dtype", "max_tokens", "temperature", "top_p",
-                                            "ignore_str", "seed")}
+                                            "ignore_str", "seed", "gpqa_seed")}
     config_path = os.path.join(args.out, "eval_config.json")
     if os.path.exists(config_path):
         with open(config_path) as f:
-            old = json.load(f)
+            old = {"gpqa_seed": 0, **json.load(f)}  # runs from before --gpqa-seed used seed 0
         for k in ("model", "tokenizer"):  # a rerun without --model continues with the stored one
             config[k] = config[k] if getattr(args, k) else old[k]
         changed = [f"{k}={old.get(k)!r} (now {v!r})" for k, v in config.items() if old.get(k) != v]
@@ -575,7 +639,7 @@ def main(args):
             raise SystemExit(f"--out {args.out}: its samples were made with {', '.join(changed)}; use another --out")
     args.model, args.tokenizer = config["model"], config["tokenizer"]
 
-    questions = {b: load_benchmark(b, args.data.get(b), args.limit) for b in args.benchmarks}
+    questions = {b: load_benchmark(b, args.data.get(b), args.limit, args.gpqa_seed) for b in args.benchmarks}
     path = os.path.join(args.out, "samples.jsonl")
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     done = read_samples(path) if rank == 0 else {}
@@ -609,8 +673,10 @@ def main(args):
                   f"{r['avg_thinking_tokens']:.0f} thinking tokens on average")
             for status, ids in r["failures"].items():  # never swallowed: every ungraded sample is named
                 print(f"  {status}: {len(ids)} sample(s), ids {', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''}")
-        scaling[b] = scaling_metrics([(r["avg_thinking_tokens"], 100 * r["accuracy"], *r["budget"])
-                                      for r in runs if r["benchmark"] == b])
+        forced = [(r["avg_thinking_tokens"], 100 * r["accuracy"], *r["budget"])
+                  for r in runs if r["benchmark"] == b and r["setting"] != NOTTC]  # nottc has no budget
+        if forced:
+            scaling[b] = scaling_metrics(forced)
     name = config["model"] or "model"
     write_atomic(os.path.join(args.out, "results.json"),
                  json.dumps({"model": name, "config": config, "runs": runs, "scaling": scaling}, indent=1) + "\n")

@@ -79,7 +79,7 @@ class Row:
     tokens: list = field(default_factory=list)    # everything fed after the prompt
     thinking_tokens: int = 0
     answer_start: int | None = None  # index in tokens where the answer text begins (after its header)
-    ended: str = ""             # how thinking ended: natural | capped | length
+    ended: str = ""             # how thinking ended: natural | capped | length (none: think=False)
     events: list = field(default_factory=list)    # what budget forcing did, and when
     finished: bool = False      # the answer was closed by <|im_end|>
     temperature: float = 0.0    # 0: greedy
@@ -540,7 +540,7 @@ def result(row, tokenizer, prompt):
     decode_ = lambda toks: tokenizer.decode(toks, skip_special_tokens=False)
     return {"prompt": prompt, "text": decode_(row.tokens), "thinking": decode_(row.tokens[:row.thinking_tokens]),
             "answer": decode_(row.tokens[start:end]), "thinking_tokens": row.thinking_tokens,
-            "answer_tokens": end - start, "generated_tokens": len(row.tokens), "ended": row.ended or "length",
+            "answer_tokens": end - start, "generated_tokens": len(row.tokens), "ended": row.ended or "none",
             "forced": row.events, "finished": row.finished}
 
 
@@ -576,8 +576,8 @@ def generate(model, tokenizer, questions, max_thinking_tokens=None, num_ignore=0
              think=True, stats=None, on_token=None, settings=None, share=True, on_result=None,
              kv_memory_gb=None, block_size=None):
     """Generate for each question (the chat template is applied here). settings, if given, is a
-    list of dicts with max_thinking_tokens and num_ignore (a budget-forcing sweep); else the one
-    setting of those two arguments. Returns one dict per (question, sample, setting), in that order:
+    list of dicts with max_thinking_tokens, num_ignore and optionally ignore_str (a budget-forcing
+    sweep); else the one setting of those arguments. Returns one dict per (question, sample, setting), in that order:
     n > 1 is parallel sampling (majority voting). With share (the default) the rows of a question
     are one sequence until they differ; share=False runs each alone (the same tokens, more work).
     think=False runs a plain chat completion without the thinking phase. batch_size: most
@@ -585,14 +585,16 @@ def generate(model, tokenizer, questions, max_thinking_tokens=None, num_ignore=0
     on_token(row) after each token; stats, if a dict, gets the engine's counts (tokens fed, ...)."""
     from tqdm import tqdm
     settings = settings or [dict(max_thinking_tokens=max_thinking_tokens, num_ignore=num_ignore)]
-    ids = special_ids(tokenizer, ignore_str)
+    strings = {s.get("ignore_str", ignore_str) for s in settings}
+    ids = {string: special_ids(tokenizer, string) for string in strings}
+    ids_of = lambda s: ids[s.get("ignore_str", ignore_str)]
     engine = Engine(model, max_tokens, batch_size, len(tokenizer), kv_memory_gb, block_size, on_token)
     texts, prompts = encode_prompts(tokenizer, questions, max_tokens, think)
     per_question = n * len(settings)
     for q, prompt in enumerate(prompts):
-        rows = [Row(prompt_len=len(prompt), max_len=max_tokens, ids=ids, temperature=temperature, top_p=top_p,
+        rows = [Row(prompt_len=len(prompt), max_len=max_tokens, ids=ids_of(s), temperature=temperature, top_p=top_p,
                     ignores_left=s["num_ignore"] if think else 0,
-                    cap=thinking_budget(s["max_thinking_tokens"], len(prompt), max_tokens, len(ids["final_answer"])),
+                    cap=thinking_budget(s["max_thinking_tokens"], len(prompt), max_tokens, len(ids_of(s)["final_answer"])),
                     phase="think" if think else "answer", seed=row_seed(seed, questions[q], i),
                     index=q * per_question + i * len(settings) + j)
                 for i in range(n) for j, s in enumerate(settings)]

@@ -4,6 +4,8 @@ import gzip
 import itertools
 import json
 import os
+import random
+import re
 import sys
 import types
 
@@ -108,6 +110,19 @@ def test_failures_are_outcomes_of_their_own():
     assert E.extract_answer(f"\n<|im_start|>assistant\nAnswer: 3{chat.IM_END}") == ("3", "answer")
 
 
+def test_the_last_answer_counts_not_the_first():
+    """The README's grading rule: what follows the LAST "Answer:". s1's pattern (gpqa/openai/utils.py
+    l. 34, l. 189-190: findall with a greedy DOTALL (.*), then matches[-1]) takes the first, since
+    the greedy match swallows the rest of the text and so is the only match."""
+    text = respond("Answer: 3\nHmm, let me check that again. 2 + 3 = 5.\nAnswer: 5")
+    assert E.extract_answer(text) == ("5", "answer")
+    assert E.grade("math500", {"gold": "5"}, text)["correct"] and not E.grade("math500", {"gold": "3"}, text)["correct"]
+    s1 = re.findall(r"(?i)Answer\s*:\s*(.*)", E.answer_section(text), re.DOTALL)
+    assert len(s1) == 1 and s1[-1].startswith("3\n")  # s1's "last" match is everything after the first
+    gpqa = respond("Answer: A\nWait, A ignores the spin.\nAnswer: C")
+    assert E.extract_letter(gpqa, ["w", "x", "y", "z"]) == "C"
+
+
 def test_grading_refuses_threads():
     """math-verify times out with signal.alarm, which only the main thread may set: in a thread every
     answer would come back as an error, so grade() says so instead."""
@@ -136,8 +151,39 @@ def test_gpqa_letter_extraction(answer, letter):
     assert g["correct"] is (letter == "A")  # "no answer" never counts as A, unlike s1's default
 
 
+def harness_gold_letters(rows, seed):
+    """s1's process_docs, re-run independently: the global random seeded, then random.shuffle over
+    [Incorrect Answer 1, 2, 3, Correct Answer] row by row, in file order (gpqa/openai/utils.py
+    l. 221-242); the gold letter is the right answer's place."""
+    state = random.getstate()
+    try:
+        random.seed(seed)
+        letters = ""
+        for r in rows:
+            choices = [r["incorrect_answers"][0], r["incorrect_answers"][1], r["incorrect_answers"][2],
+                       r["correct_answer"]]
+            random.shuffle(choices)
+            letters += chr(65 + choices.index(r["correct_answer"]))
+        return letters
+    finally:
+        random.setstate(state)
+
+
 @needs_gpqa
-def test_gpqa_loads_from_the_gzip_with_s1s_prompt_and_shuffle():
+def test_gpqa_option_order_is_the_harness_procedure_with_our_seed():
+    """Pinned: the gold letters equal an independent re-run of s1's shuffle with --gpqa-seed (0 by
+    default; 1234 is vLLM's re-seed, the other candidate for s1's order). The first ten are written
+    out, so that a change of procedure, file or Python's random shows here."""
+    with gzip.open(GPQA_GZ, "rt") as f:
+        data = [json.loads(line) for line in f]
+    for seed, first10 in ((0, "DCDCCACADB"), (1234, "DBCAADAABB")):
+        gold = "".join(q["gold"] for q in E.load_benchmark("gpqa", gpqa_seed=seed))
+        assert gold == harness_gold_letters(data, seed) and gold[:10] == first10, seed
+    assert E.parse_args([]).gpqa_seed == 0
+
+
+@needs_gpqa
+def test_gpqa_loads_from_the_gzip_with_s1s_prompt_and_a_fixed_shuffle():
     questions = E.load_benchmark("gpqa")
     with gzip.open(GPQA_GZ, "rt") as f:
         data = [json.loads(line) for line in f]
@@ -198,11 +244,12 @@ CAPS = [500, 1000, 2000, 4000, 32768, 32768, 32768]  # caps 500..4000, then auto
 
 
 def test_scaling_metrics_reproduce_the_published_budget_forcing_row():
-    """s1_reference §7.2 points, §7.3 row: budget forcing on AIME24 has Control 100 %, Scaling 15, Performance 56.7."""
+    """The paper's Figure 1 AIME24 points (read off s1's visuals/scaling.pdf) and its budget-forcing row in
+    the table of test-time scaling methods: Control 100 %, Scaling 15, Performance 56.7."""
     m = E.scaling_metrics([(a, f, 0, cap) for (a, f), cap in zip(AIME24_BF, CAPS)])
     assert m["control"] == 1.0 and m["performance"] == 56.7
     assert round(m["scaling"]) == 15
-    # the published rejection-sampling runs (§7.3) show inverse scaling: -35
+    # the published rejection-sampling runs (s1's visuals/rejection_stretched.pdf) show inverse scaling: -35
     rs = [(3703, 36.7), (4344, 33.3), (4734, 30.0), (5193, 26.7), (5293, 23.3)]
     assert abs(E.scaling_metrics([(a, f, 0, 32768) for a, f in rs])["scaling"] + 35) < 1
     # a run whose average exceeds its cap does not respect the budget
@@ -236,13 +283,34 @@ def test_sample_stats_count_caps_context_and_missing_answers():
     assert (s["hit_cap"], s["out_of_context"], s["no_answer_or_boxed"], s["unfinished"]) == (1, 1, 1, 1)
 
 
+def test_default_sweep_is_s1s_grid():
+    """s1 eval/commands.sh l. 25-31: max_tokens_thinking=500, 1000, 2000, 4000, 8000, 16000, auto;
+    l. 32-35: max_tokens_thinking=auto with thinking_n_ignore=1, 2, 4, 6 and thinking_n_ignore_str=Wait."""
+    caps = [500, 1000, 2000, 4000, 8000, 16000, "auto"]
+    waits = [1, 2, 4, 6]
+    settings = [E.parse_setting(s)[1] for s in E.parse_args(["--settings", "sweep"]).settings]
+    assert settings == ([{"max_thinking_tokens": c, "num_ignore": 0} for c in caps]
+                        + [{"max_thinking_tokens": "auto", "num_ignore": k} for k in waits])
+    assert E.parse_args([]).ignore_str == "Wait"  # waitK appends --ignore-str
+    # l. 31, 38-40, 33: auto; ignored twice with no string, "Hmm", "Alternatively"; and "Wait"
+    ablation = [E.parse_setting(s)[1] for s in E.parse_args(["--settings", "ablation"]).settings]
+    assert ablation == [{"max_thinking_tokens": "auto", "num_ignore": 0}] + [
+        {"max_thinking_tokens": "auto", "num_ignore": 2, "ignore_str": s} for s in ("", "Hmm", "Alternatively")] + [
+        {"max_thinking_tokens": "auto", "num_ignore": 2}]
+
+
 def test_settings():
     assert E.parse_setting("512") == ("512", {"max_thinking_tokens": 512, "num_ignore": 0})
     assert E.parse_setting("auto") == ("auto", {"max_thinking_tokens": "auto", "num_ignore": 0})
-    assert E.parse_setting("none") == ("none", {"max_thinking_tokens": None, "num_ignore": 0})
+    assert E.parse_setting("nocap") == ("nocap", {"max_thinking_tokens": None, "num_ignore": 0})
+    assert E.parse_setting("none") == ("none", {"max_thinking_tokens": None, "num_ignore": 0})  # run with think=False
     assert E.parse_setting("Wait2") == E.parse_setting("auto+wait2") == ("wait2", {"max_thinking_tokens": "auto", "num_ignore": 2})
     assert E.parse_setting("4096+wait1") == ("4096+wait1", {"max_thinking_tokens": 4096, "num_ignore": 1})
-    for bad in ("abc", "0", "512+hmm", "-5"):
+    assert E.parse_setting("ignore2") == ("ignore2", {"max_thinking_tokens": "auto", "num_ignore": 2, "ignore_str": ""})
+    assert E.parse_setting("Ignore2:Hmm") == ("ignore2:Hmm", {"max_thinking_tokens": "auto", "num_ignore": 2, "ignore_str": "Hmm"})
+    assert E.parse_setting("nocap+ignore1:Alternatively") == (
+        "nocap+ignore1:Alternatively", {"max_thinking_tokens": None, "num_ignore": 1, "ignore_str": "Alternatively"})
+    for bad in ("abc", "0", "512+hmm", "-5", "wait2:Hmm", "ignore2:", "none+wait1", "none:x", "nottc", "500:Hmm"):
         with pytest.raises(ValueError, match="setting"):
             E.parse_setting(bad)
     assert E.parse_args(["--settings", "sweep", "auto"]).settings == E.SWEEP
@@ -311,6 +379,10 @@ def test_a_run_with_a_stand_in_decoder_grades_reports_and_resumes(tmp_path, tiny
     calls.clear()
     E.main(E.parse_args(argv))
     assert calls == [] and [json.loads(line) for line in open(out / "samples.jsonl")] == records
+    config = json.load(open(out / "eval_config.json"))
+    assert config["gpqa_seed"] == 0
+    del config["gpqa_seed"]  # an --out from before --gpqa-seed goes on as seed 0
+    (out / "eval_config.json").write_text(json.dumps(config))
     (out / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:-1]))
     E.main(E.parse_args(argv))
     assert calls == [(1, (("auto", 0),), 1, 32768)]
@@ -347,6 +419,46 @@ def test_sweep_with_a_tiny_model_writes_table_samples_and_plot(tmp_path, tiny_mo
     assert (out / "scaling.png").stat().st_size > 1000
     again = run(cmd)
     assert "4 of 4 samples already" in again.stdout and "generating 0" in again.stdout, proc.stdout
+
+
+def test_none_is_s1s_nottc_no_thinking_prefix(tmp_path, tiny_model, monkeypatch):
+    """"none" (s1's nottc, commands.sh l. 22) runs in a sample.generate call of its own with
+    think=False: its prompt ends at "<|im_start|>assistant\n", with no "<|im_start|>think" and nothing
+    forced; the other settings of the same questions keep the thinking prefix. The real sample.py."""
+    import sample
+    calls, real = [], sample.generate
+    monkeypatch.setattr(sample, "generate", lambda *a, **kw: calls.append((kw["settings"], kw["think"])) or real(*a, **kw))
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"id": "a", "question": "2+3?", "answer": "5"}\n{"id": "b", "question": "1+1?", "answer": "2"}\n')
+    out = tmp_path / "run"
+    E.main(E.parse_args(["--model", tiny_model, "--benchmarks", "mine", "--data", f"mine={path}", "--settings",
+                         "none", "4", "--max-tokens", "120", "--device", "cpu", "--out", str(out)]))
+    assert sorted(calls, key=str) == [([{"max_thinking_tokens": 4, "num_ignore": 0}], True),
+                                      ([{"max_thinking_tokens": None, "num_ignore": 0}], False)]
+    records = {(r["setting"], r["id"]): r for r in map(json.loads, open(out / "samples.jsonl"))}
+    for qid, question in (("a", "2+3?"), ("b", "1+1?")):
+        none, capped = records[("none", qid)], records[("4", qid)]
+        assert none["prompt"] == chat.prompt_text(question) and chat.THINK not in none["prompt"]
+        assert none["forced"] == [] and none["thinking_tokens"] == 0
+        assert capped["prompt"] == chat.prompt_text(question) + chat.THINK and capped["thinking_tokens"] <= 4
+    assert json.load(open(out / "eval_config.json"))["dtype"] == "float32"  # --dtype auto on a CPU
+
+
+def test_each_setting_appends_its_own_string(tmp_path, bigram, monkeypatch):
+    """s1's extrapolation ablation in one run (commands.sh l. 33, 38-39): "Wait" (--ignore-str),
+    "Hmm" and no string at all, each setting with its own, on the bigram model that ends its
+    thinking after "abc". The real sample.py."""
+    import sample
+    model, tokenizer = bigram
+    monkeypatch.setattr(sample, "load_for_generation", lambda *a, **kw: (model, tokenizer, 1, 0))
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"id": "q", "question": "q", "answer": "7"}\n')
+    E.main(E.parse_args(["--model", "bigram", "--benchmarks", "mine", "--data", f"mine={path}", "--settings", "wait1",
+                         "ignore1:Hmm", "ignore1", "--max-tokens", "400", "--device", "cpu", "--out", str(tmp_path / "run")]))
+    records = {r["setting"]: r for r in map(json.loads, open(tmp_path / "run" / "samples.jsonl"))}
+    assert {s: r["forced"][0]["what"] for s, r in records.items()} == {"wait1": "Wait", "ignore1:Hmm": "Hmm", "ignore1": ""}
+    assert records["wait1"]["text"].startswith("abcWaitabc<|im_start|>answer")
+    assert records["ignore1:Hmm"]["text"].startswith("abcHmm") and records["ignore1"]["text"].startswith("abc")
 
 
 def test_a_benchmark_of_ones_own_from_a_local_file(tmp_path):
