@@ -6,8 +6,8 @@
     python curate.py select --data runs/s1/featurized.jsonl --out runs/s1/s1K.jsonl --seed 0
     python curate.py select --data f.jsonl --selection longest --out runs/s1/longest1K.jsonl   # an ablation
 
-features (s1_reference §3.1-3.4); each is cached per question hash in an append-only JSONL beside
---out, so a rerun computes only what is missing:
+features (s1 data/bulk_inference.py, featurization.py); each is cached per question hash in an
+append-only JSONL beside --out, so a rerun computes only what is missing:
   difficulty  each --solvers model answers every question through sample.py as a plain chat (no
               thinking phase, temperature 0.05: s1's Qwen2.5-Instruct runs; one generate call per
               model, split over the processes under torchrun; `mini` is the demo's
@@ -17,11 +17,12 @@ features (s1_reference §3.1-3.4); each is cached per question hash in an append
   length      thinking tokens in the target tokenizer;
   domain      kept where the row has one, else one of the 61 MSC classes of data/s1/msc.json, by an
               LLM through an OpenAI-compatible endpoint with s1's prompt (or --classifier none: the source).
-select (§3.5-3.6), counts printed after every stage: 1a drop rows with a missing feature; 1b drop
-questions with figure or formatting debris; 2 drop questions any solver got right; 3a keep the
-benchmark-like seeds the teacher got right; 3b until --n: a domain uniformly (after --uniform-until
-picks, by the AIME/GPQA domain prior), then a question of it with probability ∝ 2^-rank of its
-thinking length (rank 0 = longest). Seeded (numpy), so the same seed gives the same 1,000.
+select (s1 data/filter.ipynb), counts printed after every stage, and after 1a and 1b how many rows
+each rule removed: 1a drop rows with a missing feature; 1b drop questions with figure or formatting
+debris; 2 drop questions any solver got right; 3a keep the benchmark-like seeds the teacher got
+right; 3b until --n: a domain uniformly (after --uniform-until picks, by the AIME/GPQA domain prior),
+then a question of it with probability ∝ 2^-rank of its thinking length (rank 0 = longest). Seeded
+(numpy), so the same seed gives the same 1,000.
 Output: a JSONL train.py reads as it is (question, thinking, answer), a summary JSON and a PNG.
 """
 import argparse
@@ -277,23 +278,37 @@ BOLD_WITH_DIGIT = re.compile(r"\*\*(?=.*\d)[^\s\]]*\*\*")
 PROBLEM_NUMBER = re.compile(r"p[1-9]\d{0,2}\.")  # = any f"p{i}." for i in 1..999, s1's loop, in one pass
 
 
-def formatting_ok(row):
-    """s1's stage 1b: no Asymptote figure (unless from AIME), no image, no "p1." numbering, no bold run
-    followed by a digit on its line."""
+def formatting_problem(row):
+    """The first rule of s1's stage 1b (data/filter.ipynb cell 7) the question breaks, or None: no
+    Asymptote figure (unless from AIME), no image, no "p1." numbering, no bold run followed by a digit
+    on its line."""
     q = row["question"]
     if "[asy]" in q:
-        return "AIME" in row["source_type"]
-    return "![Image]" not in q and not PROBLEM_NUMBER.search(q) and not BOLD_WITH_DIGIT.search(q)
+        return None if "AIME" in row["source_type"] else "[asy] figure, not from AIME"
+    if "![Image]" in q:
+        return "![Image]"
+    if PROBLEM_NUMBER.search(q):
+        return '"p<N>." numbering'
+    return "bold run, then a digit" if BOLD_WITH_DIGIT.search(q) else None
+
+
+def formatting_ok(row):
+    return formatting_problem(row) is None
 
 
 def missing_feature(row):
-    """The first feature s1's stage 1a would find missing ("API errors"), or None."""
+    """Why s1's stage 1a (data/filter.ipynb cell 4: any feature None, "API errors") drops the row, or None."""
     if row.get("distill_status") != "ok":
-        return "trace"
-    for name in ("length", "domain", "teacher_correct"):
+        return "no trace"
+    if row.get("solution") is None:  # no grade without a reference, in s1 too (featurization.py l. 56-63)
+        return "no reference solution"
+    for name in ("length", "domain"):
         if row.get(name) is None:
-            return name
-    return "solver grade" if None in row.get("solver_correct", {}).values() else None
+            return "no " + name
+    if row.get("teacher_correct") is None or None in row.get("solver_correct", {}).values():
+        # eval.py's grader compares short answers; s1's Claude also graded proofs (its prompt says how)
+        return "no grade: no short reference answer" if reference_answer(row["solution"]) is None else "no grade"
+    return None
 
 
 def benchmark_prior(rows):
@@ -355,14 +370,20 @@ def select(args):
         print(f"stage {name:<44}{len(kept):>8}  {note}")
         return kept
 
+    def removed(reasons):  # how many rows each rule removed
+        for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            if reason:
+                print(f"      - {reason:<42}{n:>8}" + ("  (s1's Claude graded these: features --grader llm)"
+                                                        if "no short reference" in reason else ""))
+
     print(f"stage {'0 start':<44}{len(rows):>8}")
     if args.selection == "all":  # the paper's 59K-full: every question with a trace
         chosen = stage("all with a trace (59K-full)", [r for r in rows if r.get("distill_status") == "ok"])
     else:
-        missing = Counter(missing_feature(r) for r in rows)
-        complete = stage("1a quality: no missing feature", [r for r in rows if not missing_feature(r)],
-                         ", ".join(f"missing {k}: {v}" for k, v in missing.items() if k))
+        complete = stage("1a quality: no missing feature", [r for r in rows if not missing_feature(r)])
+        removed(Counter(missing_feature(r) for r in rows))
         quality = stage("1b quality: formatting", [r for r in complete if formatting_ok(r)])
+        removed(Counter(formatting_problem(r) for r in complete))
         if args.selection == "random":
             picks = rng.choice(len(quality), size=min(args.n, len(quality)), replace=False)
             chosen = stage(f"random {args.n}", [quality[i] for i in picks])
@@ -419,6 +440,21 @@ def summarize(args, rows, stages):
 # ----------------------------------------------------------------------------------------------
 # Command line
 
+SELECT_VS_S1 = """s1's three-stage filter and selection loop (data/filter.ipynb); prints how many rows each
+rule of stage 1a and 1b removes.
+
+Where we differ from s1, and why:
+  - grades come from `features`, whose default grader is eval.py's offline one (math-verify): it
+    compares short answers, so a row whose reference has none (a proof) gets no grade and goes at 1a,
+    counted as "no grade: no short reference answer". s1's Claude graded those rows (its prompt
+    says how to judge a proof); `features --grader llm` does as s1, with s1's prompt and model;
+  - stage 3a's long-trace source is simplescaling/openaimath, the name collect gives MATH rows; s1's
+    notebook tests 'qfq/openaimath', which no row of s1's collect_data.py carries (an older name);
+  - the loop draws from a seeded numpy Generator (--seed); s1's notebook drew from numpy's unseeded
+    global state, so its exact 1,000 cannot be redrawn.
+"""
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -438,7 +474,9 @@ def parse_args(argv=None):
     f.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     f.add_argument("--seed", type=int, default=0, help="solvers' sampling")
     f.add_argument("--grader", choices=["math", "llm"], default="math",
-                   help="math: eval.py's offline grader; llm: --grader-model with s1's grading prompt")
+                   help="math: eval.py's offline grader, which leaves a reference without a short answer (a "
+                        "proof) ungraded, so select drops the row at 1a; llm: --grader-model with s1's grading "
+                        "prompt, which grades those too, as s1 did")
     f.add_argument("--grader-model", default="claude-3-5-sonnet-20241022")
     f.add_argument("--tokenizer", default="Qwen/Qwen2.5-32B-Instruct", help="the target model's (length feature)")
     f.add_argument("--classifier", choices=["llm", "none"], default="llm", help="none: a row's domain is its source")
@@ -449,7 +487,8 @@ def parse_args(argv=None):
     f.add_argument("--workers", type=int, default=16, help="requests in flight")
     f.add_argument("--retries", type=int, default=5, help="retries of a failed request, and re-asks of a bad reply")
     f.add_argument("--backoff", type=float, default=2.0, help="first back-off in seconds, doubled each retry")
-    s = sub.add_parser("select", help="the three-stage filter and the diversity/length sampling loop")
+    s = sub.add_parser("select", help="the three-stage filter and the diversity/length sampling loop",
+                       description=SELECT_VS_S1, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--data", required=True, help="curate.py features' output")
     s.add_argument("--out", required=True, help="the selection, JSONL (train.py --data reads it)")
     s.add_argument("--n", type=int, default=1000)

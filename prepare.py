@@ -9,11 +9,12 @@
     torchrun --nproc-per-node 8 prepare.py distill --pool pool.jsonl --teacher local --model DIR --out d.jsonl
     python prepare.py distill --pool runs/demo/pool.jsonl --teacher mini --out runs/demo/distilled.jsonl
 
-collect (s1_reference §1): every source is mapped to s1's five columns (question, solution, cot_type,
-source_type, metadata). Sources are read in order; a question sharing a word 8-gram with AIME24,
-AIME25, MATH500 or GPQA Diamond (as eval.py loads them), or with a question kept from an earlier
-source, is dropped; then exact duplicates go. Questions shorter than 8 words have no 8-gram, so
-they are compared whole (s1 let them through). Any source can be a local file (--local NAME=PATH).
+collect (s1 data/collect_data.py, add_aime.py): every source is mapped to s1's five columns (question,
+solution, cot_type, source_type, metadata). Sources are read in order; a question sharing a word
+8-gram with a decontamination set (by default s1's: AIME 2022-2024, GPQA Diamond, MATH500,
+LiveCodeBench release_v4) or with a question kept from an earlier source is dropped, and only then
+are XWord (1,000) and SciEval (250) sub-sampled; then exact duplicates go. AIME 1983-2022 is appended
+last, unchecked, as s1's add_aime.py did. Any source can be a local file (--local NAME=PATH).
 
 distill (§2): the teacher sees the raw question, as s1's did. Every reply is appended to a JSONL
 cache keyed by sha256(question)[:16] the moment it arrives, so a crash or Ctrl-C loses nothing and a
@@ -35,6 +36,8 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from functools import cache
+
+import numpy as np
 
 import eval as bench  # eval.py: the benchmarks (for decontamination); "eval" would shadow the builtin
 import mini  # the built-in miniature tasks of the demo
@@ -70,13 +73,18 @@ XWORD = "Solve the crossword puzzle. You are presented with a clue as input and 
 GPQA_TEMPLATE = "{}\nAnswer Choices:\n(A) {}\n(B) {}\n(C) {}\n(D) {}"  # s1's fix_gpqa.py
 
 
-def hub_rows(hub, config=None, split="train", data_files=None):
+def hub_rows(hub, config=None, split="train", data_files=None, hint="give a local copy with --local NAME=PATH"):
+    """Rows of a hub dataset; offline (HF_HUB_OFFLINE=1) the datasets library reads its own cache."""
     import datasets
     try:
         return list(datasets.load_dataset(hub, config, split=split, data_files=data_files))
     except Exception as e:
-        raise SystemExit(f"{hub} ({config or 'default'}, {split}): cannot load ({type(e).__name__}: {e}); "
-                         "offline? give a local copy with --local NAME=PATH")
+        raise SystemExit(f"{hub} ({config or 'default'}, {split}): cannot load ({one_line(e)}); offline and not "
+                         f"cached? {hint}")
+
+
+def one_line(e):
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
 
 
 @cache
@@ -144,7 +152,9 @@ def fix_gpqa(rows):
 
 
 def take_shuffled(n):
-    return lambda rows: random.Random(42).sample(rows, min(n, len(rows)))
+    """s1's ds.shuffle(seed=42).select(range(n)) (data/collect_data.py l. 469-473): the datasets library
+    shuffles with numpy's default_rng(seed).permutation, so the same rows in the same order give s1's n."""
+    return lambda rows: [rows[i] for i in np.random.default_rng(42).permutation(len(rows))[:n]]
 
 
 SOURCES = [
@@ -210,9 +220,10 @@ def generic_row(r, name, path, i):
 
 
 def load_source(name, local, args):
-    """Rows of one source in s1's columns: from the hub, the built-in family, or a local file."""
+    """(rows of one source in s1's columns, its pick or None): from the hub, the built-in family, or a
+    local file. The pick is collect's to apply: s1 sub-sampled after decontamination."""
     if name == "mini" and not local:
-        return mini.rows(args.n, args.seed, args.min_steps, args.max_steps)
+        return mini.rows(args.n, args.seed, args.min_steps, args.max_steps), None
     source = next((s for s in SOURCES if s["name"] == name), None)
     if local:
         raw = [(r, (source or {"parts": [part()]})["parts"][0]) for r in bench.read_rows(local, None, None)]
@@ -233,7 +244,7 @@ def load_source(name, local, args):
                 rows.append(source["to_row"](r, p))
         except (KeyError, IndexError, TypeError, AttributeError) as e:
             raise SystemExit(f"{local or source['hub']} row {i}: not in {name}'s layout ({type(e).__name__}: {e})")
-    return source["pick"](rows) if mapped and source.get("pick") else rows
+    return rows, source.get("pick") if mapped else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,10 +256,49 @@ def ngrams(text, n=8):
     return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)} if len(words) >= n else {" ".join(words)}
 
 
+# s1's decontamination sets (data/collect_data.py l. 445-450): GPQA Diamond and MATH500 as eval.py loads
+# them, and two that exist on the hub only: name -> (hub dataset, question field, files). LiveCodeBench's
+# loading script, which s1 ran with version_tag="release_v4", reads these four files (release_v4 is
+# cumulative: v1-v3, which s1 trains on, and what v4 adds); recent `datasets` no longer run scripts,
+# so the files are fetched as they are.
+HUB_EVAL_SETS = {
+    "aimo-validation-aime": ("AI-MO/aimo-validation-aime", "problem", None),  # AIME 2022-2024, split train
+    "livecodebench-v4": ("livecodebench/code_generation_lite", "question_content",
+                         ["test.jsonl", "test2.jsonl", "test3.jsonl", "test4.jsonl"]),
+}
+S1_EVAL_SETS = ["aimo-validation-aime", "gpqa", "math500", "livecodebench-v4"]
+
+
+def hub_eval_questions(name, path=None):
+    """The questions of one of HUB_EVAL_SETS: from path, else from the hub, or its cache when offline."""
+    hub, key, files = HUB_EVAL_SETS[name]
+    hint = f"give a copy with --eval-data {name}=PATH"
+    if files and not path:
+        from huggingface_hub import hf_hub_download
+        try:  # offline (HF_HUB_OFFLINE=1) this returns the cached copy, or fails
+            paths = [hf_hub_download(hub, f, repo_type="dataset") for f in files]
+        except Exception as e:
+            raise SystemExit(f"{hub} ({', '.join(files)}): cannot load ({one_line(e)}); offline and not cached? {hint}")
+        questions = []
+        for p in paths:  # large files (test cases): keep only the questions
+            with open(p) as f:
+                questions += [json.loads(line)[key] for line in f if line.strip()]
+        return questions
+    rows = bench.read_rows(path, None, None) if path else hub_rows(hub, hint=hint)
+    questions = [next((r[k] for k in (key, "question", "problem") if isinstance(r.get(k), str)), None) for r in rows]
+    if None in questions:
+        raise SystemExit(f"{path or hub} row {questions.index(None)}: no {key!r} (--eval-sets {name})")
+    return questions
+
+
 def eval_questions(names, sources):
-    """{benchmark: [question text]} as eval.py loads them; GPQA is skipped, and said so, without a copy."""
+    """{benchmark: [question text]}: s1's hub-only sets, or eval.py's benchmarks as eval.py loads them;
+    GPQA is skipped, and said so, without a copy."""
     out = {}
     for name in names:
+        if name in HUB_EVAL_SETS:
+            out[name] = hub_eval_questions(name, sources.get(name))
+            continue
         if name == "gpqa" and name not in sources and not os.path.exists(bench.BENCHMARKS["gpqa"][3]):
             print(f"decontamination: skipped GPQA Diamond (no copy at {bench.BENCHMARKS['gpqa'][3]}; "
                   "give one with --eval-data gpqa=PATH)")
@@ -263,10 +313,14 @@ def collect(args):
     tests = eval_questions(args.eval_sets, args.eval_data)
     test_grams = set().union(*(ngrams(q, args.ngram) for qs in tests.values() for q in qs))
     print("decontaminating against " + ", ".join(f"{k} ({len(v)})" for k, v in tests.items()))
-    earlier, pool = set(), []
+    earlier, pool, appended = set(), [], []
     print(f"{'source':<16}{'loaded':>8}{'eval overlap':>14}{'earlier overlap':>17}{'kept':>8}")
     for name in args.sources:
-        rows = load_source(name, args.local.get(name), args)
+        rows, pick = load_source(name, args.local.get(name), args)
+        if name == "aime" and not args.check_aime:  # s1 data/add_aime.py l. 26-34: concatenated to the finished pool
+            appended += rows
+            print(f"{name:<16}{len(rows):>8}{'-':>14}{'-':>17}{len(rows):>8}  appended last, unchecked (s1's add_aime.py)")
+            continue
         kept, contaminated, overlap = [], 0, 0
         for r in rows:
             grams = ngrams(r["question"], args.ngram)
@@ -276,16 +330,21 @@ def collect(args):
                 overlap += 1
             else:
                 kept.append(r)
+        clean = len(kept)
+        kept = pick(kept) if pick else kept  # after decontamination, as s1 (collect_data.py l. 459-474)
         for r in kept:  # after each source, its questions join the set the next ones are checked against
             earlier |= ngrams(r["question"], args.ngram)
-        print(f"{name:<16}{len(rows):>8}{contaminated:>14}{overlap:>17}{len(kept):>8}")
+        print(f"{name:<16}{len(rows):>8}{contaminated:>14}{overlap:>17}{len(kept):>8}"
+              + (f"  {len(kept)} picked of {clean}" if len(kept) != clean else ""))
         pool += kept
     seen, unique = set(), []
     for r in pool:
         if r["question"] not in seen:
             seen.add(r["question"])
             unique.append(r)
-    print(f"exact duplicates removed: {len(pool) - len(unique)}\npool: {len(unique)} questions -> {args.out}")
+    print(f"exact duplicates removed: {len(pool) - len(unique)}")
+    unique += appended
+    print(f"pool: {len(unique)} questions -> {args.out}")
     write_jsonl(args.out, unique)
 
 
@@ -521,6 +580,28 @@ def distill(args):
 # ----------------------------------------------------------------------------------------------
 # Command line
 
+COLLECT_VS_S1 = """Collect s1's question pool (data/collect_data.py, then data/add_aime.py).
+
+As s1: decontamination against AIME 2022-2024 (AI-MO/aimo-validation-aime), GPQA Diamond, MATH500 and
+LiveCodeBench release_v4 with word 8-grams, each source also against the sources before it; XWord's
+1,000 and SciEval's 250 are picked from what decontamination left; AIME 1983-2022 is appended to the
+finished pool with neither decontamination nor de-duplication, so its 2022 problems, which are in
+aimo-validation-aime, stay. release_v4 contains LiveCodeBench v1-v3, so this removes every
+LiveCodeBench question of the pool, as s1's code, run as written, does.
+
+Where we differ from s1, and why:
+  - questions under 8 words have no 8-gram; we compare them whole (s1 let them through unchecked);
+  - GPQA Diamond is read from eval.py's local copy when there is one (the hub's is gated), and skipped,
+    with a message, when there is none;
+  - --aime25 adds AIME25, which came out after s1; --check-aime treats AIME like the other sources;
+  - SciEval's 250 are spread over tasks and SocraticQA topics by a seeded walk; s1's
+    select_examples_scieval walks a differently shuffled copy (and can take a row twice), so the 250
+    rows differ from s1's;
+  - GPQA options are shuffled (fix_gpqa.py) over the whole pool's GPQA rows, s1 over s1K's, so the
+    option order differs.
+"""
+
+
 def name_eq_path(specs, flag, p):
     out = {}
     for spec in specs:
@@ -534,15 +615,22 @@ def name_eq_path(specs, flag, p):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("collect", help="the question pool: load, map, decontaminate, de-duplicate")
+    c = sub.add_parser("collect", help="the question pool: load, map, decontaminate, de-duplicate",
+                       description=COLLECT_VS_S1, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--sources", nargs="+", default=S1_SOURCES,
                    help=f"in this order (later ones are checked against earlier ones): {' '.join(S1_SOURCES)}, "
                         "mini (the built-in miniature tasks), or a name of one's own given with --local")
     c.add_argument("--local", action="append", default=[], metavar="NAME=PATH",
                    help="read source NAME from a local .jsonl/.json(.gz): rows in the hub's layout, in s1's five "
                         "columns, or (a source of one's own) with a question and a solution or answer")
-    c.add_argument("--eval-sets", nargs="+", default=["aime24", "aime25", "math500", "gpqa"],
-                   help="benchmarks to decontaminate against, as eval.py loads them")
+    c.add_argument("--eval-sets", nargs="+", default=S1_EVAL_SETS,
+                   help=f"benchmarks to decontaminate against (default: s1's); {', '.join(HUB_EVAL_SETS)} from the "
+                        f"hub ({', '.join(h for h, _, _ in HUB_EVAL_SETS.values())}; offline: its cache), or any of "
+                        f"{', '.join(bench.BENCHMARKS)} as eval.py loads them. Offline with no cache: "
+                        "--eval-sets aime24 aime25 math500 gpqa (local copies), or --eval-data")
+    c.add_argument("--aime25", action="store_true", help="decontaminate against AIME25 too (s1 predates it)")
+    c.add_argument("--check-aime", action="store_true",
+                   help="decontaminate and de-duplicate the aime source like the others (s1 did not: add_aime.py)")
     c.add_argument("--eval-data", action="append", default=[], metavar="NAME=PATH", help="another benchmark's file")
     c.add_argument("--ngram", type=int, default=8, help="word n-gram size of the decontamination (s1: 8)")
     c.add_argument("--limit", type=int, default=0, help="first N rows of each source only (a trial run)")
@@ -579,9 +667,11 @@ def parse_args(argv=None):
     if args.command == "collect":
         args.local = name_eq_path(args.local, "--local", p)
         args.eval_data = name_eq_path(args.eval_data, "--eval-data", p)
-        unknown = [b for b in args.eval_sets if b not in bench.BENCHMARKS and b not in args.eval_data]
+        args.eval_sets = list(dict.fromkeys(args.eval_sets + ["aime25"] * args.aime25))
+        known = [*HUB_EVAL_SETS, *bench.BENCHMARKS, *args.eval_data]
+        unknown = [b for b in args.eval_sets if b not in known]
         if unknown:
-            p.error(f"--eval-sets {' '.join(unknown)}: not one of {sorted(bench.BENCHMARKS)}; give a file with --eval-data")
+            p.error(f"--eval-sets {' '.join(unknown)}: not one of {sorted(set(known))}; give a file with --eval-data")
         for name in args.local:
             if name not in args.sources:
                 p.error(f"--local {name}: not among --sources; add it there (the order of --sources matters)")

@@ -83,7 +83,8 @@ def test_pipeline_end_to_end_with_hand_checked_counts(models, tmp_path, capsys):
     evals = write(tmp_path / "from_evals.jsonl", planted)
     pool, distilled, featurized = (str(tmp_path / f) for f in ("pool.jsonl", "distilled.jsonl", "featurized.jsonl"))
     prepare.main(["collect", "--sources", "gsm8k", "planted", "evals", "--local", f"gsm8k={GSM8K}",
-                  "--local", f"planted={PLANTED}", "--local", f"evals={evals}", "--out", pool])
+                  "--local", f"planted={PLANTED}", "--local", f"evals={evals}",
+                  "--eval-sets", "aime24", "aime25", "math500", "gpqa", "--out", pool])
     out = capsys.readouterr().out
     # hand-checked: planted.jsonl row 10 repeats 8 words of GSM8K row 0; rows 8 and 9 are the same question
     assert re.search(r"gsm8k\s+31\s+0\s+0\s+31", out) and re.search(r"planted\s+13\s+0\s+1\s+12", out)
@@ -354,7 +355,8 @@ def test_mini_solver_is_right_on_short_questions_and_wrong_on_long_ones():
 
 def test_mini_pipeline_decontaminates_selects_by_difficulty_domain_and_length(models, tmp_path, capsys):
     test, pool, d, f, s = (str(tmp_path / n) for n in ("test.jsonl", "pool.jsonl", "d.jsonl", "f.jsonl", "s.jsonl"))
-    prepare.main(["collect", "--sources", "mini", "--n", "150", "--seed", "1", "--max-steps", "3", "--out", test])
+    prepare.main(["collect", "--sources", "mini", "--n", "150", "--seed", "1", "--max-steps", "3", "--eval-sets", "aime24",
+                  "--out", test])
     assert E.load_benchmark("minitest", test)[0]["gold"] == read(test)[0]["answer"]  # eval.py reads it as a benchmark
     prepare.main(["collect", "--sources", "mini", "--n", "300", "--max-steps", "5", "--eval-sets", "aime24", "minitest",
                   "--eval-data", f"minitest={test}", "--out", pool])
@@ -429,6 +431,151 @@ def test_gpqa_is_skipped_and_said_so_without_a_copy(monkeypatch, capsys):
     assert "skipped GPQA Diamond" in capsys.readouterr().out
 
 
+# ----------------------------------------------------------------------------------------------
+# Curation as s1 did it (issue 12 item 7). Each s1 value is written out, its source beside it.
+
+AIMO_2022 = "Find the number of ordered pairs of positive integers m and n such that m times n equals 2022 exactly."
+LCB_HARD = "You are given an array of n integers. Find the length of the longest strictly increasing contiguous run."
+
+
+def hub_only_copies(tmp_path):
+    """Local stand-ins for s1's two hub-only decontamination sets, in the hub's columns."""
+    return ["--eval-data", "aimo-validation-aime=" + write(tmp_path / "aimo.jsonl", [{"problem": AIMO_2022, "answer": "6"}]),
+            "--eval-data", "livecodebench-v4=" + write(tmp_path / "lcb.jsonl", [{"question_content": LCB_HARD}])]
+
+
+def test_decontamination_sets_are_s1s_by_default_and_aime25_is_a_flag(tmp_path):
+    # s1 data/collect_data.py l. 445-450: AI-MO/aimo-validation-aime (split train, "problem"), Idavidrein/gpqa
+    # gpqa_diamond, simplescaling/openaimath test (MATH500), livecodebench/code_generation_lite release_v4
+    args = prepare.parse_args(["collect", "--out", "p.jsonl"])
+    assert args.eval_sets == ["aimo-validation-aime", "gpqa", "math500", "livecodebench-v4"]
+    assert prepare.HUB_EVAL_SETS["aimo-validation-aime"][:2] == ("AI-MO/aimo-validation-aime", "problem")
+    assert prepare.HUB_EVAL_SETS["livecodebench-v4"] == (  # release_v4 = the first four files (cumulative)
+        "livecodebench/code_generation_lite", "question_content", ["test.jsonl", "test2.jsonl", "test3.jsonl", "test4.jsonl"])
+    assert (E.BENCHMARKS["math500"][0], E.BENCHMARKS["math500"][2]) == ("simplescaling/openaimath", "test")
+    assert E.BENCHMARKS["gpqa"][:2] == ("Idavidrein/gpqa", "gpqa_diamond")
+    assert prepare.parse_args(["collect", "--aime25", "--out", "p"]).eval_sets[-1] == "aime25"
+
+    math500, aime25 = E.load_benchmark("math500"), E.load_benchmark("aime25")
+    clean = "A train leaves the station at noon and travels at sixty miles per hour; where is it at three?"
+    rows = [{"question": q, "answer": "1"} for q in (AIMO_2022, LCB_HARD, math500[0]["prompt"], aime25[0]["prompt"], clean)]
+    pool = str(tmp_path / "pool.jsonl")
+    collect = ["collect", "--sources", "mine", "--local", "mine=" + write(tmp_path / "mine.jsonl", rows),
+               *hub_only_copies(tmp_path), "--out", pool]
+    prepare.main(collect)
+    assert [r["question"] for r in read(pool)] == [aime25[0]["prompt"], clean]  # s1's sets: AIME25 is not among them
+    prepare.main(collect + ["--aime25"])
+    assert [r["question"] for r in read(pool)] == [clean]
+
+
+def test_hub_only_sets_load_from_the_cache_offline_or_fail_in_one_line_naming_them(tmp_path, monkeypatch):
+    import datasets
+    import huggingface_hub.constants
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets"))  # empty caches
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    for name, hub in (("aimo-validation-aime", "AI-MO/aimo-validation-aime"),
+                      ("livecodebench-v4", "livecodebench/code_generation_lite")):
+        with pytest.raises(SystemExit) as e:  # the tests run with HF_HUB_OFFLINE=1 (conftest.py)
+            prepare.eval_questions([name], {})
+        assert hub in str(e.value) and f"--eval-data {name}=PATH" in str(e.value) and "\n" not in str(e.value)
+    # cached as hf_hub_download leaves it: read offline, four files, their questions only
+    repo = tmp_path / "hub" / "datasets--livecodebench--code_generation_lite"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    for k, f in enumerate(prepare.HUB_EVAL_SETS["livecodebench-v4"][2]):
+        write(repo / "snapshots" / ("0" * 40) / f, [{"question_content": f"problem {k}", "private_test_cases": "..."}])
+    assert prepare.eval_questions(["livecodebench-v4"], {}) == {"livecodebench-v4": [f"problem {k}" for k in range(4)]}
+
+
+def test_aime_is_appended_last_without_decontamination_or_deduplication_as_s1(tmp_path):
+    # s1 data/add_aime.py: qq8933/AIME_1983_2024 rows of year <= 2022 (l. 7-8) are concatenated to the
+    # finished pool (l. 26-34), checked against nothing: AIME 2022 stays though aimo-validation-aime has it
+    math = [{"problem": "How many positive divisors does the number 3600 have in total, counting 1 and itself?",
+             "solution": "\\boxed{45}", "subject": "Number Theory"}]
+    aime = [{"ID": "1990-1", "Question": math[0]["problem"], "Answer": 45},  # an earlier source's question
+            {"ID": "2022-I-5", "Question": AIMO_2022, "Answer": 6},  # in s1's decontamination set
+            {"ID": "1995-2", "Question": "Find the last three digits of the product of the first fifteen odd primes.",
+             "Answer": 7},
+            {"ID": "2023-I-1", "Question": "A problem from 2023 that s1 did not take into its pool at all.", "Answer": 1}]
+    pool = str(tmp_path / "pool.jsonl")
+    collect = ["collect", "--sources", "aime", "math", "--local", "aime=" + write(tmp_path / "aime.jsonl", aime),
+               "--local", "math=" + write(tmp_path / "math.jsonl", math), *hub_only_copies(tmp_path), "--out", pool]
+    prepare.main(collect)
+    rows = read(pool)
+    assert [r["question"] for r in rows] == [math[0]["problem"]] + [a["Question"] for a in aime[:3]]  # appended last
+    assert [r["source_type"] for r in rows[1:]] == ["qq8933/AIME_1983_2024"] * 3 and rows[1]["solution"] == "45"
+    prepare.main(collect + ["--check-aime"])  # as any other source: the duplicate and the contaminated one go
+    assert [r["question"] for r in read(pool)] == [aime[0]["Question"], aime[2]["Question"]]
+
+
+def test_xword_and_scieval_are_subsampled_after_decontamination(tmp_path, capsys):
+    # s1 data/collect_data.py l. 459-474: decontaminate, then select_examples_scieval(ds, 250) (l. 420) or
+    # ds.shuffle(seed=42) and the first 1000 for XWord (l. 432). One row in five shares an 8-gram with the
+    # test set, so picking first would leave about 800 and 200, not 1000 and 250.
+    fox = "the quick brown fox jumps over the lazy dog"
+    test = write(tmp_path / "test.jsonl", [{"question": f"Tell me whether {fox} today.", "answer": "yes"}])
+    xword = [{"instruction": "", "output": f"WORD{i}",
+              "input": f"### Clue: Sea creature number {i} with eight arms{' and ' + fox if i % 5 == 0 else ''} (7)"}
+             for i in range(1500)]
+    tasks = ["SocraticQA", "reagent selection", "MedQA", "PubMedQA"]
+    scieval = [{"question": f"In case {i} of study {t}, which option{' says ' + fox if i % 5 == 0 else ''} holds?"
+                            "\n\nAnswer:", "answer": ["A"], "task_name": t, "category": "Biology", "type": "mc",
+                "topic": ("cells", "genes")[i % 2] if t == "SocraticQA" else None}
+               for t in tasks for i in range(100)]
+    pool = str(tmp_path / "pool.jsonl")
+    prepare.main(["collect", "--sources", "scieval", "xword", "--local", "scieval=" + write(tmp_path / "s.jsonl", scieval),
+                  "--local", "xword=" + write(tmp_path / "x.jsonl", xword), "--eval-sets", "test",
+                  "--eval-data", f"test={test}", "--out", pool])
+    rows = read(pool)
+    picked = [r for r in rows if r["source_type"] == "0xharib/xword1"]
+    assert len(picked) == 1000 and len(rows) - len(picked) == 250 and not any(fox in r["question"] for r in rows)
+    clean = [prepare.XWORD + "\n\n" + x["input"].split("### Clue: ")[1] for x in xword if fox not in x["input"]]
+    assert [r["question"] for r in picked] == [clean[i] for i in np.random.default_rng(42).permutation(len(clean))[:1000]]
+    out = capsys.readouterr().out
+    assert re.search(r"xword\s+1500\s+300\s+0\s+1000  1000 picked of 1200", out)
+    assert re.search(r"scieval\s+400\s+80\s+0\s+250  250 picked of 320", out)
+
+
+def featurized_rows(tmp_path, models, grader, *extra):
+    """curate.py features on six hand-made distilled rows, each tripping one rule of stage 1a or 1b."""
+    ok = dict(distill_status="ok", thinking="abc", attempt="51", source_type="planted", cot_type="math", metadata="{}")
+    rows = [dict(ok, question="Prove that there are infinitely many primes.",
+                 solution="Suppose there were finitely many.\nTheir product plus one has a new prime factor."),
+            dict(ok, question="What is 17 times 3?", solution="\\boxed{51}"),
+            dict(ok, question="Prove that the square root of two is irrational.", solution=None),
+            dict(ok, question="What is 50 plus 1?", solution="51", distill_status="error", thinking=None, attempt=None),
+            dict(ok, question="[asy] draw((0,0)--(3,4)); [/asy] How long is the segment?", solution="5"),
+            dict(ok, question="p3. What is the smallest prime above fifty?", solution="53")]
+    data, out = write(tmp_path / "d.jsonl", rows), str(tmp_path / f"f_{grader}.jsonl")
+    curate.main(["features", "--data", data, "--solvers", "--tokenizer", models["tok"], "--classifier", "none",
+                 "--grader", grader, "--out", out, *extra])
+    return rows, out
+
+
+def test_stage_1a_and_1b_count_each_rule_and_the_llm_grader_keeps_proofs(models, tmp_path, capsys):
+    rows, featurized = featurized_rows(tmp_path, models, "math")
+    curate.main(["select", "--data", featurized, "--n", "10", "--out", str(tmp_path / "math.jsonl")])
+    out = capsys.readouterr().out
+    assert stage_counts(out)["1a"] == 3 and stage_counts(out)["1b"] == 1
+    for rule in ("no trace", "no reference solution", "no grade: no short reference answer",  # 1a, s1 filter.ipynb cell 4
+                 "[asy] figure, not from AIME", '"p<N>." numbering'):  # 1b, cell 7
+        assert re.search(rf"^      - {re.escape(rule)} +1\b", out, re.M), rule
+    assert "features --grader llm" in out
+    assert [r["question"] for r in read(tmp_path / "math.jsonl")] == [rows[1]["question"]]
+
+    # s1's Claude graded the proof (data/featurization.py l. 65-71); an LLM grader with s1's prompt keeps it
+    server, url, seen = stub_server([reply(content="The attempt proves it.\nYes")])
+    _, featurized = featurized_rows(tmp_path, models, "llm", "--grader-model", "judge", "--base-url", url)
+    server.shutdown()
+    assert seen and all(body["messages"][0]["content"] == curate.GRADING_PROMPT for _, body in seen)
+    curate.main(["select", "--data", featurized, "--n", "10", "--out", str(tmp_path / "llm.jsonl")])
+    out = capsys.readouterr().out
+    assert stage_counts(out)["1a"] == 4 and "no short reference answer" not in out
+    assert re.search(r"^      - no reference solution +1\b", out, re.M)  # no reference: no grade, in s1 too (l. 56-63)
+    assert sorted(r["question"] for r in read(tmp_path / "llm.jsonl")) == sorted(r["question"] for r in rows[:2])
+
+
 def test_bad_input_is_a_one_line_error_naming_it(tmp_path):
     bad = write(tmp_path / "bad.jsonl", [{"question": "fine?", "answer": "1"}, {"prompt": "no question here"}])
     with pytest.raises(SystemExit, match=r"bad.jsonl row 1: no question"):
@@ -451,6 +598,7 @@ def test_help():
     for script, sub in (("prepare.py", "collect"), ("curate.py", "select")):
         text = run([sys.executable, script, sub, "--help"]).stdout
         assert "--out" in text and ("--local" in text or "--uniform-until" in text)
+        assert "Where we differ from s1, and why:" in text  # issue 12 item 7: said where it is used
     for argv in (["distill", "--help"],):
         with pytest.raises(SystemExit) as e:
             prepare.parse_args(argv)
