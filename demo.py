@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -42,6 +43,8 @@ def stage(name, output, cmd, force):
     if os.path.exists(output) and not force:
         print(f"== {name}: done already ({output}); --force redoes it", flush=True)
         return
+    if force and name == "train" and os.path.isdir(os.path.dirname(output)):
+        shutil.rmtree(os.path.dirname(output))  # train.py refuses to overwrite a run it was not told to resume
     print(f"== {name}\n$ {shlex.join(cmd)}", flush=True)
     t0 = time.time()
     subprocess.run(cmd, cwd=ROOT, check=True)

@@ -18,14 +18,19 @@ sequences in one row) and accumulates gradients until its share is done, so the 
 on 1 CPU process or 16 GPUs and gives the same updates.
 """
 import argparse
+import datetime
 import json
 import math
 import os
 import resource
+import shutil
 import socket
 import sys
 import time
 
+# Before torch touches CUDA: grow memory segments instead of fragmenting them (variable-length rows
+# leave holes a fixed-size segment cannot reuse). The user's own setting wins.
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
@@ -81,7 +86,13 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=42, help="shuffling and random init (HF Trainer's default 42)")
     p.add_argument("--ce-chunk", type=int, default=2048, help="positions per LM-head/loss chunk")
     p.add_argument("--save-every", type=int, default=0, help="distributed checkpoint every N steps (0: only at the end)")
+    p.add_argument("--keep-checkpoints", type=int, default=2,
+                   help="complete checkpoints kept (older ones go once a newer one is complete); 32B with AdamW: "
+                        "393 GB each")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--dist-timeout-min", type=float, default=60,
+                   help="collective timeout; torch's default 10 min is less than rank 0 may need to read or "
+                        "write 131 GB of fp32 weights on a slow disk while the other ranks wait")
     p.add_argument("--stop-at", type=int, default=0,
                    help="stop (with a checkpoint) once this step is done; the schedule is that of the full run")
     p.add_argument("--dry-run", action="store_true", help="print the plan (memory per GPU, steps, time) and exit")
@@ -171,6 +182,9 @@ def plan_steps(lengths, global_batch, world, epochs, seed, pack, block_size):
     steps = []
     for epoch in range(epochs):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        if epoch == 0:  # the longest example in the first step: if memory runs out, it does at step 1
+            j = order.index(max(range(n), key=lengths.__getitem__))
+            order[0], order[j] = order[j], order[0]
         # Fill the last batch by wrapping around, as torch's DistributedSampler did for s1
         # (1,000 examples, 16 GPUs: 63 steps of 16 per epoch, 315 in all).
         order = (order * 2)[:steps_per_epoch * global_batch]
@@ -268,6 +282,12 @@ def print_plan(cfg, n_params, args, gpus, checkpointing, lengths=None, steps=Non
         print0(f"  {name:45s} {b / gb:8.1f} GiB")
     verdict = "fits" if total <= usable else "does NOT fit"
     print0(f"  {'total':45s} {total / gb:8.1f} GiB of {args.gpu_memory_gb:.0f} GB -> {verdict}")
+    checkpoint, final = 12 * n_params, (4 if args.save_dtype == "float32" else 2) * n_params  # fp32 weights + AdamW m, v
+    at_once = args.keep_checkpoints + 1 if args.save_every else 1  # the kept ones and the one being written
+    print0(f"disk in --out: {checkpoint / 1e9:.0f} GB per checkpoint (fp32 weights and AdamW state), up to {at_once} "
+           f"at once with --keep-checkpoints {args.keep_checkpoints}" + ("" if args.save_every else " (--save-every 0: "
+           "only at --stop-at)") + f", final model {final / 1e9:.0f} GB ({args.save_dtype}): "
+           f"{(at_once * checkpoint + final) / 1e12:.2f} TB at most")
     if lengths is not None and steps is not None:
         flops = args.epochs * sum(train_flops(cfg, n) for n in lengths)
         seconds = flops / (gpus * H100_BF16_TFLOPS * 1e12 * args.mfu)
@@ -288,7 +308,7 @@ def print0(*a):
         print(*a, flush=True)
 
 
-def init_distributed(device_type):
+def init_distributed(device_type, timeout_min=60):
     if "RANK" not in os.environ:  # plain `python train.py`: a process group of one
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -296,9 +316,45 @@ def init_distributed(device_type):
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if device_type == "cuda":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=timeout_min))
     return dist.get_rank(), dist.get_world_size()
 
+
+def from_rank0(value):
+    """Rank 0's value on every rank: decisions about files are made once, so that no rank leaves
+    while the others wait in a collective."""
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def check_out_dir(out, resume):
+    """Before any work: --out is one directory that every rank sees (DCP writes each rank's shards
+    there and rank 0 renames the finished checkpoint), and it holds no other run unless --resume."""
+    os.makedirs(out, exist_ok=True)
+    token, path = from_rank0(f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"), os.path.join(out, ".shared")
+    if is_main():
+        with open(path, "w") as f:
+            f.write(token)
+    dist.barrier()
+    try:
+        with open(path) as f:
+            seen = f.read() == token
+    except OSError:
+        seen = False
+    blind = [None] * dist.get_world_size()
+    dist.all_gather_object(blind, None if seen else f"{dist.get_rank()} ({socket.gethostname()})")
+    dist.barrier()
+    if is_main():
+        os.remove(path)
+    blind = [b for b in blind if b]
+    if blind:
+        raise SystemExit(f"--out {out}: rank(s) {', '.join(blind)} cannot see what rank 0 writes there; "
+                         "on several nodes --out must be on a filesystem they all mount (NFS, Lustre, ...)")
+    found = from_rank0([name for name in ("final", "checkpoints") if os.path.exists(os.path.join(out, name))])
+    if found and not resume:
+        raise SystemExit(f"--out {out} already holds a run ({', '.join(found)}): add --resume to continue it, "
+                         "or choose another --out")
 
 def build_model(args, cfg, path, device, checkpointing, world):
     """Meta-device model -> FSDP2 shards -> weights: only rank 0 reads the checkpoint (or makes the
@@ -343,40 +399,61 @@ def make_optimizer(model, args, device):
                              lr=args.lr, betas=tuple(args.betas), eps=args.eps, fused=device.type == "cuda")
 
 
-def save_checkpoint(model, opt, step, out):
-    """A sharded DCP checkpoint, written to a .tmp directory and renamed when complete."""
+def complete_checkpoints(out):
+    folder = os.path.join(out, "checkpoints")
+    return sorted(d for d in os.listdir(folder) if d.startswith("step_") and not d.endswith(".tmp")) \
+        if os.path.isdir(folder) else []
+
+
+def save_checkpoint(model, opt, step, out, keep):
+    """A sharded DCP checkpoint, written to a .tmp directory and renamed when complete; then all but
+    the newest `keep` complete ones are deleted (never before the new one is whole)."""
     path = os.path.join(out, "checkpoints", f"step_{step:06d}")
     state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)}
+    if is_main() and os.path.exists(path + ".tmp"):  # a killed save's leftovers (a resumed run saves it again)
+        shutil.rmtree(path + ".tmp")
+    dist.barrier()
     dcp.save(state, checkpoint_id=path + ".tmp")
     dist.barrier()
     if is_main():
+        if os.path.exists(path):  # the same step saved by the run that was killed after it
+            shutil.rmtree(path)
         os.rename(path + ".tmp", path)
+        for old in complete_checkpoints(out)[:-keep] if keep > 0 else []:
+            shutil.rmtree(os.path.join(out, "checkpoints", old))
     dist.barrier()
 
 
 def load_latest_checkpoint(model, opt, out):
-    folder = os.path.join(out, "checkpoints")
-    done = sorted(d for d in os.listdir(folder) if d.startswith("step_") and not d.endswith(".tmp")) \
-        if os.path.isdir(folder) else []
-    if not done:
-        raise SystemExit(f"--resume: no complete checkpoint in {folder}")
+    newest = from_rank0((complete_checkpoints(out) or [None])[-1])  # every rank loads the same one, or none does
+    if newest is None:
+        raise SystemExit(f"--resume: no complete checkpoint in {os.path.join(out, 'checkpoints')}")
     state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)}
-    dcp.load(state, checkpoint_id=os.path.join(folder, done[-1]))
+    dcp.load(state, checkpoint_id=os.path.join(out, "checkpoints", newest))
     set_model_state_dict(model, state["model"])
     set_optimizer_state_dict(model, opt, state["optim"])
-    return int(done[-1].removeprefix("step_"))
+    return int(newest.removeprefix("step_"))
 
 
-def open_log(path, keep_until):
-    """The JSONL step log, keeping the records of steps up to the resumed one: steps that ran after
-    the last checkpoint of a killed run are run again, and logged again."""
-    kept = []
-    if keep_until and os.path.exists(path):
-        with open(path) as f:
-            kept = [line for line in f if json.loads(line)["step"] <= keep_until]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(kept)
-    os.replace(path + ".tmp", path)
+def read_log(path):
+    """The step records of log.jsonl, the last one of each step: a resumed run appends the steps it
+    runs again (those after the checkpoint it resumed from), and nothing is ever deleted."""
+    by_step = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                record = json.loads(line)
+                by_step[record["step"]] = record
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def open_log(path, resume):
+    """The JSONL step log, appended to on --resume. A fresh run in a directory whose earlier run left
+    only a log (it died before any checkpoint) moves that log aside rather than mixing the two."""
+    if not resume and os.path.exists(path):
+        aside = path.replace(".jsonl", f".{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+        os.replace(path, aside)
+        print0(f"{path}: an earlier run's log, kept as {aside}")
     return open(path, "a")
 
 
@@ -385,6 +462,9 @@ def open_log(path, keep_until):
 def main(args):
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
+    if not args.dry_run and device.type == "cpu" and args.device == "auto" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise SystemExit(f"torchrun started {os.environ['WORLD_SIZE']} processes but this machine has no CUDA: "
+                         "they would train on CPU over gloo. Pass --device cpu if that is what you want")
     path = qwen.checkpoint_dir(args.model, patterns=("config.json",) if args.dry_run else
                                ("*.json", "*.safetensors", "*.txt", "*.jinja"))
     cfg = qwen.read_config(os.path.join(path, "config.json"))
@@ -404,9 +484,9 @@ def main(args):
             print0(f"(no time estimate: {e})")
         return print_plan(cfg, n_params, args, args.gpus, checkpointing, lengths, steps)
 
-    rank, world = init_distributed(device.type)
+    rank, world = init_distributed(device.type, args.dist_timeout_min)
     torch.manual_seed(args.seed)
-    os.makedirs(args.out, exist_ok=True)
+    check_out_dir(args.out, args.resume)
     tokenizer = chat.load_tokenizer(args.tokenizer or path)
     triples = to_triples(read_rows(args.data), args.data)
     examples, cut = tokenize(triples, tokenizer, args.block_size)
@@ -430,7 +510,7 @@ def main(args):
     opt = make_optimizer(model, args, device)
     start = load_latest_checkpoint(model, opt, args.out) if args.resume else 0
     end = min(len(steps), args.stop_at) if args.stop_at else len(steps)
-    log = open_log(os.path.join(args.out, "log.jsonl"), keep_until=start) if is_main() else None
+    log = open_log(os.path.join(args.out, "log.jsonl"), args.resume) if is_main() else None
     bar = tqdm(total=len(steps), initial=start, desc="train", disable=not is_main(), dynamic_ncols=True)
 
     for step in range(start, end):
@@ -475,12 +555,12 @@ def main(args):
             bar.update(1)
             bar.write(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
         if args.save_every and (step + 1) % args.save_every == 0 and step + 1 < len(steps):
-            save_checkpoint(model, opt, step + 1, args.out)
+            save_checkpoint(model, opt, step + 1, args.out, args.keep_checkpoints)
     bar.close()
 
     if end < len(steps):  # stopped early on purpose: leave a checkpoint to resume from
         if not (args.save_every and end % args.save_every == 0):
-            save_checkpoint(model, opt, end, args.out)
+            save_checkpoint(model, opt, end, args.out, args.keep_checkpoints)
     else:  # the final model, in Hugging Face format
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if is_main():

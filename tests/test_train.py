@@ -19,8 +19,7 @@ TORCHRUN = os.path.join(os.path.dirname(PY), "torchrun")
 
 
 def losses(out):
-    with open(os.path.join(out, "log.jsonl")) as f:
-        return [json.loads(line)["loss"] for line in f]
+    return [r["loss"] for r in train.read_log(os.path.join(out, "log.jsonl"))]
 
 
 def test_lr_schedule_is_transformers_cosine_with_warmup():
@@ -40,6 +39,8 @@ def test_plan_gives_s1s_315_steps_and_balances_ranks():
         seen = [i for step in steps[63 * epoch:63 * (epoch + 1)] for rows in step for row in rows for i in row]
         assert len(seen) == 63 * 16 and set(seen) == set(range(1000))
     assert all(len(rows) == 1 and len(rows[0]) == 1 for step in steps for rows in step)
+    longest = max(range(1000), key=lengths.__getitem__)
+    assert steps[0][0][0] == [longest]  # step 1, rank 0's first row: an OOM comes at step 1, not step 200
     # Packed, 2 ranks: every row fits the block, ranks run the same number of micro-steps, and the
     # longest-first assignment keeps the two ranks' token counts within one sequence of each other.
     packed = train.plan_steps(lengths, global_batch=16, world=2, epochs=1, seed=0, pack=True, block_size=20000)
@@ -102,7 +103,8 @@ def runs(tiny_sft, tmp_path_factory):
               "--global-batch", "2", "--epochs", "1", "--lr", "1e-3", "--save-every", "3"]
     paths = {name: str(out / name) for name in ("one", "two", "resumed", "packed", "ac", "token")}
     run([PY, "train.py", *common, "--out", paths["one"]])  # 1 process, gradient accumulation 2
-    run([TORCHRUN, "--standalone", "--nproc-per-node", "2", "train.py", *common, "--out", paths["two"]])
+    run([TORCHRUN, "--standalone", "--nproc-per-node", "2", "train.py", *common, "--out", paths["two"],
+         "--keep-checkpoints", "1"])
     # As if killed during step 6: steps 4 and 5 are logged, but the newest checkpoint is step 3's.
     run([PY, "train.py", *common, "--out", paths["resumed"], "--stop-at", "5"])
     shutil.rmtree(os.path.join(paths["resumed"], "checkpoints", "step_000005"))
@@ -121,6 +123,58 @@ def test_two_processes_equal_one_process_with_accumulation(runs):
 
 def test_resume_reproduces_the_uninterrupted_run_exactly(runs):
     assert losses(runs["resumed"]) == losses(runs["one"])
+    with open(os.path.join(runs["resumed"], "log.jsonl")) as f:  # appended, never truncated: steps 1-5, then 4-8
+        assert [json.loads(line)["step"] for line in f] == [1, 2, 3, 4, 5, 4, 5, 6, 7, 8]
+
+
+def test_only_the_newest_checkpoints_are_kept(runs):
+    """--save-every 3 over 8 steps saves steps 3 and 6; --keep-checkpoints 1 (2 processes) leaves
+    step 6 alone, the default 2 keeps both."""
+    assert sorted(os.listdir(os.path.join(runs["two"], "checkpoints"))) == ["step_000006"]
+    assert sorted(os.listdir(os.path.join(runs["one"], "checkpoints"))) == ["step_000003", "step_000006"]
+
+
+def test_a_finished_run_is_not_overwritten_without_resume(runs, tiny_sft):
+    """Both ranks stop before any work, with the reason (before: rank 0 died in os.rename at the
+    first checkpoint and the other rank hung)."""
+    model, data = tiny_sft
+    proc = run([TORCHRUN, "--standalone", "--nproc-per-node", "2", "train.py", "--model", model, "--data", data,
+                "--device", "cpu", "--out", runs["two"]], check=False, timeout=120)
+    assert proc.returncode != 0 and "already holds a run (final, checkpoints): add --resume" in proc.stdout + proc.stderr
+    assert sorted(os.listdir(os.path.join(runs["two"], "checkpoints"))) == ["step_000006"]
+
+
+def test_torchrun_without_cuda_needs_device_cpu(tiny_sft, tmp_path):
+    model, data = tiny_sft
+    proc = run([TORCHRUN, "--standalone", "--nproc-per-node", "2", "train.py", "--model", model, "--data", data,
+                "--out", str(tmp_path)], check=False, timeout=120)
+    assert proc.returncode != 0 and "no CUDA" in proc.stdout + proc.stderr and "--device cpu" in proc.stderr
+    assert not os.listdir(tmp_path)  # stopped before any work
+
+
+CHECK_OUT = """
+import os, sys, torch.distributed as dist
+sys.path.insert(0, {root!r})
+import train
+train.init_distributed("cpu")
+out = {out!r} + (str(dist.get_rank()) if {separate} else "")  # separate: as if each node had its own disk
+try:
+    train.check_out_dir(out, resume=False)
+    print("ok", dist.get_rank())
+except SystemExit as e:
+    print("stop", dist.get_rank(), e)
+"""
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_out_must_be_one_directory_every_rank_sees(tmp_path, separate):
+    script = tmp_path / "check.py"
+    script.write_text(CHECK_OUT.format(root=ROOT, out=str(tmp_path / "out"), separate=separate))
+    out = run([TORCHRUN, "--standalone", "--nproc-per-node", "2", str(script)], timeout=120).stdout
+    if separate:  # every rank stops, none waits for the others
+        assert out.count("stop") == 2 and "rank(s) 1 (" in out and "cannot see what rank 0 writes" in out
+    else:
+        assert out.count("ok") == 2 and not os.path.exists(tmp_path / "out" / ".shared")
 
 
 def test_packing_and_activation_checkpointing_do_not_change_the_losses(runs):
@@ -184,8 +238,7 @@ def test_logged_lr_is_transformers_cosine_schedule_at_every_step(runs):
         expected.append(opt.param_groups[0]["lr"])
         opt.step(), sched.step()
     for name in ("one", "resumed"):
-        with open(os.path.join(runs[name], "log.jsonl")) as f:
-            logged = [json.loads(line)["lr"] for line in f]
+        logged = [r["lr"] for r in train.read_log(os.path.join(runs[name], "log.jsonl"))]
         assert logged == pytest.approx(expected, abs=1e-12) and logged[0] == 0.0
 
 
