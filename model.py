@@ -18,6 +18,8 @@ Ways to call it:
                                         (batch.attend); returns the logits of each sequence's last
                                         new token (batch.last indexes the flattened new tokens)
 """
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -340,7 +342,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "mer
 
 def checkpoint_dir(name_or_path, patterns=("*.json", "*.safetensors", "*.txt", "*.jinja")):
     """A local directory as is; anything else is a hub name, fetched (or found in the cache when
-    HF_HUB_OFFLINE=1) by huggingface_hub: the files matching `patterns` only."""
+    HF_HUB_OFFLINE=1) by huggingface_hub: the files matching `patterns` only. One process per node
+    downloads; the others wait for it and then read the cache (see download_lock)."""
     name_or_path = os.path.expanduser(os.fspath(name_or_path))
     if os.path.isdir(name_or_path):
         return name_or_path
@@ -348,10 +351,52 @@ def checkpoint_dir(name_or_path, patterns=("*.json", "*.safetensors", "*.txt", "
         raise FileNotFoundError(f"{name_or_path}: not a checkpoint directory (nor a hub name like Qwen/Qwen2.5-0.5B)")
     from huggingface_hub import snapshot_download
     try:
-        return snapshot_download(name_or_path, allow_patterns=list(patterns))
+        with download_lock(name_or_path) as waited:
+            # A process that waited reads what the one before it fetched, without asking the hub again:
+            # every rank then loads the same commit even if the repo moves meanwhile. If that snapshot
+            # lacks files we want (the first process died, or fetched config.json only), fetch them.
+            return (waited and cached_snapshot(name_or_path, patterns)) or \
+                snapshot_download(name_or_path, allow_patterns=list(patterns))
     except Exception as e:
         raise FileNotFoundError(f"{name_or_path}: not a local directory and not available from the hub "
                                 f"({type(e).__name__}: {e})") from None
+
+
+@contextlib.contextmanager
+def download_lock(repo):
+    """Hold an exclusive lock on hub repo `repo` for this node; yields True if another process held
+    it first (so this one waited). An flock on a file in the hub cache, not a barrier: train.py
+    resolves --model before any process group exists, prepare/curate run alone, and torchrun ranks,
+    two jobs on one node, or nodes sharing the cache directory all serialise the same way. The
+    kernel drops the lock when its holder exits, so a crashed download leaves no stale lock."""
+    from huggingface_hub import constants
+    lock_dir = os.path.join(constants.HF_HUB_CACHE, ".locks")  # huggingface_hub's own lock folder
+    try:
+        os.makedirs(lock_dir, exist_ok=True)
+        f = open(os.path.join(lock_dir, "models--" + repo.replace("/", "--") + ".download.lock"), "a")
+    except OSError:  # a read-only cache: nothing can be downloaded into it, so nothing to serialise
+        yield False
+        return
+    with f:  # closing the file releases the lock
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            waited = False
+        except BlockingIOError:  # another process is downloading: wait until it is done
+            fcntl.flock(f, fcntl.LOCK_EX)
+            waited = True
+        except OSError:  # a filesystem without locks (some NFS setups): go on unserialised
+            waited = False
+        yield waited
+
+
+def cached_snapshot(repo, patterns):
+    """The cached snapshot of hub repo `repo`, or None if it is missing or lacks files matching
+    `patterns` (huggingface_hub checks against the file listing it cached when it downloaded)."""
+    from huggingface_hub import snapshot_download
+    try:
+        return snapshot_download(repo, allow_patterns=list(patterns), local_files_only=True)
+    except Exception:
+        return None
 
 
 def safetensors_files(path):
@@ -365,9 +410,12 @@ def safetensors_files(path):
     raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")
 
 
-def read_checkpoint(path, expected_shapes, tied):
+def read_checkpoint(path, expected_shapes, tied, select=None):
     """Yield (name, tensor) from a checkpoint's safetensors, checking every name and shape against
-    `expected_shapes`, and that none is missing. Streams one tensor at a time."""
+    `expected_shapes`, and that none is missing. Streams one tensor at a time.
+    select(name, shape) -> index or None, if given: read only tensor[index] (a tuple of slices) of
+    that tensor, through safetensors' get_slice, so that the rest is never read (sample.py's tensor
+    parallel ranks read only their rows or columns); None reads it whole."""
     from safetensors import safe_open
     seen = set()
     for file in safetensors_files(path):
@@ -379,29 +427,32 @@ def read_checkpoint(path, expected_shapes, tied):
                     continue  # some tied checkpoints store the shared matrix twice
                 if name not in expected_shapes:
                     raise KeyError(f"{file}: unexpected tensor {name!r}, not part of a Qwen2 model")
-                shape = tuple(f.get_slice(name).get_shape())
+                part = f.get_slice(name)
+                shape = tuple(part.get_shape())
                 if shape != tuple(expected_shapes[name]):
                     raise ValueError(f"{file}: {name} has shape {shape}, expected {tuple(expected_shapes[name])}")
                 seen.add(name)
-                yield name, f.get_tensor(name)
+                index = select(name, shape) if select else None
+                # a column slice comes back as a strided view: make it dense (copies the slice only)
+                yield name, f.get_tensor(name) if index is None else part[index].contiguous()
     missing = sorted(set(expected_shapes) - seen)
     if missing:
         raise KeyError(f"{path}: checkpoint lacks {len(missing)} tensor(s), e.g. {missing[:3]}")
 
 
-def from_pretrained(name_or_path, device="cpu", dtype=None, transform=None):
+def from_pretrained(name_or_path, device="cpu", dtype=None, select=None):
     """Build on the meta device (no memory, no init), then stream the weights in, checked.
-    transform(name, tensor) -> tensor, if given, is applied to each tensor as it streams in
-    (sample.py's tensor parallelism keeps only its rank's slice)."""
+    select(name, shape) -> index or None, if given, picks the part of each tensor to read and keep
+    (see read_checkpoint; sample.py's tensor parallelism keeps only its rank's slice)."""
     path = checkpoint_dir(name_or_path)
     cfg = read_config(os.path.join(path, "config.json"))
     dtype = dtype or getattr(torch, cfg.torch_dtype)
     with torch.device("meta"):
         model = Qwen2(cfg)
     params = dict(model.named_parameters())  # a tied lm_head appears once, as the embedding
-    for name, tensor in read_checkpoint(path, {n: p.shape for n, p in params.items()}, cfg.tie_word_embeddings):
+    shapes = {n: p.shape for n, p in params.items()}
+    for name, tensor in read_checkpoint(path, shapes, cfg.tie_word_embeddings, select):
         module_name, _, attr = name.rpartition(".")
-        tensor = transform(name, tensor) if transform else tensor
         setattr(model.get_submodule(module_name), attr, nn.Parameter(tensor.to(device, dtype)))
     if cfg.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight

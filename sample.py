@@ -657,25 +657,32 @@ def rejection_sample(model, tokenizer, questions, max_thinking_tokens, max_tries
 # Tensor parallelism: Megatron-style column/row split of each block, for models larger than one GPU
 
 def tensor_parallel_slice(rank, world):
-    """A from_pretrained transform that keeps this rank's slice of every block weight: q/k/v (and
-    their biases), gate and up by output features (whole heads), o_proj and down by input features.
-    Embedding, norms and LM head stay whole on every rank. Each rank's KV pool holds its heads only."""
-    def transform(name, t):
+    """A from_pretrained select that reads only this rank's slice of every block weight: q/k/v (and
+    their biases), gate and up by output features (rows: whole heads), o_proj and down by input
+    features (columns). Embedding, norms and LM head stay whole on every rank. Each rank's KV pool
+    holds its heads only. The pieces are torch.chunk's, so every rank's are the same as if it had
+    read the whole tensor and chunked it."""
+    def piece(n):
+        size = -(-n // world)  # torch.chunk's piece size
+        return slice(rank * size, min(n, (rank + 1) * size))
+
+    def select(name, shape):
         if any(k in name for k in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")):
-            return t.chunk(world, dim=0)[rank].clone()
+            return (piece(shape[0]),)
         if any(k in name for k in ("o_proj", "down_proj")):
-            return t.chunk(world, dim=1)[rank].clone()
-        return t
-    return transform
+            return (slice(None), piece(shape[1]))
+        return None
+    return select
 
 
 def load_model(name_or_path, device, dtype, world=1, rank=0):
+    path = qwen.checkpoint_dir(name_or_path)  # resolved (and fetched, once per node) before any weight is read
     if world > 1:
-        kv_heads = qwen.read_config(os.path.join(qwen.checkpoint_dir(name_or_path), "config.json")).num_key_value_heads
+        kv_heads = qwen.read_config(os.path.join(path, "config.json")).num_key_value_heads
         if kv_heads % world:
             raise SystemExit(f"--model has {kv_heads} KV heads: the number of processes ({world}) must divide it")
-    transform = tensor_parallel_slice(rank, world) if world > 1 else None
-    model = qwen.from_pretrained(name_or_path, device=device, dtype=dtype, transform=transform)
+    select = tensor_parallel_slice(rank, world) if world > 1 else None
+    model = qwen.from_pretrained(path, device=device, dtype=dtype, select=select)
     if world > 1:
         for block in model.model.layers:
             block.self_attn.n_heads //= world

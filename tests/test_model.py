@@ -299,3 +299,42 @@ def test_a_row_without_labels_still_gives_every_parameter_a_gradient(tiny_checkp
     losses.sum().backward()
     assert losses.sum().item() == 0
     assert all(p.grad is not None and (p.grad == 0).all() for p in ours.parameters())
+
+
+def test_processes_resolving_one_hub_name_download_it_once(tmp_path, monkeypatch):
+    """Three processes (torchrun's ranks, say, before any process group exists) ask for the same hub
+    name at the same moment: one downloads, holding a lock in the hub cache; the others wait for it
+    and then read the cache it filled. A stand-in hub takes the place of huggingface_hub's."""
+    import multiprocessing
+    import time
+
+    import huggingface_hub
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot, log = tmp_path / "hub" / "snapshot", tmp_path / "downloads"
+
+    def fake_snapshot_download(repo, allow_patterns=None, local_files_only=False):
+        if not snapshot.exists():  # the cache is complete once `snapshot` exists
+            if local_files_only:
+                raise FileNotFoundError("not in the cache")
+            with open(log, "a") as f:
+                f.write(f"{repo}\n")
+            time.sleep(0.5)  # a download takes a while: without the lock, the others would start one too
+            snapshot.mkdir(parents=True, exist_ok=True)
+        return str(snapshot)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+
+    ctx = multiprocessing.get_context("fork")  # the children inherit the stand-in hub
+    start = ctx.Barrier(3)
+
+    def rank(i):
+        start.wait()
+        (tmp_path / f"dir{i}").write_text(M.checkpoint_dir("someone/tiny-model"))
+    procs = [ctx.Process(target=rank, args=(i,)) for i in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert log.read_text() == "someone/tiny-model\n"
+    assert [(tmp_path / f"dir{i}").read_text() for i in range(3)] == [str(snapshot)] * 3

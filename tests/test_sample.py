@@ -257,3 +257,61 @@ def test_a_row_that_reaches_the_context_ends_exactly_there(bigram):
         prompt = len(tokenizer.encode(o["prompt"], add_special_tokens=False))
         assert prompt + o["generated_tokens"] == max_tokens
         assert o["ended"] == "length" and not o["finished"]
+
+
+def test_tensor_parallel_ranks_read_only_their_slice(tiny, monkeypatch):
+    """Each rank of 2 asks safetensors for half of every block weight (its rows of q/k/v/gate/up, its
+    columns of o/down) and for the embedding, norms and LM head whole; and what it keeps is exactly
+    torch.chunk's piece of the whole tensor, as if it had read it all and cut it."""
+    import safetensors
+    whole, _, path = tiny
+    full = dict(whole.named_parameters())
+    real_open, asked = safetensors.safe_open, {}
+
+    class Part:  # get_slice's answer, recording the elements an index asks for
+        def __init__(self, part, name):
+            self.part, self.name = part, name
+
+        def get_shape(self):
+            return self.part.get_shape()
+
+        def __getitem__(self, index):
+            t = self.part[index]
+            asked[self.name] = asked.get(self.name, 0) + t.numel()
+            return t
+
+    class Open:  # safe_open, recording every tensor the loader asks for
+        def __init__(self, *args, **kw):
+            self.f = real_open(*args, **kw)
+
+        def __enter__(self):
+            self.f.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.f.__exit__(*exc)
+
+        def keys(self):
+            return self.f.keys()
+
+        def get_slice(self, name):
+            return Part(self.f.get_slice(name), name)
+
+        def get_tensor(self, name):
+            t = self.f.get_tensor(name)
+            asked[name] = asked.get(name, 0) + t.numel()
+            return t
+    monkeypatch.setattr(safetensors, "safe_open", Open)
+
+    for rank in range(2):
+        asked.clear()
+        ours = dict(sample.load_model(path, torch.device("cpu"), torch.float32, world=2, rank=rank).named_parameters())
+        assert sorted(asked) == sorted(full)
+        for name, p in full.items():
+            block = ".layers." in name and "norm" not in name
+            assert asked[name] * (2 if block else 1) == p.numel(), name
+            dim = 1 if "o_proj" in name or "down_proj" in name else 0
+            expected = p.chunk(2, dim=dim)[rank] if block else p
+            assert ours[name].is_contiguous() and torch.equal(ours[name], expected), name
+        block_total = sum(p.numel() for n, p in full.items() if ".layers." in n and "norm" not in n)
+        assert sum(asked[n] for n in full if ".layers." in n and "norm" not in n) * 2 == block_total
