@@ -598,13 +598,15 @@ def plot(model_name, runs, path):
     benchmarks = list(dict.fromkeys(r["benchmark"] for r in runs))
     fig, axes = plt.subplots(1, len(benchmarks), figsize=(4.5 * len(benchmarks), 3.8), squeeze=False)
     for ax, b in zip(axes[0], benchmarks):
-        points = sorted((r["avg_thinking_tokens"], 100 * r["accuracy"], r["setting"])
-                        for r in runs if r["benchmark"] == b)
-        xs, ys, labels = zip(*points)
-        ax.plot(xs, ys, "o-", color="tab:blue")
-        for x, y, label in points:
+        every = sorted((r["avg_thinking_tokens"], 100 * r["accuracy"], r["setting"]) for r in runs if r["benchmark"] == b)
+        points = [p for p in every if p[2] != NOTTC]  # the budget-forcing curve; nottc is a point of its own
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color="tab:blue")
+        for x, y, label in every:
+            if label == NOTTC:
+                ax.plot([x], [y], "s", color="tab:orange")
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7)
-        if min(xs) > 0:
+        if min(p[0] for p in every) > 0:
             ax.set_xscale("log", base=2)
         ax.set(title=TITLES.get(b, b), xlabel="Average thinking time (tokens)", ylabel="Accuracy (%)")
         ax.grid(alpha=0.3)

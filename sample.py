@@ -14,8 +14,9 @@ Read it in this order:
        after a "\\n" unless the thinking already ends in one (as s1's harness does);
      - extend: when the row emits the delimiter with ignores left, drop it and force "Wait" instead
        (or nothing, with an empty ignore string); the first token of every thinking round may not be
-       the delimiter (the harness's min_tokens=1); the forced "Wait" counts as thinking, so the
-       budget shrinks across rounds (s1's README recipe; the harness gives every round the full budget);
+       the delimiter (the harness's min_tokens=1); the forced "Wait" counts as thinking and the
+       dropped delimiter does not, as in the harness's final cut, but the budget is spent as the
+       rounds run (the harness lets every round run to the full budget and cuts the total after);
      - a natural stop keeps the model's <|im_start|> and forces "answer"; the answer runs to <|im_end|>.
   2. The paged KV cache: one pool of fixed-size blocks per layer; a sequence holds a list of block
      ids (its block table) and gets a block each time it fills one; blocks are reference-counted so
@@ -32,6 +33,7 @@ import argparse
 import json
 import os
 import sys
+import weakref
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
@@ -93,27 +95,29 @@ class Row:
         self.round_start = self.round_start or (self.phase == "think" and self.ignores_left > 0)
 
 
-_newline_cache = {}
+_newline_cache = weakref.WeakKeyDictionary()  # per tokenizer object: two tokenizers never share an entry
 
 
 def tokens_ending_in_newline(tokenizer):
     """Ids whose text ends in "\\n" (2,178 of Qwen2.5's 151,665, e.g. ".\\n\\n"): where the thinking
-    already ends in a newline, the cap adds none. Decoding the vocabulary takes ~1 s, so once."""
-    key = (tokenizer.name_or_path, len(tokenizer))
-    if key not in _newline_cache:
+    already ends in a newline, the cap adds none. Decoding the vocabulary takes 1-3 s, so once."""
+    if tokenizer not in _newline_cache:
         texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-        _newline_cache[key] = frozenset(i for i, t in enumerate(texts) if t.endswith("\n"))
-    return _newline_cache[key]
+        _newline_cache[tokenizer] = frozenset(i for i, t in enumerate(texts) if t.endswith("\n"))
+    return _newline_cache[tokenizer]
 
 
 def special_ids(tokenizer, ignore_str):
     """The budget-forcing strings as token ids. ignore_str "" is s1's "no string" ablation: the
     delimiter is suppressed and nothing is appended."""
     enc = lambda s: tokenizer.encode(s, add_special_tokens=False)
-    eos = [i for i in enc(chat.EOS) if i in tokenizer.all_special_ids][:1]  # a tokenizer may lack it
+    # An added token, special or not: s1's train/sft.py made <|fim_pad|> the pad token, so a saved
+    # s1 tokenizer no longer lists <|endoftext|> among its special tokens. A byte tokenizer may lack it.
+    eos = [tokenizer.get_added_vocab()[chat.EOS]] if chat.EOS in tokenizer.get_added_vocab() else []
     im_start, im_end = enc(chat.IM_START)[0], enc(chat.IM_END)[0]
     return dict(im_start=im_start, im_end=im_end, eos=eos, stops={im_start, im_end, *eos}, answer=enc("answer"),
-                final_answer=enc(chat.FINAL_ANSWER), newline=enc("\n"), ends_in_newline=tokens_ending_in_newline(tokenizer),
+                think=enc("think"), final_answer=enc(chat.FINAL_ANSWER), newline=enc("\n"),
+                ends_in_newline=tokens_ending_in_newline(tokenizer),
                 ignore=enc(ignore_str), ignore_str=ignore_str)
 
 
@@ -534,12 +538,30 @@ def answer_span(row):
     return start, len(row.tokens) - row.finished
 
 
-def result(row, tokenizer, prompt):
-    """What a caller keeps of a finished row."""
-    start, end = answer_span(row)
+def own_thinking(row):
+    """A plain completion's thinking as s1's eval/compute_sample_stats.py counts it: s1 models write
+    "<|im_start|>think ... <|im_start|>answer" unprompted. Its token range, and where the answer
+    text starts; (0, 0, 0) when the model wrote no answer header."""
+    toks, ids = row.tokens, row.ids
+    header, opener = [ids["im_start"]] + ids["answer"], [ids["im_start"]] + ids["think"]
+    end = next((i for i in range(len(toks)) if toks[i:i + len(header)] == header), None)
+    if end is None:
+        return 0, 0, 0
+    start = len(opener) if toks[:len(opener)] == opener else 0
+    return start, end, end + len(header)
+
+
+def result(row, tokenizer, prompt, plain=False):
+    """What a caller keeps of a finished row. plain: a completion without budget forcing (think=False)."""
+    if plain:
+        think_start, think_end, start = own_thinking(row)
+        end = len(row.tokens) - row.finished
+    else:
+        think_start, think_end = 0, row.thinking_tokens
+        start, end = answer_span(row)
     decode_ = lambda toks: tokenizer.decode(toks, skip_special_tokens=False)
-    return {"prompt": prompt, "text": decode_(row.tokens), "thinking": decode_(row.tokens[:row.thinking_tokens]),
-            "answer": decode_(row.tokens[start:end]), "thinking_tokens": row.thinking_tokens,
+    return {"prompt": prompt, "text": decode_(row.tokens), "thinking": decode_(row.tokens[think_start:think_end]),
+            "answer": decode_(row.tokens[start:end]), "thinking_tokens": think_end - think_start,
             "answer_tokens": end - start, "generated_tokens": len(row.tokens), "ended": row.ended or "none",
             "forced": row.events, "finished": row.finished}
 
@@ -604,7 +626,7 @@ def generate(model, tokenizer, questions, max_thinking_tokens=None, num_ignore=0
     bar = tqdm(total=len(results), desc="generate", disable=not progress, leave=False)
     while engine.busy():
         for row in engine.step():
-            results[row.index] = result(row, tokenizer, texts[row.index // per_question])
+            results[row.index] = result(row, tokenizer, texts[row.index // per_question], plain=not think)
             on_result and on_result(row.index, results[row.index])
             bar.update()
     bar.close()

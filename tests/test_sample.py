@@ -315,3 +315,34 @@ def test_tensor_parallel_ranks_read_only_their_slice(tiny, monkeypatch):
             assert ours[name].is_contiguous() and torch.equal(ours[name], expected), name
         block_total = sum(p.numel() for n, p in full.items() if ".layers." in n and "norm" not in n)
         assert sum(asked[n] for n in full if ".layers." in n and "norm" not in n) * 2 == block_total
+
+
+def test_budget_forcing_ids_on_the_real_tokenizer_as_s1_saved_it():
+    """s1's train/sft.py l. 56 sets pad_token = "<|fim_pad|>" and saves that tokenizer with the model,
+    so <|endoftext|> is no longer a special token there; vLLM still stops on it (the generation
+    config's eos_token_id). And the cap's newline rule needs every token whose text ends in a newline."""
+    from conftest import TOKENIZER_DIR
+    tokenizer = chat.load_tokenizer(TOKENIZER_DIR)
+    tokenizer.pad_token = "<|fim_pad|>"
+    ids = sample.special_ids(tokenizer, "Wait")
+    assert ids["eos"] == [151643] and ids["stops"] == {151643, 151644, 151645}
+    enc = lambda t: tokenizer.encode(t, add_special_tokens=False)
+    assert all(len(enc(t)) == 1 and enc(t)[0] in ids["ends_in_newline"] for t in (".\n\n", ");\n", "\n"))
+    assert enc(" the")[0] not in ids["ends_in_newline"] and enc("\n ")[-1] not in ids["ends_in_newline"]
+    assert len(ids["ends_in_newline"]) == 2178
+
+
+def test_a_plain_completion_counts_the_thinking_it_writes_itself(bigram):
+    """s1's "nottc" run: no think prefix, yet an s1 model writes "<|im_start|>think ...<|im_start|>answer"
+    itself, and s1's eval/compute_sample_stats.py counts what lies between as thinking."""
+    _, tokenizer = bigram
+    ids = sample.special_ids(tokenizer, "Wait")
+    enc = lambda t: tokenizer.encode(t, add_special_tokens=False)
+    text = "<|im_start|>think\nabc\n<|im_start|>answer\nAnswer: 7<|im_end|>"
+    row = sample.Row(prompt_len=5, max_len=100, ids=ids, cap=None, ignores_left=0, phase="done", tokens=enc(text),
+                     finished=True)
+    o = sample.result(row, tokenizer, "p", plain=True)
+    assert (o["thinking"], o["thinking_tokens"], o["answer"]) == ("\nabc\n", len(enc("\nabc\n")), "\nAnswer: 7")
+    row.tokens = enc("Answer: 7<|im_end|>")  # no header: all of it is the answer
+    o = sample.result(row, tokenizer, "p", plain=True)
+    assert (o["thinking"], o["thinking_tokens"], o["answer"]) == ("", 0, "Answer: 7")
