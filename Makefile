@@ -1,10 +1,12 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Both build .venv first.
 # make demo DEMO_ARGS=--force redoes every stage; DEMO_ARGS=--small is the few-minute version.
+# make gpu-check: the first command on a GPU machine (under 10 minutes on one H100): kernels' numerics,
+# train MFU and memory against the plan, decode against the HBM roofline -> runs/gpu-check/report.{json,md}.
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: test demo bench clean
+.PHONY: test demo bench gpu-check clean
 
 .venv/installed: requirements.txt
 	python3 -m venv .venv
@@ -19,6 +21,9 @@ demo: .venv/installed
 
 bench: .venv/installed
 	$(PY) bench.py
+
+gpu-check: .venv/installed
+	$(PY) bench.py gpu $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf .venv runs .pytest_cache

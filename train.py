@@ -97,7 +97,8 @@ def parse_args(argv=None):
                    help="stop (with a checkpoint) once this step is done; the schedule is that of the full run")
     p.add_argument("--dry-run", action="store_true", help="print the plan (memory per GPU, steps, time) and exit")
     p.add_argument("--gpus", type=int, default=16, help="--dry-run: GPUs to plan for")
-    p.add_argument("--gpu-memory-gb", type=float, default=80.0, help="--dry-run: memory per GPU")
+    p.add_argument("--gpu-memory-gib", type=float, default=79.1,
+                   help="--dry-run: memory per GPU; an \"80 GB\" H100 has 85.0e9 bytes, of which torch reports 79.1 GiB")
     p.add_argument("--mfu", type=float, default=ASSUMED_MFU, help="model-FLOPs utilisation used to predict time")
     return p.parse_args(argv)
 
@@ -255,33 +256,62 @@ def train_flops(cfg, seq_len):
     return 6 * matmul_params(cfg) * seq_len + 6 * cfg.num_hidden_layers * cfg.hidden_size * seq_len ** 2
 
 
-def memory_plan(cfg, n_params, gpus, seq_len, checkpointing, ce_chunk):
-    """Bytes per GPU, by part. Sharded fp32 state: params 4 + grads 4 + AdamW m, v 8 = 16 B/param.
-    Activations are per token and layer in bf16: with checkpointing each block keeps its input
-    (hidden) and one block at a time is recomputed; without, each block keeps about 10 hidden- and
-    4 intermediate-sized tensors. Gathered bf16 weights: the current and the prefetched block."""
-    h, i, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
-    block_inside = seq_len * (10 * h + 4 * i) * 2
-    block_params = (n_params - 2 * cfg.vocab_size * h) / L
+def memory_plan(cfg, n_params, gpus, seq_len, checkpointing, ce_chunk, compute_bytes=2, cuda=True):
+    """Bytes per GPU, by part, each at its own peak (so the sum over-estimates a little):
+    - sharded fp32 state: params 4 + grads 4 + AdamW m, v 8 = 16 B/param;
+    - gathered weights in the compute dtype: the root unit (embedding, LM head, final norm), which
+      FSDP2 keeps gathered between forward and backward, plus the current and the prefetched block;
+    - unsharded gradients: the LM head's, alive for the whole backward, and two blocks', each with
+      an fp32 copy for the reduce-scatter when the compute dtype is narrower;
+    - activations: with checkpointing each block keeps its input (hidden) and one block at a time
+      is recomputed with about 10 hidden- and 4 intermediate-sized tensors per token; without, all;
+    - the LM-head backward of one --ce-chunk of positions: fp32 logits, softmax and gradient, plus
+      their bf16 forms (measured on CPU: 11.5 B per logit in fp32, python bench.py plan);
+    - on CUDA, its context and NCCL's buffers (an estimate, to be measured: make gpu-check)."""
+    h, i, L, V, b = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size, compute_bytes
+    root = V * h * (1 if cfg.tie_word_embeddings else 2) + h
+    block = (n_params - root) / L
+    block_inside = seq_len * (10 * h + 4 * i) * b
+    fp32_copy = 4 if b < 4 else 0
     parts = {
         "params+grads+AdamW (fp32, sharded)": 16 * n_params / gpus,
-        "gathered bf16 weights (2 units)": 2 * 2 * max(block_params, cfg.vocab_size * h),
-        "activations": (L * seq_len * h * 2 + block_inside) if checkpointing else L * block_inside,
-        "LM head + loss chunk (fp32 logits and grad)": 3 * ce_chunk * cfg.vocab_size * 4,
+        "gathered weights (embedding, LM head, 2 blocks)": b * (root + 2 * block),
+        "unsharded grads (LM head, 2 blocks) + fp32 copies": (b + fp32_copy) * (V * h + 2 * block),
+        "activations": (L * seq_len * h * b + block_inside) if checkpointing else L * block_inside,
+        "LM-head backward, one loss chunk": (12 + (2 * b if b < 4 else 0)) * min(ce_chunk, seq_len) * V,
     }
+    if cuda:
+        parts["CUDA context + NCCL buffers (estimate)"] = 2 * 1024 ** 3
     return parts
 
 
+def plan_config(name):
+    """The model's shape for --dry-run without downloading: a local config.json, the shipped shape of
+    a Qwen2.5 size named in a hub name, or else the hub's config.json (one small file)."""
+    if os.path.isdir(name):
+        return qwen.read_config(os.path.join(name, "config.json"))
+    shape = qwen.known_shape(name)
+    if shape:
+        return shape
+    try:
+        return qwen.read_config(os.path.join(qwen.checkpoint_dir(name, patterns=("config.json",)), "config.json"))
+    except FileNotFoundError as e:
+        raise SystemExit(f"--model {e}")
+
+
 def print_plan(cfg, n_params, args, gpus, checkpointing, lengths=None, steps=None):
-    gb = 1024 ** 3
-    parts = memory_plan(cfg, n_params, gpus, args.block_size, checkpointing, args.ce_chunk)
-    total, usable = sum(parts.values()), 0.92 * args.gpu_memory_gb * gb  # 8 %: CUDA context, NCCL, fragmentation
-    print0(f"memory per GPU at {args.block_size} tokens/row, {gpus} GPUs, activation checkpointing "
-           f"{'on' if checkpointing else 'off'}:")
-    for name, b in parts.items():
-        print0(f"  {name:45s} {b / gb:8.1f} GiB")
+    gib = 1024 ** 3
+    # the longest row decides: a full block when packing or when the data is unknown, else the longest example
+    seq_len = args.block_size if args.pack or not lengths else min(args.block_size, max(lengths))
+    parts = memory_plan(cfg, n_params, gpus, seq_len, checkpointing, args.ce_chunk,
+                        compute_bytes=2 if args.dtype == "bfloat16" else 4)
+    total, usable = sum(parts.values()), 0.95 * args.gpu_memory_gib * gib  # 5 %: the allocator's fragmentation
+    print0(f"memory per GPU at {seq_len} tokens/row ({'the longest example' if seq_len < args.block_size else '--block-size'}), "
+           f"{gpus} GPUs, activation checkpointing {'on' if checkpointing else 'off'}:")
+    for name, nbytes in parts.items():
+        print0(f"  {name:50s} {nbytes / gib:8.1f} GiB")
     verdict = "fits" if total <= usable else "does NOT fit"
-    print0(f"  {'total':45s} {total / gb:8.1f} GiB of {args.gpu_memory_gb:.0f} GB -> {verdict}")
+    print0(f"  {'total':50s} {total / gib:8.1f} GiB of {args.gpu_memory_gib:.1f} GiB (95 % usable) -> {verdict}")
     checkpoint, final = 12 * n_params, (4 if args.save_dtype == "float32" else 2) * n_params  # fp32 weights + AdamW m, v
     at_once = args.keep_checkpoints + 1 if args.save_every else 1  # the kept ones and the one being written
     print0(f"disk in --out: {checkpoint / 1e9:.0f} GB per checkpoint (fp32 weights and AdamW state), up to {at_once} "
@@ -465,14 +495,16 @@ def main(args):
     if not args.dry_run and device.type == "cpu" and args.device == "auto" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise SystemExit(f"torchrun started {os.environ['WORLD_SIZE']} processes but this machine has no CUDA: "
                          "they would train on CPU over gloo. Pass --device cpu if that is what you want")
-    path = qwen.checkpoint_dir(args.model, patterns=("config.json",) if args.dry_run else
-                               ("*.json", "*.safetensors", "*.txt", "*.jinja"))
-    cfg = qwen.read_config(os.path.join(path, "config.json"))
+    if args.dry_run:
+        cfg = plan_config(args.model)
+    else:
+        path = qwen.checkpoint_dir(args.model)
+        cfg = qwen.read_config(os.path.join(path, "config.json"))
     with torch.device("meta"):
         n_params = qwen.num_params(qwen.Qwen2(cfg))
     checkpointing = args.activation_checkpointing == "on" or (args.activation_checkpointing == "auto" and n_params > 1e9)
 
-    if args.dry_run:  # the data only informs the time estimate; memory is planned for full rows
+    if args.dry_run:  # without the data (or its tokenizer), memory is planned for full rows and time is not estimated
         print0(f"{args.model}: {n_params / 1e9:.2f}B parameters")
         lengths = steps = None
         try:
@@ -500,7 +532,8 @@ def main(args):
     print0(f"data: {len(examples)} examples, {sum(lengths):,} tokens, {sum(loss_tokens):,} loss tokens, "
            f"longest {max(lengths)}, {cut} cut at {args.block_size}; {len(steps)} steps, "
            f"{len(steps[0][0])} micro-steps per rank at step 1")
-    if device.type == "cuda":
+    if device.type == "cuda":  # the plan against what this GPU really has
+        args.gpu_memory_gib = torch.cuda.get_device_properties(device).total_memory / 1024 ** 3
         print_plan(cfg, n_params, args, world, checkpointing, lengths, steps)
     if is_main():
         with open(os.path.join(args.out, "train_config.json"), "w") as f:
@@ -545,8 +578,10 @@ def main(args):
                       tokens=int(totals[1].item()), tokens_per_s=totals[1].item() / dt, seconds=dt)
         if device.type == "cuda":
             flops = sum(train_flops(cfg, lengths[i]) for i in in_step)
+            free, total = torch.cuda.mem_get_info()  # the device's view: tensors, allocator cache, context, NCCL
             record.update(mfu=flops / dt / (world * H100_BF16_TFLOPS * 1e12),
-                          peak_mem_gb=torch.cuda.max_memory_allocated() / 1024 ** 3)
+                          peak_mem_gb=torch.cuda.max_memory_allocated() / 1024 ** 3,
+                          reserved_gb=torch.cuda.max_memory_reserved() / 1024 ** 3, device_used_gb=(total - free) / 1024 ** 3)
         else:  # peak resident memory of this process (Linux reports KiB)
             record.update(peak_mem_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2)
         if is_main():
