@@ -597,13 +597,18 @@ def main(args):
         if not (args.save_every and end % args.save_every == 0):
             save_checkpoint(model, opt, end, args.out, args.keep_checkpoints)
     else:  # the final model, in Hugging Face format
+        t0 = time.perf_counter()  # rank 0 gathers every weight and writes them while the others wait
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        gathered = time.perf_counter() - t0
         if is_main():
             dtype = getattr(torch, args.save_dtype)
             tok_dir = path if args.tokenizer is None else qwen.checkpoint_dir(args.tokenizer)
             qwen.save_pretrained({k: v.to(dtype) for k, v in full.items()}, os.path.join(args.out, "final"),
                                  cfg=cfg, tokenizer_dir=tok_dir)
-            print0(f"saved {os.path.join(args.out, 'final')}")
+            final = os.path.join(args.out, "final")
+            size = sum(os.path.getsize(os.path.join(final, f)) for f in os.listdir(final) if f.endswith(".safetensors"))
+            print0(f"saved {final}: {size / 1e9:.1f} GB in {time.perf_counter() - t0:.0f} s "
+                   f"(gather {gathered:.0f} s); --dist-timeout-min {args.dist_timeout_min:g} bounds it")
     dist.barrier()
 
 

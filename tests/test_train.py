@@ -94,6 +94,17 @@ def test_dry_run_32b_fits_16_gpus_not_8_without_checkpointing(tmp_path, capsys):
     assert "does NOT fit" in capsys.readouterr().out
 
 
+def test_dry_run_works_offline_from_the_shipped_shapes(capsys, monkeypatch):
+    """The default --model is a hub name; with no network and no cache the plan still comes out, and
+    the time estimate says why it is missing instead of printing zeros."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert train.main(train.parse_args(["--dry-run", "--gpus", "16", "--data", "missing.jsonl"])) is True
+    out = capsys.readouterr().out
+    assert "Qwen/Qwen2.5-32B-Instruct: 32.76B parameters" in out and "no time estimate: --data missing.jsonl" in out
+    assert "20000 tokens/row (--block-size)" in out and "CUDA context + NCCL" in out and "GiB of 79.1 GiB" in out
+    assert "393 GB per checkpoint" in out and "0 min" not in out
+
+
 @pytest.fixture(scope="module")
 def runs(tiny_sft, tmp_path_factory):
     """Training runs of the tiny model, shared by the tests below: 8 steps of 2 sequences each."""
