@@ -1,6 +1,6 @@
 """The s1 chat format, in one place (train.py, sample.py, eval.py and curate.py all use it).
 
-One training example, as s1 renders it with the Qwen2.5 chat template (s1_reference §3.7, §4.1):
+One training example, as s1 renders it with the Qwen2.5 chat template (docs/s1.md §4.1):
 
     <|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n
     <|im_start|>user\\n{question}<|im_end|>\\n
@@ -31,7 +31,7 @@ def prompt_text(question):
 
 def completion_text(thinking=None, answer=None):
     """The assistant turn. With neither part it is the generation prompt, "<|im_start|>think", with
-    no newline: the model writes it, as in s1's evaluation harness (§5.1 step 5)."""
+    no newline: the model writes it, as in s1's evaluation harness (docs/s1.md §5.1)."""
     if thinking is None and answer is None:
         return THINK
     text = ""

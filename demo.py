@@ -86,7 +86,7 @@ def main(args):
     pool, keep, test, epochs = (400, 120, 40, 3) if args.small else (8000, 2000, 200, 10)
     caps = ["8", "16", "32", "64"] if args.small else ["8", "16", "24", "32", "48", "64", "96"]
     stages = [
-        # The held-out questions come first, so that the pool is decontaminated against them (s1 §1.3).
+        # The held-out questions come first, so that the pool is decontaminated against them (docs/s1.md §1.3).
         # They are as hard as what curation keeps (7-9 steps), as AIME is hard.
         ("held-out questions", out("test.jsonl"),
          [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(test), "--seed", "1", "--min-steps", "7",

@@ -1,5 +1,5 @@
 """The tokenizer against llama.cpp's reference tokenizations, and the s1 chat format against the
-exact string of s1_reference §4.1 and the Qwen2.5 chat template itself."""
+exact string of docs/s1.md §4.1 and the Qwen2.5 chat template itself."""
 import os
 
 import pytest
