@@ -32,12 +32,11 @@ import re
 import statistics
 import sys
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 
-import eval as bench  # eval.py's grader; "eval" would shadow the builtin
-import mini
+import eval as evaluation  # the grader ("eval" would shadow the builtin)
+import jsonl
 import prepare
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -78,7 +77,7 @@ def reference_answer(solution):
     if not solution or not str(solution).strip():
         return None
     solution = str(solution).strip()
-    if (boxed := bench.last_boxed(solution)) is not None:
+    if (boxed := evaluation.last_boxed(solution)) is not None:
         return boxed.strip()
     if "####" in solution:
         return solution.rsplit("####", 1)[1].strip().replace(",", "")
@@ -96,54 +95,98 @@ def grade_math(solution, text):
     if text is None:
         return None, "no attempt"
     if re.fullmatch(r"[A-D]", gold):  # multiple choice (GPQA after fix_gpqa): compare letters
-        letter = bench.extract_letter(text)
+        letter = evaluation.extract_letter(text)
         return letter == gold, "ok" if letter else "no answer"
-    answer, where = bench.extract_answer(text)
+    answer, where = evaluation.extract_answer(text)
     if answer is None:
         return False, "no answer"
-    correct, status = bench.math_equal(gold, answer, where)
+    correct, status = evaluation.math_equal(gold, answer, where)
     return (correct, status) if status in ("ok", "unparsed") else (None, status)
 
 
-def ask_all(args, tasks, cache_path, key, model, messages_of, parse):
-    """Ask an LLM about every task (threads: HTTP only) and append each parsed reply to cache_path as it
-    arrives. A reply parse() rejects is asked again, at most --retries times, then saved as malformed."""
+def yes_or_no(reply):  # s1's parse of a grading reply: its last line
+    return {"Yes": True, "No": False}.get(reply.split("\n")[-1])
+
+
+def ask_llm(args, model, tasks, cache_path, messages, parse):
+    """Ask model about every task (a dict naming it) on --workers threads (prepare.ask_all) and append
+    each reply to cache_path as it arrives: the task with the value parse() reads from the reply, the
+    status and the reply. A reply parse() rejects is asked again, at most --retries times, then saved
+    as malformed. Returns the records saved."""
     def ask(task):
         for _ in range(args.retries + 1):
             try:
-                message = prepare.chat_completion(args.base_url, model, messages_of(task), args.api_key_env,
+                message = prepare.chat_completion(args.base_url, model, messages(task), args.api_key_env,
                                                   args.retries, args.backoff)
             except (RuntimeError, KeyError, IndexError, TypeError, json.JSONDecodeError) as e:
-                return dict(key(task), value=None, status=f"error: {e}", reply=None)
+                return dict(task, value=None, status=f"error: {e}", reply=None)
             reply = (message.get("content") or "").rstrip()
             if (value := parse(reply)) is not None:
-                return dict(key(task), value=value, status="ok", reply=reply)
-        return dict(key(task), value=None, status="malformed", reply=reply)
+                return dict(task, value=value, status="ok", reply=reply)
+        return dict(task, value=None, status="malformed", reply=reply)
 
-    if not tasks:
-        return
-    pool = ThreadPoolExecutor(args.workers)
-    try:
+    saved = []
+    if tasks:
         with open(cache_path, "a") as f:
-            for i, future in enumerate(as_completed([pool.submit(ask, t) for t in tasks]), 1):
-                f.write(json.dumps(future.result()) + "\n")
-                f.flush()
-                if i % 100 == 0 or i == len(tasks):
-                    print(f"  {model}: {i} of {len(tasks)}", flush=True)
-    except prepare.BadCredentials as e:
-        raise SystemExit(str(e))
-    finally:  # on Ctrl-C too: every reply so far is in the cache
-        pool.shutdown(wait=False, cancel_futures=True)
+            def save(record):
+                jsonl.write_line(f, record)
+                saved.append(record)
+            prepare.ask_all(tasks, ask, save, args.workers, f"  {model}")
+    return saved
 
 
 # ----------------------------------------------------------------------------------------------
-# features
+# features: difficulty, length and domain
+
+def features(args):
+    rows = prepare.read_pool(args.data, "the distilled pool")
+    for r in rows:
+        r["question_hash"] = prepare.question_hash(r["question"])
+    if prepare.RANK == 0:
+        print(f"features: {len(rows)} rows, {len({r['question'] for r in rows})} distinct questions")
+    grades = difficulty(args, rows)  # under torchrun the other ranks leave in here: the rest is rank 0's
+    lengths = length(args, rows)
+    domains = domain(args, rows)
+    for r, n, d in zip(rows, lengths, domains):
+        h = r["question_hash"]
+        r["solver_correct"] = {s: grades[(h, s)] for s in args.solvers}
+        r["teacher_correct"] = grades[(h, "teacher")]
+        r["length"] = n
+        r["domain"] = d
+    jsonl.write_jsonl(args.out, rows)
+    print(f"features -> {args.out}")
+
+
+def difficulty(args, rows):
+    """{(question hash, solver or "teacher"): right, wrong or None (ungraded)}: every solver's reply
+    and the teacher's attempt, graded against the row's reference solution by eval.py's grader, here
+    in the main thread (math-verify uses signal.alarm), or by --grader-model (--grader llm)."""
+    prepare.torchrun_start(args.device)
+    answers = solve(args, list(dict.fromkeys(r["question"] for r in rows)), args.cache + ".answers.jsonl")
+    prepare.torchrun_end()  # under torchrun the other ranks leave here: what follows is rank 0's alone
+    attempts = {(r["question_hash"], "teacher"): r.get("attempt") if r.get("distill_status") == "ok" else None
+                for r in rows}
+    texts = {**answers, **attempts}
+    solution = {r["question_hash"]: r.get("solution") for r in rows}
+    verdicts = llm_grades(args, rows, texts) if args.grader == "llm" else {}
+    grades, statuses = {}, Counter()
+    for k, text in texts.items():
+        if args.grader == "llm":
+            rec = verdicts.get(k) if text is not None and solution[k[0]] is not None else None
+            grades[k], status = (rec["value"], rec["status"]) if rec else (None, "no attempt or reference")
+        else:
+            grades[k], status = grade_math(solution[k[0]], text)
+        statuses[(k[1] if k[1] == "teacher" else "solver " + k[1], status, grades[k])] += 1
+    for (who, status, correct), n in sorted(statuses.items(), key=str):
+        print(f"  {who}: {n} {'right' if correct else 'wrong' if correct is False else 'ungraded'} ({status})")
+    return grades
+
 
 def solve(args, questions, cache_path):
     """{(question hash, solver): the solver's reply text}, generating what the cache lacks and appending
     each reply to it the moment it is done. Under torchrun rank 0 alone reads and writes the cache; the
     other ranks only take their part in each checkpoint's generate call."""
-    cached = prepare.read_cache(cache_path) if prepare.RANK == 0 else []
+    cached = jsonl.resume(cache_path) if prepare.RANK == 0 else []
     answers = {(r["question_hash"], r["solver"]): r["text"] for r in cached}
     for solver in args.solvers:
         todo = prepare.from_rank0([q for q in questions if (prepare.question_hash(q), solver) not in answers])
@@ -158,12 +201,12 @@ def solve(args, questions, cache_path):
         with open(cache_path, "a") as f:
             def save(q, text):  # one flushed line per reply: a crash loses only the rows in flight
                 answers[(prepare.question_hash(q), solver)] = text
-                f.write(json.dumps({"question_hash": prepare.question_hash(q), "solver": solver, "text": text}) + "\n")
-                f.flush()
+                jsonl.write_line(f, {"question_hash": prepare.question_hash(q), "solver": solver, "text": text})
                 saved.append(q)
                 if len(saved) % 100 == 0 or len(saved) == len(todo):
                     print(f"  {solver}: {len(saved)} of {len(todo)}", flush=True)
             if solver == "mini":  # the built-in tasks' programmatic stand-in: no model to load
+                import mini
                 for q in todo:
                     save(q, mini.solver(q, args.mini_error_rate, args.seed))
             else:
@@ -189,47 +232,29 @@ def model_replies(args, solver, todo, save):
                         progress=False, on_result=(lambda i, out: save(fits[i], out["text"])) if save else None)
 
 
-def features(args):
-    rows = prepare.read_jsonl(args.data, "the distilled pool")
-    for r in rows:
-        r["question_hash"] = prepare.question_hash(r["question"])
-    questions = list(dict.fromkeys(r["question"] for r in rows))
-    if prepare.RANK == 0:
-        print(f"features: {len(rows)} rows, {len(questions)} distinct questions")
-
-    # difficulty: every solver's reply, then grades (math-verify in this, the main thread)
-    prepare.torchrun_start(args.device)
-    answers = solve(args, questions, args.cache + ".answers.jsonl")
-    prepare.torchrun_end()  # under torchrun the other ranks leave here: what follows is rank 0's alone
-    attempts = {(r["question_hash"], "teacher"): r.get("attempt") if r.get("distill_status") == "ok" else None
-                for r in rows}
-    texts = {**answers, **attempts}
-    solution = {r["question_hash"]: r.get("solution") for r in rows}
+def llm_grades(args, rows, texts):
+    """{(question hash, who): record} of --grader-model's verdicts with s1's grading prompt, from the
+    cache, asking for those it lacks (an attempt and a reference solution are both needed)."""
+    path = args.cache + ".grades.jsonl"
     question = {r["question_hash"]: r["question"] for r in rows}
-    grades, statuses = {}, Counter()
-    if args.grader == "llm":
-        path = args.cache + ".grades.jsonl"
-        cached = {(r["question_hash"], r["who"]): r for r in prepare.read_cache(path) if r["grader"] == args.grader_model}
-        todo = [k for k, t in texts.items() if k not in cached and t is not None and solution[k[0]] is not None]
-        print(f"grading: {len(cached)} cached, {len(todo)} to ask {args.grader_model}")
-        ask_all(args, todo, path, lambda k: {"question_hash": k[0], "who": k[1], "grader": args.grader_model},
-                args.grader_model,
-                lambda k: [{"role": "system", "content": GRADING_PROMPT},
-                           {"role": "user", "content": f"## Problem\n{question[k[0]]}\n\n## Attempt\n{texts[k]}\n\n"
-                                                       f"## Correct answer\n{solution[k[0]]}"}],
-                lambda reply: {"Yes": True, "No": False}.get(reply.split("\n")[-1]))
-        cached.update({(r["question_hash"], r["who"]): r for r in prepare.read_cache(path) if r["grader"] == args.grader_model})
-    for k, text in texts.items():
-        if args.grader == "llm":
-            rec = cached.get(k) if text is not None and solution[k[0]] is not None else None
-            grades[k], status = (rec["value"], rec["status"]) if rec else (None, "no attempt or reference")
-        else:
-            grades[k], status = grade_math(solution[k[0]], text)
-        statuses[(k[1] if k[1] == "teacher" else "solver " + k[1], status, grades[k])] += 1
-    for (who, status, correct), n in sorted(statuses.items(), key=str):
-        print(f"  {who}: {n} {'right' if correct else 'wrong' if correct is False else 'ungraded'} ({status})")
+    solution = {r["question_hash"]: r.get("solution") for r in rows}
+    cached = {(r["question_hash"], r["who"]): r for r in jsonl.resume(path) if r["grader"] == args.grader_model}
+    todo = [{"question_hash": h, "who": who, "grader": args.grader_model} for (h, who), text in texts.items()
+            if (h, who) not in cached and text is not None and solution[h] is not None]
+    print(f"grading: {len(cached)} cached, {len(todo)} to ask {args.grader_model}")
 
-    # length: thinking tokens in the target tokenizer
+    def messages(task):
+        h = task["question_hash"]
+        return [{"role": "system", "content": GRADING_PROMPT},
+                {"role": "user", "content": f"## Problem\n{question[h]}\n\n## Attempt\n{texts[(h, task['who'])]}\n\n"
+                                            f"## Correct answer\n{solution[h]}"}]
+    for r in ask_llm(args, args.grader_model, todo, path, messages, yes_or_no):
+        cached[(r["question_hash"], r["who"])] = r
+    return cached
+
+
+def length(args, rows):
+    """Thinking tokens of each row's trace in the target tokenizer; None where there is no trace."""
     import chat
     tokenizer = chat.load_tokenizer(args.tokenizer)
     thinking = [r["thinking"] if r.get("distill_status") == "ok" else None for r in rows]
@@ -240,35 +265,38 @@ def features(args):
         known = [n for n in lengths if n is not None]
         print(f"length: {len(known)} traces, thinking tokens min {min(known)}, median {statistics.median(known):.0f}, "
               f"max {max(known)} ({args.tokenizer})")
+    return lengths
 
-    # domain: the row's own, else classified (s1's prompt and parse: the reply's last two characters)
-    with open(args.msc) as f:
-        classes = json.load(f)
-    msc, rubrics = {e["code"]: e["title"] for e in classes}, "\n\n".join(e["prompt"] for e in classes)
-    path = args.cache + ".domains.jsonl"
-    cached = {r["question_hash"]: r for r in prepare.read_cache(path) if r["classifier"] == args.classifier_model}
-    need = list(dict.fromkeys(r["question_hash"] for r in rows if not r.get("domain")))
-    if args.classifier == "llm":
-        todo = [h for h in need if h not in cached]
+
+def domain(args, rows):
+    """Each row's domain: its own, else one of the 61 MSC classes of --msc by --classifier-model (s1's
+    prompt and parse: the reply's last two characters), or with --classifier none its source."""
+    if args.classifier == "none":
+        domains = [r.get("domain") or r["source_type"] for r in rows]
+    else:
+        with open(args.msc) as f:
+            classes = json.load(f)
+        msc, rubrics = {e["code"]: e["title"] for e in classes}, "\n\n".join(e["prompt"] for e in classes)
+        question = {r["question_hash"]: r["question"] for r in rows}
+        path = args.cache + ".domains.jsonl"
+        cached = {r["question_hash"]: r for r in jsonl.resume(path) if r["classifier"] == args.classifier_model}
+        need = list(dict.fromkeys(r["question_hash"] for r in rows if not r.get("domain")))
+        todo = [{"question_hash": h, "classifier": args.classifier_model} for h in need if h not in cached]
         print(f"domain: {len(rows) - len(need)} rows have one, {len(need) - len(todo)} cached, "
               f"{len(todo)} to ask {args.classifier_model}")
-        ask_all(args, todo, path, lambda h: {"question_hash": h, "classifier": args.classifier_model},
-                args.classifier_model,
-                lambda h: [{"role": "system", "content": CLASSIFY_PROMPT},
-                           {"role": "user", "content": f"## Question\n{question[h]}\n\n## Classification rubrics\n{rubrics}"}],
-                lambda reply: msc.get(reply[-2:]) if reply[-2:].isdigit() else None)
-        cached = {r["question_hash"]: r for r in prepare.read_cache(path) if r["classifier"] == args.classifier_model}
-    for r, n in zip(rows, lengths):
-        h = r["question_hash"]
-        r["solver_correct"] = {s: grades[(h, s)] for s in args.solvers}
-        r["teacher_correct"] = grades[(h, "teacher")]
-        r["length"] = n
-        if not r.get("domain"):
-            r["domain"] = r["source_type"] if args.classifier == "none" else (cached.get(h) or {}).get("value")
-    failed = sum(r["domain"] is None for r in rows)
-    print(f"domain: {len({r['domain'] for r in rows} - {None})} domains, {failed} rows unclassified")
-    prepare.write_jsonl(args.out, rows)
-    print(f"features -> {args.out}")
+
+        def messages(task):
+            return [{"role": "system", "content": CLASSIFY_PROMPT},
+                    {"role": "user", "content": f"## Question\n{question[task['question_hash']]}\n\n"
+                                                f"## Classification rubrics\n{rubrics}"}]
+
+        def parse(reply):
+            return msc.get(reply[-2:]) if reply[-2:].isdigit() else None
+        for r in ask_llm(args, args.classifier_model, todo, path, messages, parse):
+            cached[r["question_hash"]] = r
+        domains = [r.get("domain") or (cached.get(r["question_hash"]) or {}).get("value") for r in rows]
+    print(f"domain: {len(set(domains) - {None})} domains, {domains.count(None)} rows unclassified")
+    return domains
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,7 +386,7 @@ def sample_by_length(rows, n, rng, seeds=(), uniform_until=700, prior=None, weig
 
 
 def select(args):
-    rows = prepare.read_jsonl(args.data, "the featurized pool")
+    rows = prepare.read_pool(args.data, "the featurized pool")
     for i, r in enumerate(rows):
         if "solver_correct" not in r or "length" not in r:
             raise SystemExit(f"{args.data} row {i}: no features; run `curate.py features` first")
@@ -405,7 +433,7 @@ def select(args):
     if len(chosen) < args.n and args.selection != "all":
         print(f"note: only {len(chosen)} questions were available, not {args.n}")
     out = [{k: v for k, v in dict(r, answer=r["attempt"]).items() if k != "attempt"} for r in chosen]
-    prepare.write_jsonl(args.out, out)
+    jsonl.write_jsonl(args.out, out)
     summarize(args, out, stages)
 
 
@@ -423,7 +451,7 @@ def summarize(args, rows, stages):
                "stages": dict(stages), "domains": dict(domains),
                "thinking_tokens": {"mean": statistics.mean(lengths), "median": statistics.median(lengths),
                                    "min": min(lengths), "max": max(lengths)} if lengths else None}
-    bench.write_atomic(stem + ".summary.json", json.dumps(summary, indent=1))
+    jsonl.write_atomic(stem + ".summary.json", json.dumps(summary, indent=1))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -431,9 +459,9 @@ def summarize(args, rows, stages):
     ax.hist(lengths or [0], bins=40, color="tab:blue")
     ax.set(xlabel="thinking tokens", ylabel="questions", title=f"{os.path.basename(args.out)}: {len(rows)} questions")
     fig.tight_layout()
-    fig.savefig(stem + ".lengths.png.tmp", format="png", dpi=110)
+    with jsonl.atomic(stem + ".lengths.png", "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
-    os.replace(stem + ".lengths.png.tmp", stem + ".lengths.png")
     print(f"wrote {stem}.summary.json and {stem}.lengths.png")
 
 

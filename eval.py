@@ -29,7 +29,6 @@ with standard errors, compute_sample_stats' statistics, the paper's Control / Sc
 and scaling.png (accuracy vs average thinking tokens, one panel per benchmark, as Figure 1).
 """
 import argparse
-import gzip
 import itertools
 import json
 import math
@@ -44,6 +43,7 @@ from math_verify import parse, verify
 from math_verify.errors import TimeoutException
 
 import chat
+import jsonl
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # name: (hub dataset s1 uses, its config, split, local default). GPQA's local default is the gzip copy
@@ -53,7 +53,7 @@ BENCHMARKS = {
     "aime25": ("TIGER-Lab/AIME25", None, "train", os.path.join(ROOT, "data/eval/aime25_nofigures.jsonl")),
     "math500": ("simplescaling/openaimath", None, "test", os.path.join(ROOT, "data/eval/math500.jsonl")),
     "gpqa": ("Idavidrein/gpqa", "gpqa_diamond", "train",
-             os.path.normpath(os.path.join(ROOT, "../shared/data/eval/gpqa_diamond.jsonl.gz"))),
+             os.path.join(ROOT, "data", "eval", "gpqa_diamond.jsonl.gz")),  # yours, never committed (.gitignore)
 }
 TITLES = {"aime24": "Competition math (AIME24)", "aime25": "Competition math (AIME25)",
           "math500": "Mathematical problem solving (MATH500)", "gpqa": "PhD-level science (GPQA Diamond)"}
@@ -179,19 +179,7 @@ def read_rows(source, config, split):
     """Rows of a local .jsonl, .jsonl.gz or .json file, else of a hub dataset (or a directory in the
     hub's layout, read by the same datasets call)."""
     if source.endswith((".jsonl", ".jsonl.gz", ".json")) or os.path.isfile(source):
-        if not os.path.isfile(source):
-            raise SystemExit(f"{source}: no such file")
-        opener = gzip.open if source.endswith(".gz") else open
-        with opener(source, "rt", encoding="utf-8") as f:
-            if source.endswith(".json"):
-                return json.load(f)
-            rows = []
-            for n, line in enumerate(f, 1):
-                try:
-                    rows += [json.loads(line)] if line.strip() else []
-                except json.JSONDecodeError as e:
-                    raise SystemExit(f"{source} line {n}: not valid JSON ({e})")
-            return rows
+        return jsonl.read_rows(source)
     import datasets
     try:
         return list(datasets.load_dataset(source, config, split=split))
@@ -474,25 +462,8 @@ def scaling_metrics(runs):
 
 def read_samples(path):
     """Finished samples by (benchmark, setting, id, sample). A line cut short by a kill is dropped
-    (and the file rewritten without it, so that appending stays clean)."""
-    done, clean = {}, True
-    if os.path.exists(path):
-        with open(path) as f:
-            lines = f.readlines()
-        for n, line in enumerate(lines, 1):
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                if n < len(lines):
-                    raise SystemExit(f"{path} line {n}: not valid JSON")
-                print(f"{path}: dropping a half-written last line")
-                clean = False
-                continue
-            clean &= line.endswith("\n")
-            done[(r["benchmark"], r["setting"], r["id"], r["sample"])] = r
-        if not clean:
-            write_atomic(path, "".join(json.dumps(r) + "\n" for r in done.values()))
-    return done
+    and cut from the file (jsonl.py), so that appending stays clean."""
+    return {(r["benchmark"], r["setting"], r["id"], r["sample"]): r for r in jsonl.resume(path)}
 
 
 SAVED = ("prompt", "text", "answer", "thinking_tokens", "answer_tokens", "ended", "finished", "forced")
@@ -533,8 +504,7 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
                 record = {"benchmark": benchmark, "setting": setting, "id": q["id"], "sample": i, "gold": q["gold"],
                           **{k: r[k] for k in SAVED}, **grade(benchmark, q, r["text"])}
                 done[(benchmark, setting, q["id"], i)] = record
-                f.write(json.dumps(record) + "\n")
-                f.flush()
+                jsonl.write_line(f, record)
             sample.generate(model, tokenizer, [q["prompt"] for _, q in questions], n=n,
                             settings=[parse_setting(s)[1] for s in settings], think=NOTTC not in settings,
                             share=not args.no_share,
@@ -556,12 +526,6 @@ def load_model(args):
 
 # ----------------------------------------------------------------------------------------------
 # Reports
-
-def write_atomic(path, text):
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
-
 
 def fmt(x, se=None, scale=100):
     if x is None:
@@ -612,9 +576,9 @@ def plot(model_name, runs, path):
         ax.grid(alpha=0.3)
     fig.suptitle(model_name, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path + ".tmp", format="png", dpi=120)
+    with jsonl.atomic(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
-    os.replace(path + ".tmp", path)
 
 
 def main(args):
@@ -655,7 +619,7 @@ def main(args):
         print(f"{len(wanted) - len(todo)} of {len(wanted)} samples already in {path}; generating {len(todo)}")
     if todo:
         if rank == 0:
-            write_atomic(config_path, json.dumps(config, indent=1) + "\n")
+            jsonl.write_atomic(config_path, json.dumps(config, indent=1) + "\n")
         generate_missing(args, todo, path, done, *load_model(args), rank=rank)
     if world > 1:
         import torch.distributed as dist
@@ -680,10 +644,10 @@ def main(args):
         if forced:
             scaling[b] = scaling_metrics(forced)
     name = config["model"] or "model"
-    write_atomic(os.path.join(args.out, "results.json"),
-                 json.dumps({"model": name, "config": config, "runs": runs, "scaling": scaling}, indent=1) + "\n")
+    jsonl.write_atomic(os.path.join(args.out, "results.json"),
+                       json.dumps({"model": name, "config": config, "runs": runs, "scaling": scaling}, indent=1) + "\n")
     table = markdown(name, config, runs, scaling)
-    write_atomic(os.path.join(args.out, "results.md"), table)
+    jsonl.write_atomic(os.path.join(args.out, "results.md"), table)
     plot(name, runs, os.path.join(args.out, "scaling.png"))
     print(table)
     print(f"wrote {args.out}/results.md, results.json, scaling.png, samples.jsonl")

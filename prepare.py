@@ -39,8 +39,8 @@ from functools import cache
 
 import numpy as np
 
-import eval as bench  # eval.py: the benchmarks (for decontamination); "eval" would shadow the builtin
-import mini  # the built-in miniature tasks of the demo
+import eval as evaluation  # the benchmarks, for decontamination ("eval" would shadow the builtin)
+import jsonl
 
 
 def question_hash(question):
@@ -94,8 +94,8 @@ def numina_500():  # s1 kept all aops_forum rows and, of the rest, the 500 probl
 
 @cache
 def gpqa_diamond():  # GPQA's extended set contains Diamond: those are test questions
-    local = bench.BENCHMARKS["gpqa"][3]
-    rows = bench.read_rows(local, None, None) if os.path.exists(local) else hub_rows("Idavidrein/gpqa", "gpqa_diamond")
+    local = evaluation.BENCHMARKS["gpqa"][3]
+    rows = jsonl.read_rows(local) if os.path.exists(local) else hub_rows("Idavidrein/gpqa", "gpqa_diamond")
     return {(r.get("question") or r.get("Question")).strip() for r in rows}
 
 
@@ -223,10 +223,11 @@ def load_source(name, local, args):
     """(rows of one source in s1's columns, its pick or None): from the hub, the built-in family, or a
     local file. The pick is collect's to apply: s1 sub-sampled after decontamination."""
     if name == "mini" and not local:
+        import mini  # the demo's built-in miniature tasks
         return mini.rows(args.n, args.seed, args.min_steps, args.max_steps), None
     source = next((s for s in SOURCES if s["name"] == name), None)
     if local:
-        raw = [(r, (source or {"parts": [part()]})["parts"][0]) for r in bench.read_rows(local, None, None)]
+        raw = [(r, (source or {"parts": [part()]})["parts"][0]) for r in jsonl.read_rows(local)]
     elif source is None:
         raise SystemExit(f"--sources {name}: not one of {S1_SOURCES + ['mini']}; give its file with --local {name}=PATH")
     else:
@@ -279,12 +280,9 @@ def hub_eval_questions(name, path=None):
             paths = [hf_hub_download(hub, f, repo_type="dataset") for f in files]
         except Exception as e:
             raise SystemExit(f"{hub} ({', '.join(files)}): cannot load ({one_line(e)}); offline and not cached? {hint}")
-        questions = []
-        for p in paths:  # large files (test cases): keep only the questions
-            with open(p) as f:
-                questions += [json.loads(line)[key] for line in f if line.strip()]
-        return questions
-    rows = bench.read_rows(path, None, None) if path else hub_rows(hub, hint=hint)
+        # large files (test cases): read a line at a time, keeping only the questions
+        return [r[key] for p in paths for _, r in jsonl.numbered(p)]
+    rows = jsonl.read_rows(path) if path else hub_rows(hub, hint=hint)
     questions = [next((r[k] for k in (key, "question", "problem") if isinstance(r.get(k), str)), None) for r in rows]
     if None in questions:
         raise SystemExit(f"{path or hub} row {questions.index(None)}: no {key!r} (--eval-sets {name})")
@@ -299,11 +297,11 @@ def eval_questions(names, sources):
         if name in HUB_EVAL_SETS:
             out[name] = hub_eval_questions(name, sources.get(name))
             continue
-        if name == "gpqa" and name not in sources and not os.path.exists(bench.BENCHMARKS["gpqa"][3]):
-            print(f"decontamination: skipped GPQA Diamond (no copy at {bench.BENCHMARKS['gpqa'][3]}; "
+        if name == "gpqa" and name not in sources and not os.path.exists(evaluation.BENCHMARKS["gpqa"][3]):
+            print(f"decontamination: skipped GPQA Diamond (no copy at {evaluation.BENCHMARKS['gpqa'][3]}; "
                   "give one with --eval-data gpqa=PATH)")
             continue
-        questions = bench.load_benchmark(name, sources.get(name))
+        questions = evaluation.load_benchmark(name, sources.get(name))
         # GPQA's prompt has its options appended; s1 matched the question alone
         out[name] = [q["prompt"].rsplit("\n\nA) ", 1)[0] if q["choices"] else q["prompt"] for q in questions]
     return out
@@ -345,48 +343,21 @@ def collect(args):
     print(f"exact duplicates removed: {len(pool) - len(unique)}")
     unique += appended
     print(f"pool: {len(unique)} questions -> {args.out}")
-    write_jsonl(args.out, unique)
+    jsonl.write_jsonl(args.out, unique)
 
 
 # ----------------------------------------------------------------------------------------------
-# Files
+# Files (read, appended and written by jsonl.py's rule)
 
-def write_jsonl(path, rows):
-    """Write to a temporary file, then rename: a crash never leaves half a file under the real name."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    os.replace(path + ".tmp", path)
-
-
-def read_jsonl(path, what="rows"):
+def read_pool(path, what="rows"):
+    """Rows that each have a question: the pool, distill's output, the featurized pool."""
     if not os.path.isfile(path):
         raise SystemExit(f"{path}: no such file ({what})")
-    rows = bench.read_rows(path, None, None)
+    rows = jsonl.read_rows(path)
     for i, r in enumerate(rows):
         if not isinstance(r, dict) or not isinstance(r.get("question"), str) or not r["question"].strip():
             raise SystemExit(f"{path} row {i}: needs a non-empty string 'question'")
     return rows
-
-
-def read_cache(path):
-    """The records of an append-only cache. A torn last line (a kill mid-write) is dropped and the file
-    rewritten without it, so that appending stays clean; a bad line elsewhere is an error."""
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        lines = f.readlines()
-    records = []
-    for n, line in enumerate(lines, 1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if n < len(lines):
-                raise SystemExit(f"{path} line {n}: not valid JSON")
-            print(f"{path}: dropping a half-written last line")
-    if lines and not lines[-1].endswith("\n") or len(records) < len(lines):
-        write_jsonl(path, records)
-    return records
 
 
 # ----------------------------------------------------------------------------------------------
@@ -418,6 +389,23 @@ def chat_completion(base_url, model, messages, key_env, retries=5, backoff=2.0, 
             if attempt == retries:
                 raise RuntimeError(f"{url}: {e}") from None
         time.sleep(backoff * 2 ** attempt)
+
+
+def ask_all(tasks, ask, save, workers, what):
+    """ask(task) for every task, `workers` at a time on threads (HTTP only: eval.py's grader uses
+    signal.alarm, so whatever grades stays in the main thread), and save(result) here in the main
+    thread as each one arrives, so that a crash or Ctrl-C loses only the requests in flight. Bad
+    credentials stop it at once, in one line."""
+    pool = ThreadPoolExecutor(workers)
+    try:
+        for i, future in enumerate(as_completed([pool.submit(ask, t) for t in tasks]), 1):
+            save(future.result())
+            if i % 100 == 0 or i == len(tasks):
+                print(f"{what}: {i} of {len(tasks)}", flush=True)
+    except BadCredentials as e:
+        raise SystemExit(str(e))
+    finally:  # on Ctrl-C too: stop asking; every saved reply stays in the cache
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def split_reply(message):
@@ -485,6 +473,7 @@ def teach(args, todo, save):
                 "problem": problem, "question": q, "thinking": thinking, "attempt": answer}
 
     if args.teacher == "mini":
+        import mini  # the demo's built-in miniature tasks
         for q in todo:
             try:
                 save(rec(q, *mini.teacher(q, args.slip_rate, args.seed), None))
@@ -519,26 +508,15 @@ def teach(args, todo, save):
                 return rec(q, None, None, f"error: {type(e).__name__}: {e}")
             return rec(q, *split_reply(message))
 
-        pool = ThreadPoolExecutor(args.workers)
-        try:
-            futures = [pool.submit(ask, q) for q in todo]
-            for i, future in enumerate(as_completed(futures), 1):
-                save(future.result())
-                if i % 100 == 0 or i == len(todo):
-                    print(f"distill: {i} of {len(todo)}", flush=True)
-        except BadCredentials as e:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise SystemExit(str(e))
-        finally:  # on Ctrl-C too: stop asking; every saved reply stays in the cache
-            pool.shutdown(wait=False, cancel_futures=True)
+        ask_all(todo, ask, save, args.workers, "distill")
 
 
 def distill(args):
     args.teacher_name = {"mini": f"mini (slip rate {args.slip_rate}, seed {args.seed})"}.get(args.teacher, args.model)
     torchrun_start(args.device)
-    rows = read_jsonl(args.pool, "the pool")
+    rows = read_pool(args.pool, "the pool")
     cached = {}  # question hash -> the newest record from this teacher
-    for r in read_cache(args.cache) if RANK == 0 else []:
+    for r in jsonl.resume(args.cache) if RANK == 0 else []:
         if r.get("teacher") == args.teacher_name:
             cached[r["question_hash"]] = r
     redo = ("error",) + (("empty", "malformed") if args.retry_failed else ())
@@ -556,8 +534,7 @@ def distill(args):
         with open(args.cache, "a") as f:
             def save(record):  # one line per reply, flushed at once: a crash loses at most the line being written
                 cached[record["question_hash"]] = record
-                f.write(json.dumps(record) + "\n")
-                f.flush()
+                jsonl.write_line(f, record)
                 saved.append(record["question_hash"])
             try:
                 teach(args, todo, save)
@@ -571,7 +548,7 @@ def distill(args):
         counts[rec["status"]] = counts.get(rec["status"], 0) + 1
         out.append(dict(r, thinking=rec["thinking"], attempt=rec["attempt"], distill_status=rec["status"],
                         distill_problem=rec["problem"], teacher=args.teacher_name))
-    write_jsonl(args.out, out)
+    jsonl.write_jsonl(args.out, out)
     print("distill: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f" -> {args.out}")
     if counts.get("pending") or counts.get("error"):
         print("distill: rerun the same command to ask again for the pending and failed ones")
@@ -626,7 +603,7 @@ def parse_args(argv=None):
     c.add_argument("--eval-sets", nargs="+", default=S1_EVAL_SETS,
                    help=f"benchmarks to decontaminate against (default: s1's); {', '.join(HUB_EVAL_SETS)} from the "
                         f"hub ({', '.join(h for h, _, _ in HUB_EVAL_SETS.values())}; offline: its cache), or any of "
-                        f"{', '.join(bench.BENCHMARKS)} as eval.py loads them. Offline with no cache: "
+                        f"{', '.join(evaluation.BENCHMARKS)} as eval.py loads them. Offline with no cache: "
                         "--eval-sets aime24 aime25 math500 gpqa (local copies), or --eval-data")
     c.add_argument("--aime25", action="store_true", help="decontaminate against AIME25 too (s1 predates it)")
     c.add_argument("--check-aime", action="store_true",
@@ -668,7 +645,7 @@ def parse_args(argv=None):
         args.local = name_eq_path(args.local, "--local", p)
         args.eval_data = name_eq_path(args.eval_data, "--eval-data", p)
         args.eval_sets = list(dict.fromkeys(args.eval_sets + ["aime25"] * args.aime25))
-        known = [*HUB_EVAL_SETS, *bench.BENCHMARKS, *args.eval_data]
+        known = [*HUB_EVAL_SETS, *evaluation.BENCHMARKS, *args.eval_data]
         unknown = [b for b in args.eval_sets if b not in known]
         if unknown:
             p.error(f"--eval-sets {' '.join(unknown)}: not one of {sorted(set(known))}; give a file with --eval-data")

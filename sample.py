@@ -43,6 +43,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import chat
+import jsonl
 import model as qwen
 
 try:  # optional: flash-attn reads the block tables itself on CUDA (its paged kernel wants 256-token blocks)
@@ -853,39 +854,17 @@ def parse_args(argv=None):
 
 def read_questions(path):
     rows = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SystemExit(f"{path} line {n}: not valid JSON ({e})")
-            if not isinstance(row, dict) or not isinstance(row.get("question"), str):
-                raise SystemExit(f"{path} line {n}: needs a string 'question'")
-            rows.append(dict(row, id=row.get("id", n - 1)))
+    for n, row in jsonl.numbered(path):
+        if not isinstance(row, dict) or not isinstance(row.get("question"), str):
+            raise SystemExit(f"{path} line {n}: needs a string 'question'")
+        rows.append(dict(row, id=row.get("id", n - 1)))
     return rows
 
 
 def finished_ids(path):
-    """Ids already in an output file. A torn last line (a crash mid-write) is dropped and the file
-    rewritten without it; an unreadable line anywhere else is an error, and nothing is rewritten."""
-    if not os.path.exists(path):
-        return set()
-    with open(path) as f:
-        lines = f.readlines()
-    good = []
-    for n, line in enumerate(lines, 1):
-        try:
-            good.append(json.loads(line))
-        except json.JSONDecodeError:
-            if n < len(lines):
-                raise SystemExit(f"{path} line {n}: not valid JSON; fix or remove that line")
-            print(f"{path}: dropping a half-written last line", file=sys.stderr)
-            with open(path + ".tmp", "w") as f:
-                f.writelines(lines[:-1])
-            os.replace(path + ".tmp", path)
-    return {r["id"] for r in good}
+    """Ids already in an output file. A torn last line (a crash mid-write) is dropped and cut from the
+    file; an unreadable line anywhere else is an error, and nothing is rewritten (jsonl.py)."""
+    return {r["id"] for r in jsonl.resume(path)}
 
 
 def check_fits(name, device, world, max_tokens, rows):

@@ -42,6 +42,7 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from tqdm import tqdm
 
 import chat
+import jsonl
 import model as qwen
 
 H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM (NVIDIA datasheet)
@@ -118,15 +119,7 @@ def read_rows(spec):
     if spec.endswith((".jsonl", ".json")):
         if not os.path.exists(spec):
             raise SystemExit(f"--data {spec}: no such file")
-        rows = []
-        with open(spec) as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise SystemExit(f"{spec} line {n}: not valid JSON ({e})")
-        return rows
+        return jsonl.read_jsonl(spec)
     import datasets
     try:
         ds = (datasets.load_dataset("parquet", data_files=spec, split="train") if spec.endswith(".parquet")
@@ -468,22 +461,20 @@ def load_latest_checkpoint(model, opt, out):
 def read_log(path):
     """The step records of log.jsonl, the last one of each step: a resumed run appends the steps it
     runs again (those after the checkpoint it resumed from), and nothing is ever deleted."""
-    by_step = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                record = json.loads(line)
-                by_step[record["step"]] = record
+    by_step = {r["step"]: r for r in jsonl.read_jsonl(path)}
     return [by_step[k] for k in sorted(by_step)]
 
 
 def open_log(path, resume):
-    """The JSONL step log, appended to on --resume. A fresh run in a directory whose earlier run left
-    only a log (it died before any checkpoint) moves that log aside rather than mixing the two."""
+    """The JSONL step log, appended to on --resume (a torn last line is cut first: jsonl.py). A fresh
+    run in a directory whose earlier run left only a log (it died before any checkpoint) moves that
+    log aside rather than mixing the two."""
     if not resume and os.path.exists(path):
         aside = path.replace(".jsonl", f".{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
         os.replace(path, aside)
         print0(f"{path}: an earlier run's log, kept as {aside}")
+    if resume:
+        jsonl.resume(path)
     return open(path, "a")
 
 
@@ -585,8 +576,7 @@ def main(args):
         else:  # peak resident memory of this process (Linux reports KiB)
             record.update(peak_mem_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2)
         if is_main():
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+            jsonl.write_line(log, record)
             bar.update(1)
             bar.write(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
         if args.save_every and (step + 1) % args.save_every == 0 and step + 1 < len(steps):

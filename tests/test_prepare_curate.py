@@ -242,7 +242,7 @@ def test_interrupted_distill_resumes_without_repeating_or_losing(tmp_path, monke
         f.write('{"question_hash": "0123')  # what a kill in the middle of a write leaves
     capsys.readouterr()
     prepare.main(args)
-    assert "dropping a half-written last line" in capsys.readouterr().out
+    assert "dropping a half-written last line" in capsys.readouterr().err  # jsonl.py reports on stderr
     records = read(cache)
     assert open(cache).read().startswith(before) and len(records) == 30
     assert sorted(r["question_hash"] for r in records) == sorted(prepare.question_hash(r["question"]) for r in read(pool))

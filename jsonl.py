@@ -1,0 +1,107 @@
+"""jsonl.py: the one rule for the JSONL files the stages read and resume, and the atomic writer.
+
+Reading: blank lines are skipped. A torn last line (no trailing newline and not valid JSON: what a
+kill in the middle of a write leaves) is dropped and reported in one line on stderr; an unreadable
+line anywhere else is an error naming the file and the line (a one-line SystemExit).
+Resuming an output that is appended to a line at a time (sample.py --output, eval.py's samples.jsonl,
+prepare.py's distill cache, curate.py's feature caches, train.py's log): read as above, then the torn
+tail, and only it, is cut from the file, so that the next line starts on a line of its own. Nothing
+already written is ever rewritten away.
+Writing a whole file: to a temporary file beside it, then renamed over it, so that a crash never
+leaves half a file under the real name.
+"""
+import contextlib
+import gzip
+import json
+import os
+import sys
+
+
+def numbered(path):
+    """(line number, record) for every line of a .jsonl or .jsonl.gz file, by the rule above."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"{path}: no such file")
+    with (gzip.open if path.endswith(".gz") else open)(path, "rt", encoding="utf-8", newline="\n") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                if line.endswith("\n"):  # a whole line: only a line with no newline can be the torn last one
+                    raise SystemExit(f"{path} line {n}: not valid JSON ({e.msg} at column {e.colno}); "
+                                     "fix or remove that line") from None
+                print(f"{path} line {n}: dropping a half-written last line", file=sys.stderr)
+                return
+            yield n, record
+
+
+def read_jsonl(path):
+    return [r for _, r in numbered(path)]
+
+
+def read_rows(path):
+    """The rows of a local .jsonl, .jsonl.gz or .json (one list) file."""
+    if path.endswith(".json") and os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    return read_jsonl(path)
+
+
+def resume(path):
+    """The records of an output that a run appends to, none before its first run. Its torn last line is
+    dropped (and reported) and cut from the file; nothing else of the file is touched."""
+    if not os.path.exists(path):
+        return []
+    records = read_jsonl(path)  # stops at an unreadable line that is not the last, before any change
+    cut_torn_tail(path)
+    return records
+
+
+def cut_torn_tail(path):
+    """Cut what follows the last newline if it is not valid JSON; end it with a newline if it is."""
+    with open(path, "rb+") as f:
+        end, tail = f.seek(0, os.SEEK_END), b""
+        while len(tail) < end and b"\n" not in tail:  # back to the last newline, a block at a time
+            step = min(end - len(tail), 1 << 16)
+            f.seek(end - len(tail) - step)
+            tail = f.read(step) + tail
+        tail = tail.rsplit(b"\n", 1)[-1]  # b"" in a clean file
+        if tail.strip() and not parses(tail):
+            f.truncate(end - len(tail))
+        elif tail:
+            f.seek(0, os.SEEK_END)
+            f.write(b"\n")
+
+
+def parses(line):
+    try:
+        json.loads(line)
+        return True
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def write_line(f, record):
+    """One record, flushed at once: a crash loses at most the line being written."""
+    f.write(json.dumps(record) + "\n")
+    f.flush()
+
+
+@contextlib.contextmanager
+def atomic(path, mode="w"):
+    """A file to write path through: a temporary file beside it, renamed over path once complete."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", mode, encoding=None if "b" in mode else "utf-8") as f:
+        yield f
+    os.replace(path + ".tmp", path)
+
+
+def write_atomic(path, text):
+    with atomic(path) as f:
+        f.write(text)
+
+
+def write_jsonl(path, rows):
+    with atomic(path) as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
