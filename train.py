@@ -607,7 +607,7 @@ if __name__ == "__main__":
     if args.dry_run:
         sys.exit(0 if main(args) else 1)
     main(args)
-    # gloo can abort at interpreter exit while its threads still hold tensors (cpu_notes §3);
+    # gloo can abort at interpreter exit while its threads still hold tensors (seen on CPU);
     # leaving through os._exit after a clean shutdown avoids it.
     dist.destroy_process_group()
     sys.stdout.flush(), sys.stderr.flush()

@@ -174,6 +174,9 @@ try:
     print("ok", dist.get_rank())
 except SystemExit as e:
     print("stop", dist.get_rank(), e)
+dist.destroy_process_group()  # then leave without interpreter teardown: gloo can abort there (see train.py)
+sys.stdout.flush()
+os._exit(0)
 """
 
 
