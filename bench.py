@@ -163,7 +163,7 @@ def bench_decode(args):
     # Tokens run through the model for one question with K "Wait" extensions. Ours feeds each token
     # once. s1's harness re-submits the prompt and everything so far at every round (and once more
     # for the answer), so it pays the prefix again per round. Segment lengths: the s1-32B AIME24
-    # averages of s1_reference §7.2 (5,300 thinking tokens without forcing, about +700 per "Wait").
+    # averages of docs/s1.md §7.2 (5,300 thinking tokens without forcing, about +700 per "Wait").
     print("\nTokens fed through the model for one AIME-like question (prompt 150, first thinking 5300, "
           "+700 per Wait, answer 200)")
     print("| K Waits | ours | re-submit each round | ratio |\n|---|---|---|---|")

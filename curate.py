@@ -60,7 +60,7 @@ The user will provide the attempt and the correct answer in the following format
 
 Explain your reasoning, and end your response on a new line with only "Yes" or "No" (without quotes).
 """  # s1's data/grading.txt
-CLASSIFY_PROMPT = (  # s1's featurization.py (§3.4)
+CLASSIFY_PROMPT = (  # s1's featurization.py (docs/s1.md §3.4)
     "You are a helpful assistant that classifies questions into different subjects based on the provided "
     "classification rubrics. You will be given a question and a list of subjects. You need to classify the "
     "question into one of the subjects. If the question has multiple subjects, you should classify the "
@@ -352,7 +352,7 @@ def benchmark_prior(rows):
 
 
 def sample_by_length(rows, n, rng, seeds=(), uniform_until=700, prior=None, weighted=True):
-    """s1's loop (§3.6): pick a domain (uniformly, or by the prior once uniform_until are selected), then
+    """s1's loop (docs/s1.md §3.6): pick a domain (uniformly, or by the prior once uniform_until are selected), then
     one of its questions with p ∝ 2^-rank of thinking length (rank 0 = the longest; weighted=False:
     uniformly), remove it from the domain's pool; a drawn seed adds nothing. Returns the selection."""
     pools = {}

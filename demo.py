@@ -103,7 +103,7 @@ def main(args):
          [PY, "curate.py", "select", "--data", out("features.jsonl"), "--n", str(keep), "--seed", "0",
           "--out", out("s1K.jsonl")]),
         # --pack: the same updates, 1.5x faster on a CPU. No periodic checkpoints: on CPU, every step
-        # after a DCP save of the optimizer runs ~1.7x slower (measured; cause not found yet).
+        # after a DCP save of the optimizer ran ~1.7x slower (measured on a 2-core CPU).
         ("train", out("train", "final"),
          [PY, "train.py", "--model", "data/demo-model", "--init", "random", "--data", out("s1K.jsonl"),
           "--out", out("train"), "--device", "cpu", "--dtype", "float32", "--save-dtype", "float32", "--pack",

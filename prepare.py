@@ -16,7 +16,7 @@ LiveCodeBench release_v4) or with a question kept from an earlier source is drop
 are XWord (1,000) and SciEval (250) sub-sampled; then exact duplicates go. AIME 1983-2022 is appended
 last, unchecked, as s1's add_aime.py did. Any source can be a local file (--local NAME=PATH).
 
-distill (§2): the teacher sees the raw question, as s1's did. Every reply is appended to a JSONL
+distill (docs/s1.md §2): the teacher sees the raw question, as s1's did. Every reply is appended to a JSONL
 cache keyed by sha256(question)[:16] the moment it arrives, so a crash or Ctrl-C loses nothing and a
 rerun continues. Empty or malformed replies are kept and marked (distill_status), never dropped.
 A local teacher answers every question left in one sample.py generate call (continuous batching);
@@ -54,7 +54,7 @@ def record(question, solution, cot_type, source_type, raw, used):
 
 
 # ----------------------------------------------------------------------------------------------
-# The 16 sources (s1_reference §1.2; field names from s1's collect_data.py and add_aime.py). Each:
+# The 16 sources (docs/s1.md §1.2; field names from s1's collect_data.py and add_aime.py). Each:
 # hub dataset, the parts loaded (config, split, data_files), which rows to keep, the mapping to the
 # five columns, and an optional pick over the whole source. to_row and keep get (row, part).
 
@@ -249,7 +249,7 @@ def load_source(name, local, args):
 
 
 # ----------------------------------------------------------------------------------------------
-# Decontamination and de-duplication (§1.3)
+# Decontamination and de-duplication (docs/s1.md §1.3)
 
 def ngrams(text, n=8):
     """s1's word n-grams of the lower-cased, whitespace-collapsed text; a shorter text is one gram."""

@@ -46,7 +46,7 @@ import jsonl
 import model as qwen
 
 H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM (NVIDIA datasheet)
-ASSUMED_MFU = 0.35  # torchtitan's published 33-39 % for FSDP2 on H100; to be replaced by our own measurement
+ASSUMED_MFU = 0.35  # torchtitan's published 33-39 % for FSDP2 on H100 (make gpu-check measures ours)
 
 
 def parse_args(argv=None):

@@ -432,7 +432,7 @@ def test_gpqa_is_skipped_and_said_so_without_a_copy(monkeypatch, capsys):
 
 
 # ----------------------------------------------------------------------------------------------
-# Curation as s1 did it (issue 12 item 7). Each s1 value is written out, its source beside it.
+# Curation as s1 did it. Each s1 value is written out, its source beside it.
 
 AIMO_2022 = "Find the number of ordered pairs of positive integers m and n such that m times n equals 2022 exactly."
 LCB_HARD = "You are given an array of n integers. Find the length of the longest strictly increasing contiguous run."
@@ -598,7 +598,7 @@ def test_help():
     for script, sub in (("prepare.py", "collect"), ("curate.py", "select")):
         text = run([sys.executable, script, sub, "--help"]).stdout
         assert "--out" in text and ("--local" in text or "--uniform-until" in text)
-        assert "Where we differ from s1, and why:" in text  # issue 12 item 7: said where it is used
+        assert "Where we differ from s1, and why:" in text  # said where it is used
     for argv in (["distill", "--help"],):
         with pytest.raises(SystemExit) as e:
             prepare.parse_args(argv)
