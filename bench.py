@@ -39,6 +39,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+import hf_checkpoint as hf
 import model as M
 import sample
 
@@ -325,7 +326,7 @@ def bench_sweep(args):
     model_dir, data = os.path.join(args.demo, "train", "final"), os.path.join(args.demo, "test.jsonl")
     if not os.path.isdir(model_dir):
         raise SystemExit(f"{model_dir}: no demo model; run make demo first")
-    model = M.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = hf.from_pretrained(model_dir, dtype=torch.float32).eval()
     tokenizer = chat.load_tokenizer(model_dir)
     questions = [q["prompt"] for q in ev.load_benchmark("mini", data)]
     names = ["8", "16", "24", "32", "48", "64", "96", "none", "wait1", "wait2"]
@@ -361,7 +362,7 @@ def bench_plan(args):
         d = os.path.join(root, f"h{cfg.hidden_size}")
         os.makedirs(d)
         with open(os.path.join(d, "config.json"), "w") as f:
-            json.dump(M.hf_config_dict(cfg, "float32"), f)
+            json.dump(hf.config_json(cfg, "float32"), f)
         chat.build_byte_tokenizer(d)
         with open(os.path.join(d, "data.jsonl"), "w") as f:  # byte tokens: about one per character
             for k in range(2):
@@ -378,7 +379,7 @@ def bench_plan(args):
 
     tiny = M.Config(vocab_size=320, hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
                     num_key_value_heads=2, tie_word_embeddings=False)
-    (tiny_measured, tiny_plan), (measured, plan) = measure(tiny), measure(M.known_shape("Qwen2.5-0.5B"))
+    (tiny_measured, tiny_plan), (measured, plan) = measure(tiny), measure(hf.known_shape("Qwen2.5-0.5B"))
     print(f"\ntrain.py's memory plan vs peak RSS, {args.tokens} tokens, fp32, CPU, 2 steps")
     print("| shape | measured peak RSS | plan | plan / measured |\n|---|---|---|---|")
     print(f"| tiny (the process baseline) | {tiny_measured:.2f} GiB | {tiny_plan:.3f} GiB | - |")
@@ -405,7 +406,7 @@ def bench_export(args):
     model.init_weights(seed=0)
     start = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}  # on the bf16 grid
     chat.build_byte_tokenizer(os.path.join(root, "init"))
-    M.save_pretrained(start, os.path.join(root, "init"), cfg=cfg, tokenizer_dir=os.path.join(root, "init"))
+    hf.save_pretrained(start, os.path.join(root, "init"), cfg=cfg, tokenizer_dir=os.path.join(root, "init"))
     rng = random.Random(0)
     with open(os.path.join(root, "data.jsonl"), "w") as f:  # 1,000 examples: 63 steps of 16 per epoch
         for _ in range(1000):
@@ -571,7 +572,7 @@ def check_sdpa(cfg, device, dtype, seq):
 def write_config(cfg, folder):
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(M.hf_config_dict(cfg), f)
+        json.dump(hf.config_json(cfg), f)
     return folder
 
 
@@ -656,7 +657,7 @@ def check_two_gpus(tmp, cfg, device="cuda"):
                                                device, dtype, 2048, 4)] for w, launcher in launchers.items()}
     init = M.Qwen2(cfg)
     init.init_weights(seed=0)
-    M.save_pretrained({k: v.to(getattr(torch, dtype)) for k, v in init.state_dict().items()}, path("ckpt"), cfg=cfg,
+    hf.save_pretrained({k: v.to(getattr(torch, dtype)) for k, v in init.state_dict().items()}, path("ckpt"), cfg=cfg,
                       tokenizer_dir=TOKENIZER)
     with open(path("q.jsonl"), "w") as f:
         f.writelines(json.dumps({"question": f"What is {i} + {i}?"}) + "\n" for i in range(4))
@@ -724,8 +725,8 @@ def bench_gpu(args):
     device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
     gpu, dtype = device.type == "cuda", torch.bfloat16
     # full shapes on a GPU; on a CPU the same paths on tiny ones, so that CI runs every line
-    cfg, seq, steps, block, new = (M.known_shape("Qwen2.5-0.5B"), 2048, 16, 16384, 256) if gpu else (TINY, 128, 8, 256, 16)
-    shapes = ({s: M.known_shape(f"Qwen2.5-{s}") for s in ("0.5B", "1.5B")} if gpu
+    cfg, seq, steps, block, new = (hf.known_shape("Qwen2.5-0.5B"), 2048, 16, 16384, 256) if gpu else (TINY, 128, 8, 256, 16)
+    shapes = ({s: hf.known_shape(f"Qwen2.5-{s}") for s in ("0.5B", "1.5B")} if gpu
               else {"tiny": dataclasses.replace(TINY, vocab_size=151936)})
     ref = M.Qwen2(cfg)  # fp32 on the CPU: the reference
     ref.init_weights(seed=0)

@@ -43,6 +43,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import chat
+import hf_checkpoint as hf
 import jsonl
 import model as qwen
 
@@ -699,13 +700,13 @@ def tensor_parallel_slice(rank, world):
 
 
 def load_model(name_or_path, device, dtype, world=1, rank=0):
-    path = qwen.checkpoint_dir(name_or_path)  # resolved (and fetched, once per node) before any weight is read
+    path = hf.checkpoint_dir(name_or_path)  # resolved (and fetched, once per node) before any weight is read
     if world > 1:
-        kv_heads = qwen.read_config(os.path.join(path, "config.json")).num_key_value_heads
+        kv_heads = hf.read_config(os.path.join(path, "config.json")).num_key_value_heads
         if kv_heads % world:
             raise SystemExit(f"--model has {kv_heads} KV heads: the number of processes ({world}) must divide it")
     select = tensor_parallel_slice(rank, world) if world > 1 else None
-    model = qwen.from_pretrained(path, device=device, dtype=dtype, select=select)
+    model = hf.from_pretrained(path, device=device, dtype=dtype, select=select)
     if world > 1:
         for block in model.model.layers:
             block.self_attn.n_heads //= world
@@ -746,11 +747,11 @@ def model_config(name_or_path):
     """A checkpoint's Config: its config.json if local (or cached from the hub), else the shipped
     shape of a Qwen2.5 size named in it (so that a plan needs no download)."""
     if os.path.isdir(name_or_path):
-        return qwen.read_config(os.path.join(name_or_path, "config.json"))
-    shape = qwen.known_shape(name_or_path)
+        return hf.read_config(os.path.join(name_or_path, "config.json"))
+    shape = hf.known_shape(name_or_path)
     if shape:
         return shape
-    return qwen.read_config(os.path.join(qwen.checkpoint_dir(name_or_path, patterns=("config.json",)), "config.json"))
+    return hf.read_config(os.path.join(hf.checkpoint_dir(name_or_path, patterns=("config.json",)), "config.json"))
 
 
 def memory_plan(cfg, tp, max_tokens, rows, gpu_gb, dtype_bytes=2):

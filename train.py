@@ -42,6 +42,7 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from tqdm import tqdm
 
 import chat
+import hf_checkpoint as hf
 import jsonl
 import model as qwen
 
@@ -282,12 +283,12 @@ def plan_config(name):
     """The model's shape for --dry-run without downloading: a local config.json, the shipped shape of
     a Qwen2.5 size named in a hub name, or else the hub's config.json (one small file)."""
     if os.path.isdir(name):
-        return qwen.read_config(os.path.join(name, "config.json"))
-    shape = qwen.known_shape(name)
+        return hf.read_config(os.path.join(name, "config.json"))
+    shape = hf.known_shape(name)
     if shape:
         return shape
     try:
-        return qwen.read_config(os.path.join(qwen.checkpoint_dir(name, patterns=("config.json",)), "config.json"))
+        return hf.read_config(os.path.join(hf.checkpoint_dir(name, patterns=("config.json",)), "config.json"))
     except FileNotFoundError as e:
         raise SystemExit(f"--model {e}")
 
@@ -404,7 +405,7 @@ def build_model(args, cfg, path, device, checkpointing, world):
         else:
             shapes = {k: v.shape for k, v in model.named_parameters()}  # a tied LM head appears once
             # kept in the checkpoint's dtype (65 GB for 32B, not 131): the copy into the fp32 shards converts
-            full = dict(qwen.read_checkpoint(path, shapes, cfg.tie_word_embeddings))
+            full = dict(hf.read_checkpoint(path, shapes, cfg.tie_word_embeddings))
         if cfg.tie_word_embeddings:
             full["lm_head.weight"] = full["model.embed_tokens.weight"]
     set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
@@ -489,8 +490,8 @@ def main(args):
     if args.dry_run:
         cfg = plan_config(args.model)
     else:
-        path = qwen.checkpoint_dir(args.model)
-        cfg = qwen.read_config(os.path.join(path, "config.json"))
+        path = hf.checkpoint_dir(args.model)
+        cfg = hf.read_config(os.path.join(path, "config.json"))
     with torch.device("meta"):
         n_params = qwen.num_params(qwen.Qwen2(cfg))
     checkpointing = args.activation_checkpointing == "on" or (args.activation_checkpointing == "auto" and n_params > 1e9)
@@ -592,9 +593,9 @@ def main(args):
         gathered = time.perf_counter() - t0
         if is_main():
             dtype = getattr(torch, args.save_dtype)
-            tok_dir = path if args.tokenizer is None else qwen.checkpoint_dir(args.tokenizer)
-            qwen.save_pretrained({k: v.to(dtype) for k, v in full.items()}, os.path.join(args.out, "final"),
-                                 cfg=cfg, tokenizer_dir=tok_dir)
+            tok_dir = path if args.tokenizer is None else hf.checkpoint_dir(args.tokenizer)
+            hf.save_pretrained({k: v.to(dtype) for k, v in full.items()}, os.path.join(args.out, "final"),
+                               cfg=cfg, tokenizer_dir=tok_dir)
             final = os.path.join(args.out, "final")
             size = sum(os.path.getsize(os.path.join(final, f)) for f in os.listdir(final) if f.endswith(".safetensors"))
             print0(f"saved {final}: {size / 1e9:.1f} GB in {time.perf_counter() - t0:.0f} s "

@@ -8,7 +8,7 @@ import torch
 from conftest import ROOT, run, tiny_hf_model
 
 import chat
-import model as M
+import hf_checkpoint
 import sample
 
 QUESTIONS = ["What is 2+3?", "Name a prime larger than ten, please.", "Why?", "A much longer question " * 8]
@@ -23,7 +23,7 @@ def tiny(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-engine")
     tiny_hf_model(vocab=320, hidden=64, layers=2, heads=4, kv_heads=2, seed=3).save_pretrained(path)
     tokenizer = chat.build_byte_tokenizer(str(path))
-    model = M.from_pretrained(str(path), dtype=torch.float32)
+    model = hf_checkpoint.from_pretrained(str(path), dtype=torch.float32)
     with torch.no_grad():  # louder delimiters: some rows end their thinking (and "Wait") by themselves
         for token in (chat.IM_START, chat.IM_END):
             model.lm_head.weight[tokenizer.encode(token, add_special_tokens=False)[0]] *= 4
@@ -171,7 +171,7 @@ def test_blocks_return_to_the_pool_and_rejection_sampling_prefills_each_prompt_o
 
 
 def test_memory_plan_for_32b_matches_a_hand_computation():
-    cfg = M.known_shape("simplescaling/s1-32B")
+    cfg = hf_checkpoint.known_shape("simplescaling/s1-32B")
     # one block: q and o (5120 x 5120), k and v (5120 x 1024), their biases, the MLP (3 x 5120 x 27648), two norms
     block = 2 * 5120 * 5120 + 2 * 5120 * 1024 + 5120 + 2 * 1024 + 3 * 5120 * 27648 + 2 * 5120
     assert block == 487_605_248

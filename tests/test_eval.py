@@ -15,7 +15,7 @@ from conftest import ROOT, run, tiny_hf_model
 
 import chat
 import eval as E
-import model as M
+import hf_checkpoint
 
 GPQA_GZ = E.BENCHMARKS["gpqa"][3]
 needs_gpqa = pytest.mark.skipif(not os.path.exists(GPQA_GZ), reason=f"GPQA is not committed; {GPQA_GZ} is absent")
@@ -356,7 +356,7 @@ def test_a_run_with_a_stand_in_decoder_grades_reports_and_resumes(tmp_path, tiny
     math500 = E.load_benchmark("math500", limit=6)
     monkeypatch.setitem(sys.modules, "sample", types.SimpleNamespace(
         generate=generate, load_for_generation=lambda name, device, dtype, max_tokens, rows, tokenizer=None: (
-            M.from_pretrained(name, dtype=getattr(torch, dtype)), chat.load_tokenizer(tokenizer or name), 1, 0)))
+            hf_checkpoint.from_pretrained(name, dtype=getattr(torch, dtype)), chat.load_tokenizer(tokenizer or name), 1, 0)))
     out = tmp_path / "run"
     argv = ["--model", tiny_model, "--benchmarks", "math500", "--limit", "6", "--settings", "wait1", "auto",
             "--batch-size", "4", "--device", "cpu", "--dtype", "float32", "--out", str(out)]

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_hf_model
 
+import hf_checkpoint
 import model as M
 import sample
 
@@ -18,7 +19,7 @@ def max_diff(a, b):
 
 def test_logits_match_transformers(tiny_checkpoint):
     path, hf = tiny_checkpoint
-    ours = M.from_pretrained(path, dtype=torch.float32)
+    ours = hf_checkpoint.from_pretrained(path, dtype=torch.float32)
     ids = torch.randint(0, 256, (3, 29), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert max_diff(ours(ids), hf(ids).logits) <= 1e-5
@@ -28,7 +29,7 @@ def test_logits_match_transformers(tiny_checkpoint):
 def test_attention_head_layouts_match_transformers(tmp_path, heads, kv_heads):
     hf = tiny_hf_model(heads=heads, kv_heads=kv_heads)
     hf.save_pretrained(tmp_path)
-    ours = M.from_pretrained(str(tmp_path), dtype=torch.float32)
+    ours = hf_checkpoint.from_pretrained(str(tmp_path), dtype=torch.float32)
     ids = torch.randint(0, 256, (2, 13))
     with torch.no_grad():
         assert max_diff(ours(ids), hf(ids).logits) <= 1e-5
@@ -38,7 +39,7 @@ def test_real_vocab_size_and_keys(tmp_path):
     """One model with Qwen2.5's real 151,936-row vocabulary and tied embeddings, like 0.5B."""
     hf = tiny_hf_model(tie=True, vocab=151936, hidden=32, layers=1, heads=2, kv_heads=1)
     hf.save_pretrained(tmp_path)
-    ours = M.from_pretrained(str(tmp_path), dtype=torch.float32)
+    ours = hf_checkpoint.from_pretrained(str(tmp_path), dtype=torch.float32)
     assert ours.lm_head.weight is ours.model.embed_tokens.weight
     ids = torch.tensor([[151644, 872, 198, 9707, 151645]])
     with torch.no_grad():
@@ -49,7 +50,7 @@ def test_batch_of_different_lengths_matches_transformers_padding(tiny_checkpoint
     """Three documents of lengths 5, 11, 8: transformers runs them right-padded with an attention
     mask; we run them packed in one row, and as a cache prefill with per-row lengths."""
     path, hf = tiny_checkpoint
-    ours = M.from_pretrained(path, dtype=torch.float32)
+    ours = hf_checkpoint.from_pretrained(path, dtype=torch.float32)
     lengths = [5, 11, 8]
     docs = [torch.randint(0, 256, (n,)) for n in lengths]
     padded = torch.zeros(3, 11, dtype=torch.long)
@@ -70,7 +71,7 @@ def test_batch_of_different_lengths_matches_transformers_padding(tiny_checkpoint
 
 def test_packed_rows_equal_documents_run_separately(tiny_checkpoint):
     path, _ = tiny_checkpoint
-    ours = M.from_pretrained(path, dtype=torch.float32)
+    ours = hf_checkpoint.from_pretrained(path, dtype=torch.float32)
     docs = [torch.randint(0, 256, (n,)) for n in (6, 9, 4, 12, 3)]
     # Row 0: docs 0, 1 and 2 then 1 padding token; row 1: docs 3 and 4 and 5 padding tokens.
     row0 = torch.cat([docs[0], docs[1], docs[2], torch.zeros(1, dtype=torch.long)])
@@ -105,7 +106,7 @@ def test_cached_decoding_equals_full_forward(tiny_checkpoint):
     """Prefill rows of different lengths into 4-token blocks taken from the pool in shuffled
     order, then feed one token per step: every step's logits equal the full (uncached) forward."""
     path, _ = tiny_checkpoint
-    ours = M.from_pretrained(path, dtype=torch.float32)
+    ours = hf_checkpoint.from_pretrained(path, dtype=torch.float32)
     ids = torch.randint(0, 256, (3, 20), generator=torch.Generator().manual_seed(2))
     prompt_lengths = [4, 9, 1]
     with torch.no_grad():
@@ -126,7 +127,7 @@ def test_cached_decoding_equals_full_forward(tiny_checkpoint):
 
 def test_token_losses_and_gradients_match_plain_cross_entropy(tiny_checkpoint):
     path, _ = tiny_checkpoint
-    ours = M.from_pretrained(path, dtype=torch.float32)
+    ours = hf_checkpoint.from_pretrained(path, dtype=torch.float32)
     ids = torch.randint(0, 256, (2, 15))
     labels = torch.roll(ids, -1, dims=1)
     labels[:, -1] = M.IGNORE
@@ -146,15 +147,15 @@ def test_token_losses_and_gradients_match_plain_cross_entropy(tiny_checkpoint):
 def test_save_pretrained_loads_in_transformers(tiny_checkpoint, tmp_path):
     from transformers import Qwen2ForCausalLM
     path, hf = tiny_checkpoint
-    ours = M.from_pretrained(path, dtype=torch.float32)
+    ours = hf_checkpoint.from_pretrained(path, dtype=torch.float32)
     ids = torch.randint(0, 256, (2, 11))
     for shard_bytes in (5 << 30, 20_000):  # one file, then many shards with an index
         out = tmp_path / f"saved-{shard_bytes}"
-        M.save_pretrained(ours, str(out), max_shard_bytes=shard_bytes)
+        hf_checkpoint.save_pretrained(ours, str(out), max_shard_bytes=shard_bytes)
         sharded = os.path.exists(out / "model.safetensors.index.json")
         assert sharded == (shard_bytes == 20_000)
         reloaded = Qwen2ForCausalLM.from_pretrained(out).float().eval()
-        again = M.from_pretrained(str(out), dtype=torch.float32)
+        again = hf_checkpoint.from_pretrained(str(out), dtype=torch.float32)
         with torch.no_grad():
             assert max_diff(reloaded(ids).logits, hf(ids).logits) <= 1e-5
             assert max_diff(again(ids), hf(ids).logits) <= 1e-5
@@ -164,10 +165,10 @@ def test_save_pretrained_loads_in_transformers(tiny_checkpoint, tmp_path):
 def test_save_pretrained_copies_tokenizer_and_replaces_atomically(tiny_checkpoint, tmp_path):
     from conftest import TOKENIZER_DIR
     path, _ = tiny_checkpoint
-    ours = M.from_pretrained(path, dtype=torch.float32)
+    ours = hf_checkpoint.from_pretrained(path, dtype=torch.float32)
     out = tmp_path / "ckpt"
-    M.save_pretrained(ours, str(out), tokenizer_dir=TOKENIZER_DIR)
-    M.save_pretrained(ours, str(out), tokenizer_dir=TOKENIZER_DIR)  # overwrite an existing checkpoint
+    hf_checkpoint.save_pretrained(ours, str(out), tokenizer_dir=TOKENIZER_DIR)
+    hf_checkpoint.save_pretrained(ours, str(out), tokenizer_dir=TOKENIZER_DIR)  # overwrite an existing checkpoint
     names = sorted(os.listdir(out))
     assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
             "tokenizer_config.json"} <= set(names)
@@ -181,22 +182,22 @@ def test_config_accepts_transformers_4_and_5_spellings(tmp_path):
     v5 = dict(base, rope_parameters={"rope_theta": 10000.0, "rope_type": "default"}, dtype="bfloat16")
     for i, raw in enumerate((v4, v5)):
         (tmp_path / f"{i}.json").write_text(json.dumps(raw))
-        cfg = M.read_config(str(tmp_path / f"{i}.json"))
+        cfg = hf_checkpoint.read_config(str(tmp_path / f"{i}.json"))
         assert (cfg.rope_theta, cfg.torch_dtype, cfg.head_dim) == (10000.0, "bfloat16", 16)
     (tmp_path / "bad.json").write_text(json.dumps({k: v for k, v in v4.items() if k != "hidden_size"}))
     with pytest.raises(KeyError, match="bad.json.*hidden_size"):
-        M.read_config(str(tmp_path / "bad.json"))
+        hf_checkpoint.read_config(str(tmp_path / "bad.json"))
     # What a real Qwen2.5 config.json (written by transformers 4.x) carries besides
     real = dict(v4, sliding_window=131072, use_sliding_window=False, max_window_layers=21, rope_scaling=None,
                 bos_token_id=151643, eos_token_id=151645, hidden_act="silu", use_cache=True)
     (tmp_path / "real.json").write_text(json.dumps(real))
-    assert M.read_config(str(tmp_path / "real.json")).eos_token_id == 151645
+    assert hf_checkpoint.read_config(str(tmp_path / "real.json")).eos_token_id == 151645
     for bad, error in ((dict(real, use_sliding_window=True), "use_sliding_window"),
                        (dict(real, rope_scaling={"type": "yarn", "factor": 4.0}), "rope scaling"),
                        (dict(real, model_type="llama"), "model_type"), (dict(real, head_dim=32), "head_dim")):
         (tmp_path / "bad.json").write_text(json.dumps(bad))
         with pytest.raises(ValueError, match=error):
-            M.read_config(str(tmp_path / "bad.json"))
+            hf_checkpoint.read_config(str(tmp_path / "bad.json"))
 
 
 # The published config.json values of every Qwen2.5-Instruct size (Hugging Face model cards).
@@ -219,7 +220,7 @@ def test_every_qwen25_size_has_transformers_parameters(size, tmp_path):
                num_attention_heads=heads, num_key_value_heads=kv, vocab_size=vocab, tie_word_embeddings=tie,
                rope_theta=1e6, torch_dtype="bfloat16", max_position_embeddings=32768)
     (tmp_path / "config.json").write_text(json.dumps(raw))
-    cfg = M.read_config(str(tmp_path / "config.json"))
+    cfg = hf_checkpoint.read_config(str(tmp_path / "config.json"))
     with torch.device("meta"):
         ours = M.Qwen2(cfg)
         ref = Qwen2ForCausalLM(Qwen2Config(**raw))
@@ -241,21 +242,21 @@ def test_bad_checkpoints_raise_clear_errors(tiny_checkpoint, tmp_path):
     path, _ = tiny_checkpoint
     key = "model.layers.1.self_attn.k_proj.bias"
     with pytest.raises(FileNotFoundError, match="no-such-dir"):
-        M.from_pretrained(str(tmp_path / "no-such-dir"))
+        hf_checkpoint.from_pretrained(str(tmp_path / "no-such-dir"))
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "config.json").write_text(open(os.path.join(path, "config.json")).read())
     with pytest.raises(FileNotFoundError, match="no model.safetensors"):
-        M.from_pretrained(str(empty))
+        hf_checkpoint.from_pretrained(str(empty))
     missing = _corrupt(path, tmp_path / "missing", lambda sd: {k: v for k, v in sd.items() if k != key})
     with pytest.raises(KeyError, match=key.replace(".", r"\.")):
-        M.from_pretrained(missing)
+        hf_checkpoint.from_pretrained(missing)
     wrong = _corrupt(path, tmp_path / "wrong", lambda sd: {**sd, key: torch.zeros(7)})
     with pytest.raises(ValueError, match=r"k_proj\.bias has shape \(7,\), expected \(32,\)"):
-        M.from_pretrained(wrong)
+        hf_checkpoint.from_pretrained(wrong)
     extra = _corrupt(path, tmp_path / "extra", lambda sd: {**sd, "model.layers.9.foo": torch.zeros(1)})
     with pytest.raises(KeyError, match="unexpected tensor 'model.layers.9.foo'"):
-        M.from_pretrained(extra)
+        hf_checkpoint.from_pretrained(extra)
 
 
 def test_bf16_logits_equal_transformers_bf16(tmp_path):
@@ -265,7 +266,7 @@ def test_bf16_logits_equal_transformers_bf16(tmp_path):
     hf = tiny_hf_model(hidden=128, layers=4)
     hf.save_pretrained(tmp_path)
     ref = Qwen2ForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
-    ours = M.from_pretrained(str(tmp_path), dtype=torch.bfloat16)
+    ours = hf_checkpoint.from_pretrained(str(tmp_path), dtype=torch.bfloat16)
     ids = torch.randint(0, 256, (2, 64))
     with torch.no_grad():
         expected = ref(ids).logits
@@ -284,7 +285,7 @@ def test_bf16_logits_equal_transformers_bf16(tmp_path):
 
 def test_one_row_of_positions_serves_the_batch(tiny_checkpoint):
     path, hf = tiny_checkpoint
-    ours = M.from_pretrained(path, dtype=torch.float32)
+    ours = hf_checkpoint.from_pretrained(path, dtype=torch.float32)
     ids = torch.randint(0, 256, (3, 10))
     with torch.no_grad():
         assert max_diff(ours(ids, position_ids=torch.arange(10)[None]), hf(ids).logits) <= 1e-5
@@ -294,7 +295,7 @@ def test_a_row_without_labels_still_gives_every_parameter_a_gradient(tiny_checkp
     """FSDP reduce-scatters every parameter's gradient on every rank: an idle rank (nothing to
     learn) must still produce one, the LM head's included, or the collectives fall out of step."""
     path, _ = tiny_checkpoint
-    ours = M.from_pretrained(path, dtype=torch.float32)
+    ours = hf_checkpoint.from_pretrained(path, dtype=torch.float32)
     losses = ours(torch.zeros(1, 1, dtype=torch.long), labels=torch.full((1, 1), M.IGNORE))
     losses.sum().backward()
     assert losses.sum().item() == 0
@@ -329,7 +330,7 @@ def test_processes_resolving_one_hub_name_download_it_once(tmp_path, monkeypatch
 
     def rank(i):
         start.wait()
-        (tmp_path / f"dir{i}").write_text(M.checkpoint_dir("someone/tiny-model"))
+        (tmp_path / f"dir{i}").write_text(hf_checkpoint.checkpoint_dir("someone/tiny-model"))
     procs = [ctx.Process(target=rank, args=(i,)) for i in range(3)]
     for p in procs:
         p.start()

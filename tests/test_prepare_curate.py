@@ -17,8 +17,8 @@ from conftest import ROOT, bigram_model, run, tiny_hf_model
 import chat
 import curate
 import eval as E
+import hf_checkpoint
 import mini
-import model as M
 import prepare
 import sample
 import serve as server_module
@@ -56,7 +56,7 @@ def models(tmp_path_factory):
     tokenizer = chat.build_byte_tokenizer(str(root / "tok"))
     dirs = {}
     for name, chain in (("teacher", TEACHER), ("solver", SOLVER)):
-        M.save_pretrained(bigram_model(tokenizer, chain), str(root / name), tokenizer_dir=str(root / "tok"))
+        hf_checkpoint.save_pretrained(bigram_model(tokenizer, chain), str(root / name), tokenizer_dir=str(root / "tok"))
         dirs[name] = str(root / name)
     teacher = bigram_model(tokenizer, TEACHER)
     server, url = serve(teacher, tokenizer)

@@ -9,7 +9,7 @@ import torch
 from conftest import ROOT, run, tiny_hf_model
 
 import chat
-import model as M
+import hf_checkpoint
 import sample
 
 PY = sys.executable
@@ -23,7 +23,7 @@ def tiny(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny")
     tiny_hf_model(vocab=320, hidden=64, layers=2, heads=4, kv_heads=2).save_pretrained(path)
     tokenizer = chat.build_byte_tokenizer(str(path))
-    return M.from_pretrained(str(path), dtype=torch.float32), tokenizer, str(path)
+    return hf_checkpoint.from_pretrained(str(path), dtype=torch.float32), tokenizer, str(path)
 
 
 def generate_with_ids(*args, **kw):

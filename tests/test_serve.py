@@ -13,7 +13,7 @@ import torch
 from conftest import tiny_hf_model
 
 import chat
-import model as M
+import hf_checkpoint
 import sample
 import serve
 
@@ -22,7 +22,7 @@ def tiny(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-serve")
     tiny_hf_model(vocab=320, hidden=64, layers=2, heads=4, kv_heads=2, seed=3).save_pretrained(path)
     tokenizer = chat.build_byte_tokenizer(str(path))
-    return M.from_pretrained(str(path), dtype=torch.float32), tokenizer
+    return hf_checkpoint.from_pretrained(str(path), dtype=torch.float32), tokenizer
 
 
 def start(model, tokenizer, **kw):
@@ -179,7 +179,7 @@ def test_command_line_serves_alone_and_tensor_parallel(tmp_path, processes):
             t.start()
         for t in threads:
             t.join()
-        model = M.from_pretrained(str(tmp_path), dtype=torch.float32)
+        model = hf_checkpoint.from_pretrained(str(tmp_path), dtype=torch.float32)
         for i, (code, text) in enumerate(replies):
             prompt = len(tokenizer.encode(chat.prompt_text(questions[i]) + chat.THINK, add_special_tokens=False))
             direct = sample.generate(model, tokenizer, [questions[i]], max_thinking_tokens=9 + 5 * i,

@@ -11,6 +11,7 @@ import torch
 from conftest import ROOT, TOKENIZER_DIR, run
 
 import chat
+import hf_checkpoint
 import model as M
 import train
 
@@ -200,8 +201,8 @@ def test_packing_and_activation_checkpointing_do_not_change_the_losses(runs):
 def test_exported_checkpoint_gives_the_same_logits_in_transformers(runs, tiny_sft):
     from transformers import Qwen2ForCausalLM
     final = os.path.join(runs["one"], "final")
-    ours, ref = M.from_pretrained(final, dtype=torch.float32), Qwen2ForCausalLM.from_pretrained(final).eval()
-    start = M.from_pretrained(tiny_sft[0], dtype=torch.float32)
+    ours, ref = hf_checkpoint.from_pretrained(final, dtype=torch.float32), Qwen2ForCausalLM.from_pretrained(final).eval()
+    start = hf_checkpoint.from_pretrained(tiny_sft[0], dtype=torch.float32)
     ids = torch.randint(0, 259, (2, 40))
     with torch.no_grad():
         assert (ours(ids) - ref(ids).logits).abs().max() <= 1e-5
