@@ -45,6 +45,7 @@ import chat
 import hf_checkpoint as hf
 import jsonl
 import model as qwen
+import sample  # broadcast: rank 0's decision about files, on every rank
 
 H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM (NVIDIA datasheet)
 ASSUMED_MFU = 0.35  # torchtitan's published 33-39 % for FSDP2 on H100 (make gpu-check measures ours)
@@ -344,19 +345,11 @@ def init_distributed(device_type, timeout_min=60):
     return dist.get_rank(), dist.get_world_size()
 
 
-def from_rank0(value):
-    """Rank 0's value on every rank: decisions about files are made once, so that no rank leaves
-    while the others wait in a collective."""
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def check_out_dir(out, resume):
     """Before any work: --out is one directory that every rank sees (DCP writes each rank's shards
     there and rank 0 renames the finished checkpoint), and it holds no other run unless --resume."""
     os.makedirs(out, exist_ok=True)
-    token, path = from_rank0(f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"), os.path.join(out, ".shared")
+    token, path = sample.broadcast(f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"), os.path.join(out, ".shared")
     if is_main():
         with open(path, "w") as f:
             f.write(token)
@@ -375,7 +368,7 @@ def check_out_dir(out, resume):
     if blind:
         raise SystemExit(f"--out {out}: rank(s) {', '.join(blind)} cannot see what rank 0 writes there; "
                          "on several nodes --out must be on a filesystem they all mount (NFS, Lustre, ...)")
-    found = from_rank0([name for name in ("final", "checkpoints") if os.path.exists(os.path.join(out, name))])
+    found = sample.broadcast([name for name in ("final", "checkpoints") if os.path.exists(os.path.join(out, name))])
     if found and not resume:
         raise SystemExit(f"--out {out} already holds a run ({', '.join(found)}): add --resume to continue it, "
                          "or choose another --out")
@@ -449,7 +442,7 @@ def save_checkpoint(model, opt, step, out, keep):
 
 
 def load_latest_checkpoint(model, opt, out):
-    newest = from_rank0((complete_checkpoints(out) or [None])[-1])  # every rank loads the same one, or none does
+    newest = sample.broadcast((complete_checkpoints(out) or [None])[-1])  # every rank loads the same one, or none does
     if newest is None:
         raise SystemExit(f"--resume: no complete checkpoint in {os.path.join(out, 'checkpoints')}")
     state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)}
