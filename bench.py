@@ -39,6 +39,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+import cli
 import hf_checkpoint as hf
 import model as M
 import sample
@@ -374,7 +375,7 @@ def bench_plan(args):
         log = train.read_log(os.path.join(d, "out", "log.jsonl"))
         with torch.device("meta"):
             n = M.num_params(M.Qwen2(cfg))
-        plan = train.memory_plan(cfg, n, 1, args.tokens, True, train.parse_args([]).ce_chunk, compute_bytes=4, cuda=False)
+        plan = train.memory_plan(cfg, n, 1, args.tokens, True, train.CE_CHUNK, compute_bytes=4, cuda=False)
         return max(r["peak_mem_gb"] for r in log), sum(plan.values()) / 2 ** 30
 
     tiny = M.Config(vocab_size=320, hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
@@ -611,7 +612,7 @@ def check_train(tmp, shapes, device, dtype, block, steps):
                         os.path.join(tmp, f"run-{name}"), device.type, dtype, block, 1)
         with torch.device("meta"):
             n_params = M.num_params(M.Qwen2(cfg))
-        parts = train.memory_plan(cfg, n_params, 1, block, True, train.parse_args([]).ce_chunk)
+        parts = train.memory_plan(cfg, n_params, 1, block, True, train.CE_CHUNK)
         # the log's peak is torch.cuda.max_memory_allocated: it cannot see the CUDA context and NCCL buffers
         plan = sum(v for k, v in parts.items() if "context" not in k) / 2 ** 30
         timed, peak = log[1:] or log, max(r["peak_mem_gb"] for r in log)
@@ -766,11 +767,11 @@ BENCHES = {"forward": bench_forward, "train": bench_train, "decode": bench_decod
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", help=f"benchmarks to run, from {sorted(BENCHES)} (default: all)")
-    parser.add_argument("--tokens", type=int, default=512, help="sequence length")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per case (median reported)")
-    parser.add_argument("--new-tokens", type=int, default=128, help="decode, serve: tokens generated per row")
-    parser.add_argument("--prompts", type=int, default=64, help="batching: prompts in the mixed workload")
-    parser.add_argument("--slots", type=int, default=16, help="batching: sequences decoded together")
+    parser.add_argument("--tokens", type=cli.at_least(16), default=512, help="sequence length")
+    parser.add_argument("--repeats", type=cli.at_least(1), default=5, help="timed runs per case (median reported)")
+    parser.add_argument("--new-tokens", type=cli.at_least(1), default=128, help="decode, serve: tokens generated per row")
+    parser.add_argument("--prompts", type=cli.at_least(1), default=64, help="batching: prompts in the mixed workload")
+    parser.add_argument("--slots", type=cli.at_least(1), default=16, help="batching: sequences decoded together")
     parser.add_argument("--demo", default="runs/demo", help="sweep: make demo's output directory")
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
                         help="gpu: where to check (auto: cuda if available; cpu: tiny shapes)")

@@ -11,6 +11,8 @@ One training example, as s1 renders it with the Qwen2.5 chat template (docs/s1.m
 <|im_start|>, which begins "<|im_start|>answer". The loss covers everything after
 "<|im_start|>assistant\\n": the thinking, the answer and the closing <|im_end|>\\n.
 """
+import os
+
 SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 THINK = IM_START + "think"    # opens the thinking phase
@@ -69,9 +71,18 @@ def build_byte_tokenizer(out_dir):
 
 
 def load_tokenizer(name_or_path):
-    """A Hugging Face tokenizer from a local directory or a hub name (HF_HUB_OFFLINE=1 uses the cache)."""
+    """A Hugging Face tokenizer from a local directory or a hub name (HF_HUB_OFFLINE=1 uses the cache),
+    which must know the chat format's tokens."""
     from transformers import AutoTokenizer
+    if os.path.isdir(name_or_path) and not any(os.path.exists(os.path.join(name_or_path, f))
+                                               for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
+        raise FileNotFoundError(f"{name_or_path}: no tokenizer files (tokenizer.json, tokenizer_config.json); "
+                                "give the tokenizer's directory or hub name with --tokenizer")
     try:
-        return AutoTokenizer.from_pretrained(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except Exception as e:
         raise FileNotFoundError(f"{name_or_path}: cannot load a tokenizer ({type(e).__name__}: {e})") from None
+    for token in (IM_START, IM_END):
+        if len(tokenizer.encode(token, add_special_tokens=False)) != 1:
+            raise FileNotFoundError(f"{name_or_path}: its tokenizer has no {token} token (not a Qwen2.5 chat tokenizer)")
+    return tokenizer

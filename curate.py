@@ -35,11 +35,13 @@ from collections import Counter
 
 import numpy as np
 
+import cli
 import eval as evaluation  # the grader ("eval" would shadow the builtin)
 import jsonl
 import prepare
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+SOLVER_TEMPERATURE = 0.05  # s1's data/bulk_inference.py (docs/s1.md §3.1)
 GPQA, AIME, MATH = "Idavidrein/gpqa", "qq8933/AIME_1983_2024", "simplescaling/openaimath"  # prepare.py's source_types
 GRADING_PROMPT = """You are an AI assistant for grading a science problem.
 The user will provide you with the question itself, an attempt made by a student and the correct answer to the problem.
@@ -111,13 +113,12 @@ def yes_or_no(reply):  # s1's parse of a grading reply: its last line
 def ask_llm(args, model, tasks, cache_path, messages, parse):
     """Ask model about every task (a dict naming it) on --workers threads (prepare.ask_all) and append
     each reply to cache_path as it arrives: the task with the value parse() reads from the reply, the
-    status and the reply. A reply parse() rejects is asked again, at most --retries times, then saved
+    status and the reply. A reply parse() rejects is asked again, at most prepare.RETRIES times, then saved
     as malformed. Returns the records saved."""
     def ask(task):
-        for _ in range(args.retries + 1):
+        for _ in range(prepare.RETRIES + 1):
             try:
-                message = prepare.chat_completion(args.base_url, model, messages(task), args.api_key_env,
-                                                  args.retries, args.backoff)
+                message = prepare.chat_completion(args.base_url, model, messages(task), args.api_key_env)
             except (RuntimeError, KeyError, IndexError, TypeError, json.JSONDecodeError) as e:
                 return dict(task, value=None, status=f"error: {e}", reply=None)
             reply = (message.get("content") or "").rstrip()
@@ -160,7 +161,7 @@ def features(args):
 def difficulty(args, rows):
     """{(question hash, solver or "teacher"): right, wrong or None (ungraded)}: every solver's reply
     and the teacher's attempt, graded against the row's reference solution by eval.py's grader, here
-    in the main thread (math-verify uses signal.alarm), or by --grader-model (--grader llm)."""
+    in the main thread (math-verify uses signal.alarm), or by --llm-model (--grader llm)."""
     prepare.torchrun_start(args.device)
     answers = solve(args, list(dict.fromkeys(r["question"] for r in rows)), args.cache + ".answers.jsonl")
     prepare.torchrun_end()  # under torchrun the other ranks leave here: what follows is rank 0's alone
@@ -208,7 +209,7 @@ def solve(args, questions, cache_path):
             if solver == "mini":  # the built-in tasks' programmatic stand-in: no model to load
                 import mini
                 for q in todo:
-                    save(q, mini.solver(q, args.mini_error_rate, args.seed))
+                    save(q, mini.solver(q, mini.SOLVER_ERROR_RATE, args.seed))
             else:
                 model_replies(args, solver, todo, save)
     return answers
@@ -228,27 +229,27 @@ def model_replies(args, solver, todo, save):
             save(q, None)
     if fits:  # a row's draws depend only on the seed and its question: batching and resuming change nothing
         sample.generate(model, tokenizer, fits, think=False, max_tokens=args.solver_max_tokens,
-                        temperature=args.solver_temperature, seed=args.seed, batch_size=args.batch_size,
+                        temperature=SOLVER_TEMPERATURE, seed=args.seed, batch_size=args.batch_size,
                         progress=False, on_result=(lambda i, out: save(fits[i], out["text"])) if save else None)
 
 
 def llm_grades(args, rows, texts):
-    """{(question hash, who): record} of --grader-model's verdicts with s1's grading prompt, from the
+    """{(question hash, who): record} of --llm-model's verdicts with s1's grading prompt, from the
     cache, asking for those it lacks (an attempt and a reference solution are both needed)."""
     path = args.cache + ".grades.jsonl"
     question = {r["question_hash"]: r["question"] for r in rows}
     solution = {r["question_hash"]: r.get("solution") for r in rows}
-    cached = {(r["question_hash"], r["who"]): r for r in jsonl.resume(path) if r["grader"] == args.grader_model}
-    todo = [{"question_hash": h, "who": who, "grader": args.grader_model} for (h, who), text in texts.items()
+    cached = {(r["question_hash"], r["who"]): r for r in jsonl.resume(path) if r["grader"] == args.llm_model}
+    todo = [{"question_hash": h, "who": who, "grader": args.llm_model} for (h, who), text in texts.items()
             if (h, who) not in cached and text is not None and solution[h] is not None]
-    print(f"grading: {len(cached)} cached, {len(todo)} to ask {args.grader_model}")
+    print(f"grading: {len(cached)} cached, {len(todo)} to ask {args.llm_model}")
 
     def messages(task):
         h = task["question_hash"]
         return [{"role": "system", "content": GRADING_PROMPT},
                 {"role": "user", "content": f"## Problem\n{question[h]}\n\n## Attempt\n{texts[(h, task['who'])]}\n\n"
                                             f"## Correct answer\n{solution[h]}"}]
-    for r in ask_llm(args, args.grader_model, todo, path, messages, yes_or_no):
+    for r in ask_llm(args, args.llm_model, todo, path, messages, yes_or_no):
         cached[(r["question_hash"], r["who"])] = r
     return cached
 
@@ -269,7 +270,7 @@ def length(args, rows):
 
 
 def domain(args, rows):
-    """Each row's domain: its own, else one of the 61 MSC classes of --msc by --classifier-model (s1's
+    """Each row's domain: its own, else one of the 61 MSC classes of --msc by --llm-model (s1's
     prompt and parse: the reply's last two characters), or with --classifier none its source."""
     if args.classifier == "none":
         domains = [r.get("domain") or r["source_type"] for r in rows]
@@ -279,11 +280,11 @@ def domain(args, rows):
         msc, rubrics = {e["code"]: e["title"] for e in classes}, "\n\n".join(e["prompt"] for e in classes)
         question = {r["question_hash"]: r["question"] for r in rows}
         path = args.cache + ".domains.jsonl"
-        cached = {r["question_hash"]: r for r in jsonl.resume(path) if r["classifier"] == args.classifier_model}
+        cached = {r["question_hash"]: r for r in jsonl.resume(path) if r["classifier"] == args.llm_model}
         need = list(dict.fromkeys(r["question_hash"] for r in rows if not r.get("domain")))
-        todo = [{"question_hash": h, "classifier": args.classifier_model} for h in need if h not in cached]
+        todo = [{"question_hash": h, "classifier": args.llm_model} for h in need if h not in cached]
         print(f"domain: {len(rows) - len(need)} rows have one, {len(need) - len(todo)} cached, "
-              f"{len(todo)} to ask {args.classifier_model}")
+              f"{len(todo)} to ask {args.llm_model}")
 
         def messages(task):
             return [{"role": "system", "content": CLASSIFY_PROMPT},
@@ -292,7 +293,7 @@ def domain(args, rows):
 
         def parse(reply):
             return msc.get(reply[-2:]) if reply[-2:].isdigit() else None
-        for r in ask_llm(args, args.classifier_model, todo, path, messages, parse):
+        for r in ask_llm(args, args.llm_model, todo, path, messages, parse):
             cached[r["question_hash"]] = r
         domains = [r.get("domain") or (cached.get(r["question_hash"]) or {}).get("value") for r in rows]
     print(f"domain: {len(set(domains) - {None})} domains, {domains.count(None)} rows unclassified")
@@ -493,42 +494,37 @@ def parse_args(argv=None):
     f.add_argument("--solvers", nargs="*", default=["Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-32B-Instruct"],
                    help="models (hub names or directories) whose right answers mark a question easy; none: keep "
                         "all; mini: the built-in tasks' programmatic solver (mini.py)")
-    f.add_argument("--mini-error-rate", type=float, default=0.25,
-                   help="mini solver: chance of an unnoticed slip per reasoning step")
-    f.add_argument("--solver-temperature", type=float, default=0.05)
-    f.add_argument("--solver-max-tokens", type=int, default=32768, help="context: prompt + answer")
-    f.add_argument("--batch-size", type=int, default=16, help="checkpoint solvers: most sequences decoded together")
+    f.add_argument("--solver-max-tokens", type=cli.at_least(2), default=32768, help="context: prompt + answer")
+    f.add_argument("--batch-size", type=cli.at_least(1), default=16, help="checkpoint solvers: most sequences decoded together")
     f.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     f.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
-    f.add_argument("--seed", type=int, default=0, help="solvers' sampling")
+    f.add_argument("--seed", type=cli.at_least(0), default=0, help="solvers' sampling")
     f.add_argument("--grader", choices=["math", "llm"], default="math",
                    help="math: eval.py's offline grader, which leaves a reference without a short answer (a "
-                        "proof) ungraded, so select drops the row at 1a; llm: --grader-model with s1's grading "
+                        "proof) ungraded, so select drops the row at 1a; llm: --llm-model with s1's grading "
                         "prompt, which grades those too, as s1 did")
-    f.add_argument("--grader-model", default="claude-3-5-sonnet-20241022")
     f.add_argument("--tokenizer", default="Qwen/Qwen2.5-32B-Instruct", help="the target model's (length feature)")
     f.add_argument("--classifier", choices=["llm", "none"], default="llm", help="none: a row's domain is its source")
-    f.add_argument("--classifier-model", default="claude-3-5-sonnet-20241022")
+    f.add_argument("--llm-model", default="claude-3-5-sonnet-20241022",
+                   help="grades (--grader llm) and classifies domains (s1 used Claude 3.5 Sonnet for both)")
     f.add_argument("--msc", default=os.path.join(ROOT, "data/s1/msc.json"), help="s1's domain classes")
     f.add_argument("--base-url", default="https://api.anthropic.com/v1", help="OpenAI-compatible endpoint of the LLMs")
     f.add_argument("--api-key-env", default="ANTHROPIC_API_KEY", help="environment variable holding the key")
-    f.add_argument("--workers", type=int, default=16, help="requests in flight")
-    f.add_argument("--retries", type=int, default=5, help="retries of a failed request, and re-asks of a bad reply")
-    f.add_argument("--backoff", type=float, default=2.0, help="first back-off in seconds, doubled each retry")
+    f.add_argument("--workers", type=cli.at_least(1), default=16, help="requests in flight")
     s = sub.add_parser("select", help="the three-stage filter and the diversity/length sampling loop",
                        description=SELECT_VS_S1, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--data", required=True, help="curate.py features' output")
     s.add_argument("--out", required=True, help="the selection, JSONL (train.py --data reads it)")
-    s.add_argument("--n", type=int, default=1000)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n", type=cli.at_least(1), default=1000)
+    s.add_argument("--seed", type=cli.at_least(0), default=0)
     s.add_argument("--selection", choices=["s1", "random", "diverse", "longest", "all"], default="s1",
                    help="s1: the three stages; the paper's ablations from the quality-filtered pool: random 1K, "
                         "diverse (uniform domain, uniform question), longest 1K; all: every row with a trace (59K-full)")
     s.add_argument("--seed-sources", nargs="*", default=[GPQA, AIME], help="stage 3a: sources whose hard questions "
                                                                           "the teacher got right are kept")
     s.add_argument("--long-source", default=MATH, help="stage 3a: ... and of this source those with long traces")
-    s.add_argument("--long-min-length", type=int, default=5600, help="stage 3a: 'long' is more thinking tokens than this")
-    s.add_argument("--uniform-until", type=int, default=700,
+    s.add_argument("--long-min-length", type=cli.at_least(0), default=5600, help="stage 3a: 'long' is more thinking tokens than this")
+    s.add_argument("--uniform-until", type=cli.at_least(0), default=700,
                    help="3b: domains are drawn uniformly until this many are selected, then by the AIME/GPQA domain "
                         "prior (s1's notebook); set it to --n for uniform throughout")
     args = p.parse_args(argv)
@@ -545,7 +541,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)
     if prepare.WORLD > 1:
         sys.stdout.flush(), sys.stderr.flush()
         os._exit(0)  # gloo can abort at interpreter exit (a known flake of process-group teardown)

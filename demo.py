@@ -89,7 +89,7 @@ def main(args):
         # The held-out questions come first, so that the pool is decontaminated against them (docs/s1.md §1.3).
         # They are as hard as what curation keeps (7-9 steps), as AIME is hard.
         ("held-out questions", out("test.jsonl"),
-         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(test), "--seed", "1", "--min-steps", "7",
+         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(test), "--seed", "1", "--steps", "7", "9",
           "--eval-sets", "aime24", "--out", out("test.jsonl")]),
         ("collect", out("pool.jsonl"),
          [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(pool), "--seed", "0",

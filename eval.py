@@ -43,6 +43,7 @@ from math_verify import parse, verify
 from math_verify.errors import TimeoutException
 
 import chat
+import cli
 import jsonl
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -120,23 +121,23 @@ def parse_args(argv=None):
                         "this row's prompt - the forced answer - 100; s1's harness subtracts the longest prompt "
                         "of the batch (vllm_causallms.py l. 264)")
     p.add_argument("--ignore-str", default="Wait", help="what replaces the end of thinking in waitK settings")
-    p.add_argument("--gpqa-seed", type=int, default=0,
+    p.add_argument("--gpqa-seed", type=cli.at_least(0), default=0,
                    help="seed of the GPQA option shuffle (s1's procedure; s1's own order is unknown: "
                         "lm-eval seeds random with 0, vLLM re-seeds it with 1234 before the tasks are built)")
-    p.add_argument("--max-tokens", type=int, default=32768, help="context budget: prompt + thinking + answer")
-    p.add_argument("--n", type=int, default=1, help="samples per question (avg@n, maj@n, pass@n)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, as s1 evaluated")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--limit", type=int, default=0, help="first N questions of each benchmark only (0: all)")
-    p.add_argument("--batch-size", type=int, default=64, help="most sequences decoded together (the engine's slots)")
-    p.add_argument("--kv-memory-gb", type=float, default=None, help="KV pool size (default: as sample.py)")
+    p.add_argument("--max-tokens", type=cli.at_least(2), default=32768, help="context budget: prompt + thinking + answer")
+    p.add_argument("--n", type=cli.at_least(1), default=1, help="samples per question (avg@n, maj@n, pass@n)")
+    p.add_argument("--temperature", type=cli.at_least(0, float), default=0.0, help="0 = greedy, as s1 evaluated")
+    p.add_argument("--top-p", type=cli.between(1e-9, 1), default=1.0)
+    p.add_argument("--seed", type=cli.at_least(0), default=0, help="sampling seed")
+    p.add_argument("--limit", type=cli.at_least(0), default=0, help="first N questions of each benchmark only (0: all)")
+    p.add_argument("--batch-size", type=cli.at_least(1), default=64, help="most sequences decoded together (the engine's slots)")
+    p.add_argument("--kv-memory-gb", type=cli.above(0), default=None, help="KV pool size (default: as sample.py)")
     p.add_argument("--no-share", action="store_true",
                    help="run every setting of a question on its own instead of forking them from one "
                         "shared thinking (the same tokens, more compute; for comparison)")
     p.add_argument("--dry-run", action="store_true", help="print the memory plan per GPU and exit (no weights loaded)")
-    p.add_argument("--gpus", type=int, default=8, help="--dry-run: GPUs to plan for")
-    p.add_argument("--gpu-memory-gb", type=float, default=80.0, help="--dry-run: memory per GPU (H100: 80 GB)")
+    p.add_argument("--gpus", type=cli.at_least(1), default=8, help="--dry-run: GPUs to plan for")
+    p.add_argument("--gpu-memory-gib", type=cli.above(0), default=79.1, help="--dry-run: memory per GPU (an H100: 79.1)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--dtype", choices=["auto", "bfloat16", "float32", "float16"], default="auto",
                    help="auto: bfloat16 on a GPU, float32 on a CPU. s1 evaluated in float32 (eval/commands.sh: "
@@ -179,7 +180,7 @@ def read_rows(source, config, split):
     """Rows of a local .jsonl, .jsonl.gz or .json file, else of a hub dataset (or a directory in the
     hub's layout, read by the same datasets call)."""
     if source.endswith((".jsonl", ".jsonl.gz", ".json")) or os.path.isfile(source):
-        return jsonl.read_rows(source)
+        return jsonl.read_input(source)
     import datasets
     try:
         return list(datasets.load_dataset(source, config, split=split))
@@ -585,7 +586,7 @@ def main(args):
     if args.dry_run:
         import sample
         return sample.print_plan(args.model, sample.model_config(args.model), args.gpus, args.max_tokens,
-                                 args.batch_size, args.gpu_memory_gb)
+                                 args.batch_size, args.gpu_memory_gib)
     os.makedirs(args.out, exist_ok=True)
     if args.dtype == "auto":  # stored resolved, so that a rerun on another device cannot mix precisions
         import torch
@@ -600,9 +601,7 @@ def main(args):
             old = {"gpqa_seed": 0, **json.load(f)}  # runs from before --gpqa-seed used seed 0
         for k in ("model", "tokenizer"):  # a rerun without --model continues with the stored one
             config[k] = config[k] if getattr(args, k) else old[k]
-        changed = [f"{k}={old.get(k)!r} (now {v!r})" for k, v in config.items() if old.get(k) != v]
-        if changed:
-            raise SystemExit(f"--out {args.out}: its samples were made with {', '.join(changed)}; use another --out")
+        jsonl.same_settings(config_path, config, f"use another --out than {args.out}", defaults={"gpqa_seed": 0})
     args.model, args.tokenizer = config["model"], config["tokenizer"]
 
     questions = {b: load_benchmark(b, args.data.get(b), args.limit, args.gpqa_seed) for b in args.benchmarks}
@@ -655,6 +654,6 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    cli.main(lambda: main(parse_args()))
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         os._exit(0)  # gloo can abort at interpreter exit (a known flake of process-group teardown)

@@ -15,25 +15,35 @@ import gzip
 import json
 import os
 import sys
+import zlib
 
 
 def numbered(path):
-    """(line number, record) for every line of a .jsonl or .jsonl.gz file, by the rule above."""
+    """(line number, record) for every line of a .jsonl or .jsonl.gz file, by the rule above. Each
+    record must be a JSON object; a line that is not UTF-8 is an unreadable line."""
+    if os.path.isdir(path):
+        raise SystemExit(f"{path}: a directory, not a JSONL file")
     if not os.path.isfile(path):
         raise SystemExit(f"{path}: no such file")
-    with (gzip.open if path.endswith(".gz") else open)(path, "rt", encoding="utf-8", newline="\n") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                if line.endswith("\n"):  # a whole line: only a line with no newline can be the torn last one
-                    raise SystemExit(f"{path} line {n}: not valid JSON ({e.msg} at column {e.colno}); "
-                                     "fix or remove that line") from None
-                print(f"{path} line {n}: dropping a half-written last line", file=sys.stderr)
-                return
-            yield n, record
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+        try:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line.decode("utf-8"))
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    if line.endswith(b"\n"):  # a whole line: only a line with no newline can be the torn last one
+                        why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else \
+                            f"not UTF-8 text, byte {e.start + 1}"
+                        raise SystemExit(f"{path} line {n}: not valid JSON ({why}); fix or remove that line") from None
+                    print(f"{path} line {n}: dropping a half-written last line", file=sys.stderr)
+                    return
+                if not isinstance(record, dict):
+                    raise SystemExit(f"{path} line {n}: a JSON {type(record).__name__}, not an object ({{...}})")
+                yield n, record
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            raise SystemExit(f"{path}: not a readable gzip file ({e})") from None
 
 
 def read_jsonl(path):
@@ -41,11 +51,25 @@ def read_jsonl(path):
 
 
 def read_rows(path):
-    """The rows of a local .jsonl, .jsonl.gz or .json (one list) file."""
+    """The rows of a local .jsonl, .jsonl.gz or .json (one list of objects) file."""
     if path.endswith(".json") and os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                rows = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SystemExit(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise SystemExit(f"{path}: not a JSON list of objects")
+        return rows
     return read_jsonl(path)
+
+
+def read_input(path):
+    """read_rows for a stage's input, which must hold at least one row."""
+    rows = read_rows(path)
+    if not rows:
+        raise SystemExit(f"{path}: no rows (the file is empty or blank)")
+    return rows
 
 
 def resume(path):
@@ -80,6 +104,19 @@ def parses(line):
         return True
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
+
+
+def same_settings(config_path, config, hint, defaults=None):
+    """Stop if config_path, saved beside a resumable output, records other settings than config: an
+    output resumed with other settings would mix rows made two ways. The message names each change.
+    defaults: the value of a setting that older files do not record."""
+    if not os.path.exists(config_path):
+        return
+    with open(config_path, encoding="utf-8") as f:
+        old = {**(defaults or {}), **json.load(f)}
+    changed = [f"{k} {old.get(k)!r} (now {v!r})" for k, v in config.items() if old.get(k) != v]
+    if changed:
+        raise SystemExit(f"{config_path}: made with {', '.join(changed)}; {hint}")
 
 
 def write_line(f, record):

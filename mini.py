@@ -73,6 +73,9 @@ def teacher(question, slip_rate, seed):
     return "\n".join(lines), str(answer)
 
 
+SOLVER_ERROR_RATE = 0.25  # curation's stand-in for Qwen2.5-7B/32B: an unnoticed slip per step
+
+
 def solver(question, error_rate, seed):
     """A stand-in for s1's difficulty solvers (Qwen2.5-7B/32B answering without a thinking phase) on
     the built-in tasks: it keeps the running value in its head, and every step has error_rate chance

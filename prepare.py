@@ -39,6 +39,7 @@ from functools import cache
 
 import numpy as np
 
+import cli
 import eval as evaluation  # the benchmarks, for decontamination ("eval" would shadow the builtin)
 import jsonl
 
@@ -224,10 +225,10 @@ def load_source(name, local, args):
     local file. The pick is collect's to apply: s1 sub-sampled after decontamination."""
     if name == "mini" and not local:
         import mini  # the demo's built-in miniature tasks
-        return mini.rows(args.n, args.seed, args.min_steps, args.max_steps), None
+        return mini.rows(args.n, args.seed, *args.steps), None
     source = next((s for s in SOURCES if s["name"] == name), None)
     if local:
-        raw = [(r, (source or {"parts": [part()]})["parts"][0]) for r in jsonl.read_rows(local)]
+        raw = [(r, (source or {"parts": [part()]})["parts"][0]) for r in jsonl.read_input(local)]
     elif source is None:
         raise SystemExit(f"--sources {name}: not one of {S1_SOURCES + ['mini']}; give its file with --local {name}=PATH")
     else:
@@ -350,12 +351,12 @@ def collect(args):
 # Files (read, appended and written by jsonl.py's rule)
 
 def read_pool(path, what="rows"):
-    """Rows that each have a question: the pool, distill's output, the featurized pool."""
-    if not os.path.isfile(path):
+    """Rows that each have a question: the pool, distill's output, the featurized pool (at least one)."""
+    if not os.path.exists(path):
         raise SystemExit(f"{path}: no such file ({what})")
-    rows = jsonl.read_rows(path)
+    rows = jsonl.read_input(path)
     for i, r in enumerate(rows):
-        if not isinstance(r, dict) or not isinstance(r.get("question"), str) or not r["question"].strip():
+        if not isinstance(r.get("question"), str) or not r["question"].strip():
             raise SystemExit(f"{path} row {i}: needs a non-empty string 'question'")
     return rows
 
@@ -367,9 +368,13 @@ class BadCredentials(Exception):
     pass
 
 
-def chat_completion(base_url, model, messages, key_env, retries=5, backoff=2.0, timeout=1800, **extra):
-    """The reply's message. Rate limits, server errors and dropped connections are retried with
-    exponential back-off; HTTP 401/403 raise BadCredentials at once (retrying cannot help)."""
+RETRIES, BACKOFF_S = 5, 2.0  # a failed request is retried 5 times, after 2, 4, 8, 16, 32 s
+
+
+def chat_completion(base_url, model, messages, key_env, timeout=1800, **extra):
+    """The reply's message. Rate limits, server errors and dropped connections are retried RETRIES
+    times with exponential back-off; HTTP 401/403 raise BadCredentials at once (retrying cannot help)."""
+    retries = RETRIES
     url = base_url.rstrip("/") + "/chat/completions"
     headers = {"Content-Type": "application/json"}
     if os.environ.get(key_env):
@@ -388,7 +393,7 @@ def chat_completion(base_url, model, messages, key_env, retries=5, backoff=2.0, 
         except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
             if attempt == retries:
                 raise RuntimeError(f"{url}: {e}") from None
-        time.sleep(backoff * 2 ** attempt)
+        time.sleep(BACKOFF_S * 2 ** attempt)
 
 
 def ask_all(tasks, ask, save, workers, what):
@@ -503,7 +508,7 @@ def teach(args, todo, save):
         def ask(q):
             try:
                 message = chat_completion(args.base_url, args.model, [{"role": "user", "content": q}], args.api_key_env,
-                                          args.retries, args.backoff, args.timeout, **extra)
+                                          args.timeout, **extra)
             except (RuntimeError, KeyError, IndexError, TypeError, json.JSONDecodeError) as e:
                 return rec(q, None, None, f"error: {type(e).__name__}: {e}")
             return rec(q, *split_reply(message))
@@ -609,12 +614,12 @@ def parse_args(argv=None):
     c.add_argument("--check-aime", action="store_true",
                    help="decontaminate and de-duplicate the aime source like the others (s1 did not: add_aime.py)")
     c.add_argument("--eval-data", action="append", default=[], metavar="NAME=PATH", help="another benchmark's file")
-    c.add_argument("--ngram", type=int, default=8, help="word n-gram size of the decontamination (s1: 8)")
-    c.add_argument("--limit", type=int, default=0, help="first N rows of each source only (a trial run)")
-    c.add_argument("--n", type=int, default=2000, help="mini: number of questions")
-    c.add_argument("--seed", type=int, default=0, help="mini: generator seed")
-    c.add_argument("--min-steps", type=int, default=1, help="mini: fewest reasoning steps")
-    c.add_argument("--max-steps", type=int, default=9, help="mini: most reasoning steps")
+    c.add_argument("--ngram", type=cli.at_least(1), default=8, help="word n-gram size of the decontamination (s1: 8)")
+    c.add_argument("--limit", type=cli.at_least(0), default=0, help="first N rows of each source only (a trial run)")
+    c.add_argument("--n", type=cli.at_least(1), default=2000, help="mini: number of questions")
+    c.add_argument("--seed", type=cli.at_least(0), default=0, help="mini: generator seed")
+    c.add_argument("--steps", type=cli.at_least(1), nargs=2, default=(1, 9), metavar=("MIN", "MAX"),
+                   help="mini: fewest and most reasoning steps")
     c.add_argument("--out", required=True, help="the pool, JSONL")
     d = sub.add_parser("distill", help="a thinking trace and an answer for every question, cached and resumable")
     d.add_argument("--pool", required=True, help="JSONL with a 'question' per row (collect's output)")
@@ -626,19 +631,17 @@ def parse_args(argv=None):
     d.add_argument("--base-url", default="https://api.deepseek.com", help="api: endpoint (s1K-1.1: DeepSeek-R1)")
     d.add_argument("--model", default="deepseek-reasoner", help="api: model name; local: checkpoint directory or hub name")
     d.add_argument("--api-key-env", default="DEEPSEEK_API_KEY", help="api: environment variable holding the key")
-    d.add_argument("--workers", type=int, default=16, help="api: requests in flight")
-    d.add_argument("--retries", type=int, default=5, help="api: retries of a failed request (exponential back-off)")
-    d.add_argument("--backoff", type=float, default=2.0, help="api: first back-off in seconds, doubled each retry")
-    d.add_argument("--timeout", type=float, default=1800, help="api: seconds per request")
-    d.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the API's; local: 0)")
-    d.add_argument("--max-tokens", type=int, default=None, help="api: max_tokens sent; local: context (default 32768)")
-    d.add_argument("--max-thinking-tokens", default=None, help="local: cap on thinking tokens (an integer or auto)")
-    d.add_argument("--batch-size", type=int, default=16, help="local: most sequences decoded together")
+    d.add_argument("--workers", type=cli.at_least(1), default=16, help="api: requests in flight")
+    d.add_argument("--timeout", type=cli.above(0), default=1800, help="api: seconds per request")
+    d.add_argument("--temperature", type=cli.at_least(0, float), default=None, help="sampling temperature (default: the API's; local: 0)")
+    d.add_argument("--max-tokens", type=cli.at_least(2), default=None, help="api: max_tokens sent; local: context (default 32768)")
+    d.add_argument("--max-thinking-tokens", type=cli.budget, default=None, help="local: cap on thinking tokens (an integer or auto)")
+    d.add_argument("--batch-size", type=cli.at_least(1), default=16, help="local: most sequences decoded together")
     d.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     d.add_argument("--dtype", choices=["bfloat16", "float32"], default="float32", help="local: weights' dtype")
-    d.add_argument("--slip-rate", type=float, default=0.1, help="mini: chance a step is first written wrong, then fixed")
-    d.add_argument("--seed", type=int, default=0, help="mini: slips; local: sampling")
-    d.add_argument("--limit", type=int, default=0, help="ask about the first N outstanding questions only")
+    d.add_argument("--slip-rate", type=cli.between(0, 1), default=0.1, help="mini: chance a step is first written wrong, then fixed")
+    d.add_argument("--seed", type=cli.at_least(0), default=0, help="mini: slips; local: sampling")
+    d.add_argument("--limit", type=cli.at_least(0), default=0, help="ask about the first N outstanding questions only")
     d.add_argument("--retry-failed", action="store_true", help="ask again where the reply was empty or malformed")
     args = p.parse_args(argv)
     if args.command == "collect":
@@ -652,14 +655,12 @@ def parse_args(argv=None):
         for name in args.local:
             if name not in args.sources:
                 p.error(f"--local {name}: not among --sources; add it there (the order of --sources matters)")
-        if not 1 <= args.min_steps <= args.max_steps:
-            p.error("--min-steps and --max-steps: need 1 <= min <= max")
+        if not 1 <= args.steps[0] <= args.steps[1]:
+            p.error(f"--steps {args.steps[0]} {args.steps[1]}: need 1 <= MIN <= MAX")
     else:
         args.cache = args.cache or re.sub(r"\.jsonl$", "", args.out) + ".cache.jsonl"
         if args.teacher == "local":
             args.max_tokens = args.max_tokens or 32768
-            if args.max_thinking_tokens not in (None, "auto"):
-                args.max_thinking_tokens = int(args.max_thinking_tokens)
     return args
 
 
@@ -671,7 +672,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)
     if WORLD > 1:
         sys.stdout.flush(), sys.stderr.flush()
         os._exit(0)  # gloo can abort at interpreter exit (a known flake of process-group teardown)

@@ -32,6 +32,7 @@ Read it in this order:
 import argparse
 import json
 import os
+import re
 import sys
 import weakref
 import zlib
@@ -43,6 +44,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import chat
+import cli
 import hf_checkpoint as hf
 import jsonl
 import model as qwen
@@ -754,7 +756,7 @@ def model_config(name_or_path):
     return hf.read_config(os.path.join(hf.checkpoint_dir(name_or_path, patterns=("config.json",)), "config.json"))
 
 
-def memory_plan(cfg, tp, max_tokens, rows, gpu_gb, dtype_bytes=2):
+def memory_plan(cfg, tp, max_tokens, rows, gpu_gib, dtype_bytes=2):
     """Bytes per GPU: weights (blocks split tp ways; embedding, LM head and norms whole on every
     rank), the CUDA context and NCCL buffers, one forward's activations, and the KV pool that the
     engine makes of 90 % of what is left; and how many full-context rows that pool holds."""
@@ -765,24 +767,24 @@ def memory_plan(cfg, tp, max_tokens, rows, gpu_gb, dtype_bytes=2):
             "cuda context and NCCL": (1.0 if tp > 1 else 0.5) * 1e9,
             "activations": activation_bytes(cfg, max_tokens, rows, tp, dtype_bytes)}
     per_token = 2 * cfg.num_hidden_layers * (cfg.num_key_value_heads // tp) * cfg.head_dim * dtype_bytes
-    plan["KV pool"] = max(0.0, 0.9 * (gpu_gb * 1e9 - plan["weights"] - plan["cuda context and NCCL"]) - plan["activations"])
+    plan["KV pool"] = max(0.0, 0.9 * (gpu_gib * 1024 ** 3 - plan["weights"] - plan["cuda context and NCCL"]) - plan["activations"])
     plan["rows that fit"] = int(plan["KV pool"] // (per_token * max_tokens))
     plan["kv per token"] = per_token
     return plan
 
 
-def print_plan(name, cfg, gpus, max_tokens, rows, gpu_gb):
+def print_plan(name, cfg, gpus, max_tokens, rows, gpu_gib):
     """The plan for every tensor-parallel degree that divides the KV heads, up to --gpus; returns
     the smallest degree at which one full-context row fits (None if none does)."""
     print(f"Memory plan for {name}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
           f"{cfg.num_key_value_heads} KV heads; context {max_tokens:,} tokens, up to {rows} rows; "
-          f"{gpu_gb:g} GB per GPU; bf16")
+          f"{gpu_gib:g} GiB per GPU; bf16")
     print("| tensor parallel | weights | activations | context+NCCL | KV pool | KV per token | "
           f"{max_tokens // 1024}K rows that fit | rows at once |\n|---|---|---|---|---|---|---|---|")
     fits = {}
     for tp in [t for t in (1, 2, 4, 8, 16) if t <= gpus and cfg.num_key_value_heads % t == 0]:
-        p = memory_plan(cfg, tp, max_tokens, rows, gpu_gb)
-        gb = lambda x: f"{x / 1e9:.1f} GB"
+        p = memory_plan(cfg, tp, max_tokens, rows, gpu_gib)
+        gb = lambda x: f"{x / 1024 ** 3:.1f} GiB"
         print(f"| {tp} | {gb(p['weights'])} | {gb(p['activations'])} | {gb(p['cuda context and NCCL'])} | "
               f"{gb(p['KV pool'])} | {p['kv per token'] / 1e3:.0f} KB | {p['rows that fit']} | "
               f"{min(rows, p['rows that fit'])} |")
@@ -811,34 +813,30 @@ def parse_args(argv=None):
     p.add_argument("--prompt", help="one question, printed with its thinking and answer")
     p.add_argument("--input", help="JSONL with a 'question' (and optionally 'id') per line")
     p.add_argument("--output", help="JSONL of samples; rows already in it are skipped (resume)")
-    p.add_argument("--max-thinking-tokens", default=None, help="cap on thinking tokens: an integer or 'auto'")
-    p.add_argument("--num-ignore", type=int, default=0, help="times to replace the end of thinking by --ignore-str")
+    p.add_argument("--max-thinking-tokens", type=cli.budget, default=None, help="cap on thinking tokens: an integer or 'auto'")
+    p.add_argument("--num-ignore", type=cli.at_least(0), default=0, help="times to replace the end of thinking by --ignore-str")
     p.add_argument("--ignore-str", default="Wait",
                    help='s1 ablated "Hmm", "Alternatively" and "" (suppress the end of thinking, append nothing)')
-    p.add_argument("--max-tokens", type=int, default=32768, help="context: prompt + thinking + answer")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (s1's evaluation)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n", type=int, default=1, help="samples per question (parallel sampling, majority voting)")
-    p.add_argument("--batch-size", type=int, default=64, help="most sequences decoded together")
-    p.add_argument("--kv-memory-gb", type=float, default=None,
+    p.add_argument("--max-tokens", type=cli.at_least(2), default=32768, help="context: prompt + thinking + answer")
+    p.add_argument("--temperature", type=cli.at_least(0, float), default=0.0, help="0 = greedy (s1's evaluation)")
+    p.add_argument("--top-p", type=cli.between(1e-9, 1), default=1.0)
+    p.add_argument("--seed", type=cli.at_least(0), default=0)
+    p.add_argument("--n", type=cli.at_least(1), default=1, help="samples per question (parallel sampling, majority voting)")
+    p.add_argument("--batch-size", type=cli.at_least(1), default=64, help="most sequences decoded together")
+    p.add_argument("--kv-memory-gb", type=cli.above(0), default=None,
                    help="KV pool size; default: 90%% of what the weights leave free on GPU, on CPU enough "
                         "for --batch-size full-context rows up to 4 GB")
     p.add_argument("--control", choices=sorted(CONTROL), help="conditional-control prompt (paper §5.4 baselines)")
-    p.add_argument("--control-value", type=int, help="N for --control tokens/steps")
+    p.add_argument("--control-value", type=cli.at_least(1), help="N for --control tokens/steps")
     p.add_argument("--rejection-sampling", action="store_true", help="resample until thinking ends within the cap")
-    p.add_argument("--max-tries", type=int, default=8, help="--rejection-sampling: attempts per question")
+    p.add_argument("--max-tries", type=cli.at_least(1), default=8, help="--rejection-sampling: attempts per question")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto", help="auto: bf16 on GPU, fp32 on CPU")
     p.add_argument("--dry-run", action="store_true", help="print the memory plan per GPU and exit (no weights loaded)")
-    p.add_argument("--gpus", type=int, default=8, help="--dry-run: GPUs to plan for")
-    p.add_argument("--gpu-memory-gb", type=float, default=80.0, help="--dry-run: memory per GPU (H100: 80 GB)")
+    p.add_argument("--gpus", type=cli.at_least(1), default=8, help="--dry-run: GPUs to plan for")
+    p.add_argument("--gpu-memory-gib", type=cli.above(0), default=79.1,
+                   help="--dry-run: memory per GPU; an \"80 GB\" H100 has 85.0e9 bytes, of which torch reports 79.1 GiB")
     args = p.parse_args(argv)
-    if args.max_thinking_tokens not in (None, "auto"):
-        try:
-            args.max_thinking_tokens = int(args.max_thinking_tokens)
-        except ValueError:
-            p.error(f"--max-thinking-tokens must be an integer or 'auto', not {args.max_thinking_tokens!r}")
     if args.dry_run:
         return args
     if sum(x is not None for x in (args.prompt, args.input)) != 1:
@@ -853,12 +851,19 @@ def parse_args(argv=None):
     return args
 
 
+# What shapes the samples in an --output: a rerun into it must use the same (its .config.json).
+SETTINGS = ("model", "tokenizer", "dtype", "max_thinking_tokens", "num_ignore", "ignore_str", "max_tokens", "temperature",
+            "top_p", "seed", "n", "control", "control_value", "rejection_sampling", "max_tries")
+
+
 def read_questions(path):
     rows = []
     for n, row in jsonl.numbered(path):
-        if not isinstance(row, dict) or not isinstance(row.get("question"), str):
+        if not isinstance(row.get("question"), str):
             raise SystemExit(f"{path} line {n}: needs a string 'question'")
         rows.append(dict(row, id=row.get("id", n - 1)))
+    if not rows:
+        raise SystemExit(f"{path}: no questions (the file is empty or blank)")
     return rows
 
 
@@ -873,10 +878,10 @@ def check_fits(name, device, world, max_tokens, rows):
     if device.type != "cuda":
         return
     cfg = model_config(name)
-    plan = memory_plan(cfg, world, max_tokens, rows, torch.cuda.get_device_properties(device).total_memory / 1e9)
+    plan = memory_plan(cfg, world, max_tokens, rows, torch.cuda.get_device_properties(device).total_memory / 1024 ** 3)
     if plan["rows that fit"] < 1:
         raise SystemExit(f"{name} does not fit {world} GPU(s) with one {max_tokens:,}-token row "
-                         f"(weights {plan['weights'] / 1e9:.1f} GB per GPU): run under torchrun with more "
+                         f"(weights {plan['weights'] / 1024 ** 3:.1f} GiB per GPU): run under torchrun with more "
                          f"GPUs (sample.py --dry-run shows the plan) or lower --max-tokens")
 
 
@@ -893,17 +898,30 @@ def load_for_generation(name, device="auto", dtype="auto", max_tokens=32768, row
 
 def main(args):
     if args.dry_run:
-        print_plan(args.model, model_config(args.model), args.gpus, args.max_tokens, args.batch_size, args.gpu_memory_gb)
+        print_plan(args.model, model_config(args.model), args.gpus, args.max_tokens, args.batch_size, args.gpu_memory_gib)
         return
+    rows = [{"question": args.prompt}] if args.prompt else read_questions(args.input)  # bad input before weights
+    if args.input:
+        # An --output is resumed; rows made with other settings must not be mixed into it.
+        if args.dtype == "auto":  # resolved as load_for_generation does, so that another device cannot mix precisions
+            gpu = args.device == "cuda" or args.device == "auto" and torch.cuda.is_available()
+            args.dtype = "bfloat16" if gpu else "float32"
+        config = {k: getattr(args, k) for k in SETTINGS}
+        config_path = re.sub(r"\.jsonl$", "", args.output) + ".config.json"
+        jsonl.same_settings(config_path, config, f"use another --output than {args.output}")
     model, tokenizer, world, rank = load_for_generation(args.model, args.device, args.dtype, args.max_tokens,
                                                         args.batch_size, args.tokenizer)
+    prompt_of = lambda q: control_prompt(q, args.control, args.control_value)
+    try:  # a prompt that leaves no room to generate is named before anything runs
+        encode_prompts(tokenizer, [prompt_of(r["question"]) for r in rows], args.max_tokens)
+    except ValueError as e:
+        raise SystemExit(f"{args.input or '--prompt'}: {e}; raise --max-tokens") from None
     kw = dict(max_thinking_tokens=args.max_thinking_tokens, num_ignore=args.num_ignore, ignore_str=args.ignore_str,
               max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
               batch_size=args.batch_size, progress=rank == 0, kv_memory_gb=args.kv_memory_gb)
     run = lambda qs, on_result=None: (
         rejection_sample(model, tokenizer, qs, max_tries=args.max_tries, on_result=on_result, **kw)
         if args.rejection_sampling else generate(model, tokenizer, qs, n=args.n, on_result=on_result, **kw))
-    prompt_of = lambda q: control_prompt(q, args.control, args.control_value)
 
     if args.prompt:
         for out in run([prompt_of(args.prompt)]):
@@ -912,7 +930,8 @@ def main(args):
                       f"{[e['what'] for e in out['forced']]})\n{out['thinking']}")
                 print(f"--- answer ({out['answer_tokens']} tokens)\n{out['answer']}")
     else:
-        rows = read_questions(args.input)
+        if rank == 0:
+            jsonl.write_atomic(config_path, json.dumps(config, indent=1) + "\n")
         done = broadcast(finished_ids(args.output) if rank == 0 else None)  # every rank runs the same rows
         todo = [r for r in rows if r["id"] not in done]
         print(f"{len(rows)} questions, {len(done)} already in {args.output}, {len(todo)} to go", file=sys.stderr)
@@ -932,6 +951,6 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    cli.main(lambda: main(parse_args()))
     sys.stdout.flush(), sys.stderr.flush()
     os._exit(0)  # gloo can abort at interpreter exit (a known flake of process-group teardown)

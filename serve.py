@@ -31,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import torch.distributed as dist
 
 import chat
+import cli
 import sample
 
 
@@ -358,18 +359,22 @@ class Choice:
         return deltas
 
 
-def main():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="simplescaling/s1.1-32B", help="hub name or local checkpoint directory")
     p.add_argument("--tokenizer", default=None, help="default: the model's")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-tokens", type=int, default=32768, help="context: prompt + thinking + answer")
-    p.add_argument("--batch-size", type=int, default=64, help="most sequences decoded together")
-    p.add_argument("--kv-memory-gb", type=float, default=None, help="KV pool size (default: as sample.py)")
+    p.add_argument("--port", type=cli.between(0, 65535, int), default=8000)
+    p.add_argument("--max-tokens", type=cli.at_least(2), default=32768, help="context: prompt + thinking + answer")
+    p.add_argument("--batch-size", type=cli.at_least(1), default=64, help="most sequences decoded together")
+    p.add_argument("--kv-memory-gb", type=cli.above(0), default=None, help="KV pool size (default: as sample.py)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto", help="auto: bf16 on GPU, fp32 on CPU")
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def main():
+    args = parse_args()
     model, tokenizer, world, rank = sample.load_for_generation(args.model, args.device, args.dtype, args.max_tokens,
                                                                args.batch_size, args.tokenizer)
     # tensor parallel: rank 0 serves and tells the others what changes each step, on a CPU (gloo)
@@ -388,4 +393,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

@@ -42,6 +42,7 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from tqdm import tqdm
 
 import chat
+import cli
 import hf_checkpoint as hf
 import jsonl
 import model as qwen
@@ -49,6 +50,12 @@ import sample  # broadcast: rank 0's decision about files, on every rank
 
 H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM (NVIDIA datasheet)
 ASSUMED_MFU = 0.35  # torchtitan's published 33-39 % for FSDP2 on H100 (make gpu-check measures ours)
+CE_CHUNK = 2048  # positions per LM-head/loss chunk: 2048 x 152K fp32 logits is 1.2 GB; a 20K row at once, 12 GB
+
+
+# What a resumed run must share with the run it continues (train_config.json), unless --allow-config-change.
+RUN_SETTINGS = ("model", "init", "data", "epochs", "global_batch", "block_size", "lr", "warmup_ratio", "weight_decay",
+                "betas", "grad_clip", "loss_norm", "pack", "dtype", "seed", "steps")
 
 
 def parse_args(argv=None):
@@ -63,17 +70,16 @@ def parse_args(argv=None):
                         "gemini_thinking_trajectory | answer, deepseek_attempt, attempt, gemini_attempt "
                         "(first present wins; s1K-1.1 maps to its deepseek_* columns)")
     p.add_argument("--out", default="runs/s1", help="output directory: log, config, checkpoints, final model")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--global-batch", type=int, default=16, help="sequences per optimizer step")
-    p.add_argument("--block-size", type=int, default=20000,
+    p.add_argument("--epochs", type=cli.at_least(1), default=5)
+    p.add_argument("--global-batch", type=cli.at_least(1), default=16, help="sequences per optimizer step")
+    p.add_argument("--block-size", type=cli.at_least(16), default=20000,
                    help="longest sequence; longer ones are cut on the right (s1.1: 20000, s1: 32768)")
-    p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--warmup-ratio", type=float, default=0.05, help="linear warm-up share of the steps")
-    p.add_argument("--weight-decay", type=float, default=1e-4,
+    p.add_argument("--lr", type=cli.above(0), default=1e-5)
+    p.add_argument("--warmup-ratio", type=cli.between(0, 1), default=0.05, help="linear warm-up share of the steps")
+    p.add_argument("--weight-decay", type=cli.at_least(0, float), default=1e-4,
                    help="on every weight but biases, the RMSNorm weights included, as transformers 4.46 (s1's) did")
-    p.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.95))
-    p.add_argument("--eps", type=float, default=1e-8)
-    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--betas", type=cli.between(0, 0.999999), nargs=2, default=(0.9, 0.95))
+    p.add_argument("--grad-clip", type=cli.above(0), default=1.0)
     p.add_argument("--loss-norm", choices=["sequence", "token"], default="sequence",
                    help="sequence: mean over each sequence's loss tokens, then over the batch (s1 via HF Trainer "
                         "at batch 1 per GPU); token: sum over all loss tokens of the step / their count")
@@ -86,23 +92,23 @@ def parse_args(argv=None):
                    help="dtype of the final model: fp32 as s1 saved and evaluated it; bf16 halves the files but "
                         "rounds back part of what training changed (README)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    p.add_argument("--seed", type=int, default=42, help="shuffling and random init (HF Trainer's default 42)")
-    p.add_argument("--ce-chunk", type=int, default=2048, help="positions per LM-head/loss chunk")
-    p.add_argument("--save-every", type=int, default=0, help="distributed checkpoint every N steps (0: only at the end)")
-    p.add_argument("--keep-checkpoints", type=int, default=2,
+    p.add_argument("--seed", type=cli.at_least(0), default=42, help="shuffling and random init (HF Trainer's default 42)")
+    p.add_argument("--save-every", type=cli.at_least(0), default=0, help="distributed checkpoint every N steps (0: only at the end)")
+    p.add_argument("--keep-checkpoints", type=cli.at_least(1), default=2,
                    help="complete checkpoints kept (older ones go once a newer one is complete); 32B with AdamW: "
                         "393 GB each")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--dist-timeout-min", type=float, default=60,
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="--resume although the data, schedule or optimizer flags differ from the run's")
+    p.add_argument("--dist-timeout-min", type=cli.above(0), default=60,
                    help="collective timeout; torch's default 10 min is less than rank 0 may need to read or "
                         "write 131 GB of fp32 weights on a slow disk while the other ranks wait")
-    p.add_argument("--stop-at", type=int, default=0,
+    p.add_argument("--stop-at", type=cli.at_least(0), default=0,
                    help="stop (with a checkpoint) once this step is done; the schedule is that of the full run")
     p.add_argument("--dry-run", action="store_true", help="print the plan (memory per GPU, steps, time) and exit")
-    p.add_argument("--gpus", type=int, default=16, help="--dry-run: GPUs to plan for")
-    p.add_argument("--gpu-memory-gib", type=float, default=79.1,
+    p.add_argument("--gpus", type=cli.at_least(1), default=16, help="--dry-run: GPUs to plan for")
+    p.add_argument("--gpu-memory-gib", type=cli.above(0), default=79.1,
                    help="--dry-run: memory per GPU; an \"80 GB\" H100 has 85.0e9 bytes, of which torch reports 79.1 GiB")
-    p.add_argument("--mfu", type=float, default=ASSUMED_MFU, help="model-FLOPs utilisation used to predict time")
     return p.parse_args(argv)
 
 
@@ -119,9 +125,7 @@ COLUMNS = {
 def read_rows(spec):
     """A list of dicts from a local .jsonl/.json/.parquet file or a hub dataset's train split."""
     if spec.endswith((".jsonl", ".json")):
-        if not os.path.exists(spec):
-            raise SystemExit(f"--data {spec}: no such file")
-        return jsonl.read_jsonl(spec)
+        return jsonl.read_input(spec)
     import datasets
     try:
         ds = (datasets.load_dataset("parquet", data_files=spec, split="train") if spec.endswith(".parquet")
@@ -260,7 +264,7 @@ def memory_plan(cfg, n_params, gpus, seq_len, checkpointing, ce_chunk, compute_b
       an fp32 copy for the reduce-scatter when the compute dtype is narrower;
     - activations: with checkpointing each block keeps its input (hidden) and one block at a time
       is recomputed with about 10 hidden- and 4 intermediate-sized tensors per token; without, all;
-    - the LM-head backward of one --ce-chunk of positions: fp32 logits, softmax and gradient, plus
+    - the LM-head backward of one CE_CHUNK of positions: fp32 logits, softmax and gradient, plus
       their bf16 forms (measured on CPU: 11.5 B per logit in fp32, python bench.py plan);
     - on CUDA, its context and NCCL's buffers (an estimate, to be measured: make gpu-check)."""
     h, i, L, V, b = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size, compute_bytes
@@ -298,7 +302,7 @@ def print_plan(cfg, n_params, args, gpus, checkpointing, lengths=None, steps=Non
     gib = 1024 ** 3
     # the longest row decides: a full block when packing or when the data is unknown, else the longest example
     seq_len = args.block_size if args.pack or not lengths else min(args.block_size, max(lengths))
-    parts = memory_plan(cfg, n_params, gpus, seq_len, checkpointing, args.ce_chunk,
+    parts = memory_plan(cfg, n_params, gpus, seq_len, checkpointing, CE_CHUNK,
                         compute_bytes=2 if args.dtype == "bfloat16" else 4)
     total, usable = sum(parts.values()), 0.95 * args.gpu_memory_gib * gib  # 5 %: the allocator's fragmentation
     print0(f"memory per GPU at {seq_len} tokens/row ({'the longest example' if seq_len < args.block_size else '--block-size'}), "
@@ -315,9 +319,9 @@ def print_plan(cfg, n_params, args, gpus, checkpointing, lengths=None, steps=Non
            f"{(at_once * checkpoint + final) / 1e12:.2f} TB at most")
     if lengths is not None and steps is not None:
         flops = args.epochs * sum(train_flops(cfg, n) for n in lengths)
-        seconds = flops / (gpus * H100_BF16_TFLOPS * 1e12 * args.mfu)
+        seconds = flops / (gpus * H100_BF16_TFLOPS * 1e12 * ASSUMED_MFU)
         print0(f"time: {len(steps)} steps, {args.epochs * sum(lengths) / 1e6:.1f}M tokens, {flops / 1e18:.1f} EFLOP "
-               f"-> {seconds / 60:.0f} min on {gpus} H100 at {args.mfu:.0%} MFU ({seconds * gpus / 3600:.1f} GPU-hours)")
+               f"-> {seconds / 60:.0f} min on {gpus} H100 at {ASSUMED_MFU:.0%} MFU ({seconds * gpus / 3600:.1f} GPU-hours)")
     return total <= usable
 
 
@@ -413,7 +417,7 @@ def make_optimizer(model, args, device):
     no_decay = [p for n, p in model.named_parameters() if "bias" in n]
     return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}],
-                             lr=args.lr, betas=tuple(args.betas), eps=args.eps, fused=device.type == "cuda")
+                             lr=args.lr, betas=tuple(args.betas), eps=1e-8, fused=device.type == "cuda")
 
 
 def complete_checkpoints(out):
@@ -520,9 +524,13 @@ def main(args):
     if device.type == "cuda":  # the plan against what this GPU really has
         args.gpu_memory_gib = torch.cuda.get_device_properties(device).total_memory / 1024 ** 3
         print_plan(cfg, n_params, args, world, checkpointing, lengths, steps)
+    config = dict(vars(args), betas=list(args.betas), world=world, n_params=n_params, steps=len(steps))
+    config_path = os.path.join(args.out, "train_config.json")
+    if args.resume and not args.allow_config_change:  # every rank reads the same file, so all stop together
+        jsonl.same_settings(config_path, {k: config[k] for k in RUN_SETTINGS},
+                            "resume with the same flags, or add --allow-config-change to continue on the new plan")
     if is_main():
-        with open(os.path.join(args.out, "train_config.json"), "w") as f:
-            json.dump(dict(vars(args), world=world, n_params=n_params, steps=len(steps)), f, indent=1)
+        jsonl.write_atomic(config_path, json.dumps(config, indent=1) + "\n")
 
     model = build_model(args, cfg, path, device, checkpointing, world)
     opt = make_optimizer(model, args, device)
@@ -541,7 +549,7 @@ def main(args):
         local_loss, local_tokens = torch.zeros((), dtype=torch.float64), 0
         for row in steps[step][rank]:
             ids, labels, pos, doc = make_row(examples, row, device)
-            losses = model(ids, position_ids=pos if args.pack else None, labels=labels, ce_chunk=args.ce_chunk)[0]
+            losses = model(ids, position_ids=pos if args.pack else None, labels=labels, ce_chunk=CE_CHUNK)[0]
             if not row:
                 loss = losses.sum()  # zero, but runs the collectives other ranks are waiting for
             elif args.loss_norm == "sequence":  # each sequence's mean, averaged over the global batch
@@ -599,8 +607,8 @@ def main(args):
 if __name__ == "__main__":
     args = parse_args()
     if args.dry_run:
-        sys.exit(0 if main(args) else 1)
-    main(args)
+        sys.exit(0 if cli.main(lambda: main(args)) else 1)
+    cli.main(lambda: main(args))
     # gloo can abort at interpreter exit while its threads still hold tensors (seen on CPU);
     # leaving through os._exit after a clean shutdown avoids it.
     dist.destroy_process_group()

@@ -176,11 +176,11 @@ def test_memory_plan_for_32b_matches_a_hand_computation():
     block = 2 * 5120 * 5120 + 2 * 5120 * 1024 + 5120 + 2 * 1024 + 3 * 5120 * 27648 + 2 * 5120
     assert block == 487_605_248
     whole = 2 * 152064 * 5120 + 5120  # embedding and LM head (untied) and the final norm, on every rank
-    plan = sample.memory_plan(cfg, 8, 32768, 64, 80)
-    assert plan["weights"] == (64 * block / 8 + whole) * 2  # 10.9 GB of bf16 per GPU
+    plan = sample.memory_plan(cfg, 8, 32768, 64, 79.1)
+    assert plan["weights"] == (64 * block / 8 + whole) * 2  # 10.2 GiB of bf16 per GPU
     assert plan["kv per token"] == 2 * 64 * 1 * 128 * 2  # 8 KV heads over 8 GPUs: one each
-    assert sample.memory_plan(cfg, 1, 32768, 64, 80)["kv per token"] == 262_144  # 256 KiB: the figure
-    assert sample.memory_plan(cfg, 1, 32768, 64, 80)["rows that fit"] == 0  # 65.5 GB of weights leave no 32K row
+    assert sample.memory_plan(cfg, 1, 32768, 64, 79.1)["kv per token"] == 262_144  # 256 KiB: the figure
+    assert sample.memory_plan(cfg, 1, 32768, 64, 79.1)["rows that fit"] == 0  # 61 GiB of weights leave no 32K row
     assert plan["rows that fit"] == int(plan["KV pool"] // (32768 * 32768))
     out = run([sys.executable, "sample.py", "--dry-run", "--model", "simplescaling/s1-32B", "--gpus", "8"], cwd=ROOT).stdout
-    assert "| 8 | 10.9 GB |" in out and "Smallest fit: torchrun --nproc-per-node 2" in out
+    assert "| 8 | 10.2 GiB |" in out and "Smallest fit: torchrun --nproc-per-node 2" in out

@@ -101,7 +101,7 @@ def test_pipeline_end_to_end_with_hand_checked_counts(models, tmp_path, capsys):
     assert "43 ok" in capsys.readouterr().out
 
     features = ["features", "--data", distilled, "--solvers", models["solver"], "--tokenizer", models["tok"],
-                "--solver-max-tokens", "1024", "--dtype", "float32", "--classifier", "llm", "--classifier-model", "s1",
+                "--solver-max-tokens", "1024", "--dtype", "float32", "--classifier", "llm", "--llm-model", "s1",
                 "--base-url", models["url"], "--msc", MSC, "--out", featurized]
     curate.main(features)
     rows = {r["question"]: r for r in read(featurized)}
@@ -182,9 +182,10 @@ def reply(**message):
 
 def test_client_retries_marks_bad_replies_and_stops_on_bad_credentials(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TEST_KEY", "secret")
+    monkeypatch.setattr(prepare, "BACKOFF_S", 0.01)
     pool = write(tmp_path / "pool.jsonl", [{"question": "What is 2+2?"}])
     distill = lambda url, out, *extra: prepare.main(["distill", "--pool", pool, "--base-url", url, "--api-key-env",
-                                                     "TEST_KEY", "--backoff", "0.01", "--out", str(tmp_path / out), *extra])
+                                                     "TEST_KEY", "--out", str(tmp_path / out), *extra])
     server, url, seen = stub_server([(503, {}), (429, {}), reply(content="<think>2 and 2</think>4")])
     distill(url, "a.jsonl")
     assert len(seen) == 3 and seen[0][0] == "Bearer secret" and seen[0][1]["messages"][0]["content"] == "What is 2+2?"
@@ -355,10 +356,10 @@ def test_mini_solver_is_right_on_short_questions_and_wrong_on_long_ones():
 
 def test_mini_pipeline_decontaminates_selects_by_difficulty_domain_and_length(models, tmp_path, capsys):
     test, pool, d, f, s = (str(tmp_path / n) for n in ("test.jsonl", "pool.jsonl", "d.jsonl", "f.jsonl", "s.jsonl"))
-    prepare.main(["collect", "--sources", "mini", "--n", "150", "--seed", "1", "--max-steps", "3", "--eval-sets", "aime24",
+    prepare.main(["collect", "--sources", "mini", "--n", "150", "--seed", "1", "--steps", "1", "3", "--eval-sets", "aime24",
                   "--out", test])
     assert E.load_benchmark("minitest", test)[0]["gold"] == read(test)[0]["answer"]  # eval.py reads it as a benchmark
-    prepare.main(["collect", "--sources", "mini", "--n", "300", "--max-steps", "5", "--eval-sets", "aime24", "minitest",
+    prepare.main(["collect", "--sources", "mini", "--n", "300", "--steps", "1", "5", "--eval-sets", "aime24", "minitest",
                   "--eval-data", f"minitest={test}", "--out", pool])
     overlap = {r["question"] for r in read(test)} & {r["question"] for r in mini.rows(300, 0, 1, 5)}
     assert len(overlap) > 5 and len(read(pool)) == 300 - len(overlap)  # short questions compared whole
@@ -566,7 +567,7 @@ def test_stage_1a_and_1b_count_each_rule_and_the_llm_grader_keeps_proofs(models,
 
     # s1's Claude graded the proof (data/featurization.py l. 65-71); an LLM grader with s1's prompt keeps it
     server, url, seen = stub_server([reply(content="The attempt proves it.\nYes")])
-    _, featurized = featurized_rows(tmp_path, models, "llm", "--grader-model", "judge", "--base-url", url)
+    _, featurized = featurized_rows(tmp_path, models, "llm", "--llm-model", "judge", "--base-url", url)
     server.shutdown()
     assert seen and all(body["messages"][0]["content"] == curate.GRADING_PROMPT for _, body in seen)
     curate.main(["select", "--data", featurized, "--n", "10", "--out", str(tmp_path / "llm.jsonl")])

@@ -139,6 +139,30 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(runs):
         assert [json.loads(line)["step"] for line in f] == [1, 2, 3, 4, 5, 4, 5, 6, 7, 8]
 
 
+def test_resume_refuses_a_changed_plan_and_drops_a_torn_log_line(runs, tiny_sft, tmp_path):
+    """A resumed run on other flags would continue on another plan without a word: refused, naming
+    each change, before anything is touched. A half-written last log line is cut, not a crash."""
+    model, data = tiny_sft
+    out = str(tmp_path / "run")
+    shutil.copytree(runs["resumed"], out)
+    log = os.path.join(out, "log.jsonl")
+    with open(log, "a") as f:
+        f.write('{"step": 9, "lo')  # killed mid-write
+    before = open(log).read()
+    common = ["--model", model, "--data", data, "--device", "cpu", "--dtype", "float32", "--global-batch", "2",
+              "--epochs", "1", "--save-every", "3", "--out", out, "--resume"]
+    proc = run([PY, "train.py", *common, "--lr", "2e-3"], check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "train_config.json: made with lr 0.001 (now 0.002); resume with the same flags, or add --allow-config-change "
+        "to continue on the new plan")
+    assert open(log).read() == before
+    run([PY, "train.py", *common, "--lr", "1e-3"])  # the same plan: steps 7 and 8 again from step 6's checkpoint
+    with open(log) as f:
+        assert [json.loads(line)["step"] for line in f][-3:] == [8, 7, 8]
+    assert losses(out) == losses(runs["one"])
+
+
 def test_only_the_newest_checkpoints_are_kept(runs):
     """--save-every 3 over 8 steps saves steps 3 and 6; --keep-checkpoints 1 (2 processes) leaves
     step 6 alone, the default 2 keeps both."""
