@@ -24,9 +24,9 @@ FINAL_ANSWER = ANSWER + "\nFinal Answer:"
 EOS = "<|endoftext|>"  # Qwen2.5's generation_config.json lists it beside <|im_end|>; vLLM stops on both
 
 
-def prompt_text(question):
+def prompt_text(question, system=SYSTEM):
     """The chat-templated prompt, up to and including "<|im_start|>assistant\\n"."""
-    return (f"{IM_START}system\n{SYSTEM}{IM_END}\n"
+    return (f"{IM_START}system\n{system}{IM_END}\n"
             f"{IM_START}user\n{question}{IM_END}\n"
             f"{IM_START}assistant\n")
 

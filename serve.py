@@ -7,14 +7,17 @@
 
 POST /v1/chat/completions (streaming or not) and GET /v1/models. Budget forcing comes as extra
 request fields (max_thinking_tokens: an integer or "auto", num_ignore, ignore_str); the thinking is
-returned as reasoning_content, as DeepSeek's API does, and the answer as content. n, stop (applied
-to the content), max_tokens / max_completion_tokens (generated tokens, thinking included),
-temperature, top_p and seed are honoured; without a seed every request draws afresh.
+returned as reasoning_content, as DeepSeek's API does, and the answer as content. A system message
+(optional, first) replaces Qwen's default one; n, stop (applied to the content), max_tokens /
+max_completion_tokens (generated tokens, thinking included), temperature, top_p and seed are
+honoured; without a seed every request draws afresh. Any other OpenAI field (logprobs, tools,
+response_format, ...) is a 400 naming it, never silently ignored.
 
 One engine thread owns the model and steps it; every request joins the running batch (continuous
 batching), the n choices of a request share its prompt, and the HTTP threads only parse, wait and
 write. A client that disconnects, or a choice whose content reaches a stop string, frees its rows.
-A bad request gets HTTP 400 with a JSON error, and the server keeps serving.
+A bad request gets HTTP 400 with a JSON error (413: a body over --max-body-bytes; 408: a body that
+stalls past --request-timeout), and the server keeps serving: every limit is a flag.
 """
 import argparse
 import datetime
@@ -35,10 +38,22 @@ import cli
 import sample
 
 
-def parse_request(req):
+# What a client may ask, each bounded by a flag of its own (defaults in parse_args); exceeding one is a 400
+# (413 for the body), never a server held for minutes.
+LIMITS = dict(max_body_bytes=4_000_000, max_message_chars=400_000, max_ignore_str_chars=64, max_n=16)
+# OpenAI's fields that we honour, and those we accept because they change nothing here (model: one model
+# is served; user: an end-user id for logs). Any other field asks for something we do not do: a 400.
+FIELDS = {"messages", "temperature", "top_p", "seed", "n", "stop", "stream", "max_tokens", "max_completion_tokens",
+          "max_thinking_tokens", "num_ignore", "ignore_str", "model", "user"}
+
+
+def parse_request(req, context=32768, limits=LIMITS):
     """The generation a request asks for (a dict), or ValueError saying what is wrong."""
     if not isinstance(req, dict):
         raise ValueError("the body must be a JSON object")
+    unsupported = sorted(k for k, v in req.items() if k not in FIELDS and v not in (None, False))
+    if unsupported:
+        raise ValueError(f"unsupported field(s): {', '.join(map(repr, unsupported))}")
     messages = req.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ValueError("'messages' must be a non-empty list")
@@ -46,20 +61,24 @@ def parse_request(req):
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
                 or not isinstance(m.get("content"), str):
             raise ValueError("each message needs a role (system, user or assistant) and a string content")
-    users = [m for m in messages if m["role"] == "user"]
-    if len(users) != 1 or messages[-1]["role"] != "user":
-        raise ValueError("s1 is single-turn: send one user message, last")
+    users, systems = ([m for m in messages if m["role"] == role] for role in ("user", "system"))
+    if len(users) != 1 or messages[-1]["role"] != "user" or len(systems) > 1 or len(messages) != len(users) + len(systems):
+        raise ValueError("s1 is single-turn: send one user message, last, after at most one system message")
+    if sum(len(m["content"]) for m in messages) > limits["max_message_chars"]:
+        raise ValueError(f"the messages are longer than {limits['max_message_chars']:,} characters (--max-message-chars)")
     number = (int, float)
-    job = dict(question=users[0]["content"], temperature=0.0, top_p=1.0, seed=None, num_ignore=0, ignore_str="Wait",
-               n=1, stop=[], stream=False)
+    job = dict(question=users[0]["content"], system=systems[0]["content"] if systems else chat.SYSTEM, temperature=0.0,
+               top_p=1.0, seed=None, num_ignore=0, ignore_str="Wait", n=1, stop=[], stream=False)
     for name, kind, ok in (("temperature", number, lambda v: 0 <= v <= 100), ("top_p", number, lambda v: 0 < v <= 1),
                            ("seed", int, lambda v: True), ("num_ignore", int, lambda v: v >= 0),
-                           ("ignore_str", str, lambda v: True), ("n", int, lambda v: 1 <= v <= 16),
-                           ("stream", bool, lambda v: True)):
+                           ("ignore_str", str, lambda v: len(v) <= limits["max_ignore_str_chars"]),
+                           ("n", int, lambda v: 1 <= v <= limits["max_n"]), ("stream", bool, lambda v: True)):
         if name in req:
             value = req[name]
             if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)) or not ok(value):
-                raise ValueError(f"invalid '{name}': {value!r}")
+                raise ValueError(f"invalid '{name}': {value!r}" + {
+                    "n": f" (1 to {limits['max_n']}, --max-n)",
+                    "ignore_str": f" (a string of up to {limits['max_ignore_str_chars']} characters)"}.get(name, ""))
             job[name] = value
     stop = req.get("stop")
     if stop is not None:
@@ -72,9 +91,14 @@ def parse_request(req):
         raise ValueError(f"invalid 'max_thinking_tokens': {budget!r} (a positive integer or \"auto\")")
     job["max_thinking_tokens"] = budget
     limit = req.get("max_completion_tokens", req.get("max_tokens"))
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise ValueError(f"invalid 'max_tokens': {limit!r}")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= context):
+        raise ValueError(f"invalid 'max_tokens': {limit!r} (1 to the context, {context})")
     job["limit"] = limit
+    for text in [job["question"], job["system"], job["ignore_str"], *job["stop"]]:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # JSON's "\ud800": a lone surrogate, which no tokenizer can encode
+            raise ValueError("a string is not valid Unicode (a lone surrogate)") from None
     return job
 
 
@@ -186,10 +210,11 @@ def client_gone(sock):
 
 
 def make_server(model, tokenizer, host="127.0.0.1", port=8000, name="s1", context=32768, max_rows=64,
-                kv_memory_gb=None, start_engine=True, control=None):
+                kv_memory_gb=None, start_engine=True, control=None, limits=LIMITS, request_timeout=60):
     """A ThreadingHTTPServer whose requests run on one engine loop, server.engine_thread: started
     here as a thread, or (start_engine=False) left for the caller to run(), e.g. on the main thread.
-    control: under tensor parallelism, the process group on which rank 0 tells the others each step."""
+    control: under tensor parallelism, the process group on which rank 0 tells the others each step.
+    request_timeout: seconds a connection may stall (sending its request, or reading a stream) before it is closed."""
     engine = sample.Engine(model, context, max_rows, len(tokenizer), kv_memory_gb)
     worker = EngineThread(engine, control)
     if start_engine:
@@ -197,6 +222,10 @@ def make_server(model, tokenizer, host="127.0.0.1", port=8000, name="s1", contex
     ids = {}  # special ids per ignore_str
 
     class Handler(BaseHTTPRequestHandler):
+        # A socket timeout: a client that sends less than its Content-Length, or nothing, holds a thread
+        # for this long, not forever.
+        timeout = request_timeout
+
         def send(self, code, body):
             data = json.dumps(body).encode()
             self.send_response(code)
@@ -214,24 +243,41 @@ def make_server(model, tokenizer, host="127.0.0.1", port=8000, name="s1", contex
             self.error(404, f"no route {self.path}")
 
         def do_POST(self):
-            if self.path != "/v1/chat/completions":
-                return self.error(404, f"no route {self.path}")
-            try:
-                req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"null")
-                job = parse_request(req)
-            except (ValueError, UnicodeDecodeError) as e:
-                return self.error(400, str(e))
             self.streaming = False
             try:
-                self.complete(job)
+                self.post()
             except (BrokenPipeError, ConnectionResetError):
                 pass
             except Exception as e:  # a bug of ours: answer it (unless a stream has begun), and keep serving
                 if not self.streaming:
                     self.error(500, f"{type(e).__name__}: {e}")
 
+        def post(self):
+            if self.path != "/v1/chat/completions":
+                return self.error(404, f"no route {self.path}")
+            try:
+                size = int(self.headers.get("Content-Length", 0))
+            except ValueError:
+                return self.error(400, "Content-Length is not a number")
+            if not 0 <= size <= limits["max_body_bytes"]:
+                self.close_connection = True  # the body is left unread
+                return self.error(413, f"the body may have at most {limits['max_body_bytes']:,} bytes (--max-body-bytes)")
+            try:
+                body = self.rfile.read(size)
+            except TimeoutError:  # fewer bytes than Content-Length said, and the client waits
+                self.close_connection = True
+                return self.error(408, f"the body did not arrive within {request_timeout} s")
+            try:
+                job = parse_request(json.loads(body or b"null"), context, limits)
+            except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+                return self.error(400, str(e))
+            except RecursionError:
+                return self.error(400, "the JSON is nested too deeply")
+            self.complete(job)
+
         def complete(self, spec):
-            prompt = tokenizer.encode(chat.prompt_text(spec["question"]) + chat.completion_text(), add_special_tokens=False)
+            prompt = tokenizer.encode(chat.prompt_text(spec["question"], spec["system"]) + chat.completion_text(),
+                                      add_special_tokens=False)
             if len(prompt) >= context:
                 return self.error(400, f"the prompt has {len(prompt)} tokens, the context {context}: no room to generate")
             if spec["ignore_str"] not in ids:
@@ -307,7 +353,10 @@ def make_server(model, tokenizer, host="127.0.0.1", port=8000, name="s1", contex
         def log_message(self, fmt, *args):  # one quiet line per request
             sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 128  # socketserver's 5 makes the kernel drop a burst of connections, retried a second later
+
+    server = Server((host, port), Handler)
     server.daemon_threads = True
     server.engine_thread = worker
     return server
@@ -370,6 +419,13 @@ def parse_args(argv=None):
     p.add_argument("--kv-memory-gb", type=cli.above(0), default=None, help="KV pool size (default: as sample.py)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto", help="auto: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--max-body-bytes", type=cli.at_least(1), default=LIMITS["max_body_bytes"], help="larger: HTTP 413")
+    p.add_argument("--max-message-chars", type=cli.at_least(1), default=LIMITS["max_message_chars"],
+                   help="the messages' total length (a 32K-token context holds ~100K characters of text)")
+    p.add_argument("--max-ignore-str-chars", type=cli.at_least(0), default=LIMITS["max_ignore_str_chars"])
+    p.add_argument("--max-n", type=cli.at_least(1), default=LIMITS["max_n"], help="choices per request")
+    p.add_argument("--request-timeout", type=cli.above(0), default=60,
+                   help="seconds a connection may stall (sending its request, reading a stream) before it is closed")
     return p.parse_args(argv)
 
 
@@ -383,8 +439,10 @@ def main():
     if rank != 0:
         return follow(sample.Engine(model, args.max_tokens, args.batch_size, len(tokenizer), args.kv_memory_gb),
                       tokenizer, control)
+    limits = {k: getattr(args, k) for k in LIMITS}
     server = make_server(model, tokenizer, args.host, args.port, args.model, args.max_tokens, args.batch_size,
-                         args.kv_memory_gb, start_engine=False, control=control)
+                         args.kv_memory_gb, start_engine=False, control=control, limits=limits,
+                         request_timeout=args.request_timeout)
     print(f"serving {args.model} on http://{args.host}:{server.server_address[1]}/v1/chat/completions", flush=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     # The engine steps on the main thread: on a CPU, torch ops called from another thread ran 1.3x

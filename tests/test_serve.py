@@ -186,9 +186,13 @@ def test_command_line_serves_alone_and_tensor_parallel(tmp_path, processes):
                                      max_tokens=prompt + 60, progress=False)[0]
             message = json.loads(text)["choices"][0]["message"]
             assert code == 200 and (message["reasoning_content"], message["content"]) == (direct["thinking"], direct["answer"])
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    finally:  # SIGTERM first: torchrun passes it on to its workers, which SIGKILL to torchrun would orphan
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def test_a_stop_string_split_across_tokens_is_never_sent():
@@ -207,3 +211,84 @@ def test_a_stop_string_split_across_tokens_is_never_sent():
             break
     assert choice.closed and choice.finish_reason == "stop"
     assert "".join(sent) == choice.content == "abc"  # neither "E" nor "EN" was ever sent
+
+
+def raw(port, data, timeout=10):
+    """Send bytes, return the reply's bytes (b"" if the server closed without one)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+        return reply
+
+
+def wait_for(condition, seconds):
+    deadline = time.time() + seconds
+    while not condition() and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def http(body, length=None):
+    return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: "
+            + str(len(body) if length is None else length).encode() + b"\r\n\r\n" + body)
+
+
+def test_no_request_blocks_or_crashes_the_server(tiny):
+    """The probe's bad requests, each answered with a JSON error naming the problem, within the
+    limits; stalled clients hold a thread only until the timeout; the answer to a good request is
+    the same before and after, and a system message is used."""
+    model, tokenizer = tiny
+    limits = dict(max_body_bytes=20_000, max_message_chars=2_000, max_ignore_str_chars=8, max_n=2)
+    server, url = start(model, tokenizer, context=300, max_rows=4, limits=limits, request_timeout=3)
+    port = server.server_address[1]
+    good = ask("What is 2+2?", max_thinking_tokens=8, max_tokens=40)
+    try:
+        first = post(url, good)
+        assert first[0] == 200
+        threads = threading.active_count()
+        bad = [  # (body, status, what the error says)
+            (b"{" + b" " * 30_000 + b"}", 413, "--max-body-bytes"),
+            (ask("q" * 2_001), 400, "--max-message-chars"),
+            (ask("q", ignore_str="Wait " * 20), 400, "ignore_str"),
+            (ask("q", max_tokens=301), 400, "max_tokens"),
+            (ask("q", n=3), 400, "--max-n"),
+            (b'{"messages": [{"role": "user", "content": "\\ud800"}]}', 400, "surrogate"),
+            (b'{"messages": [{"role": "user", "content": "\xed\xa0\x80"}]}', 400, "surrogate"),
+            (b"[" * 10_000, 400, "nested"),
+            (ask("q", stream="yes"), 400, "stream"),
+            (ask("q", max_thinking_tokens=True), 400, "max_thinking_tokens"),
+            (b'{"messages": [{"role": "user", "content": "q"}], "temperature": Infinity}', 400, "temperature"),
+            (ask("q", logprobs=True), 400, "'logprobs'"),
+            (ask("q", tools=[{"type": "function"}]), 400, "'tools'"),
+            (ask("q", response_format={"type": "json_object"}), 400, "'response_format'"),
+            ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                           {"role": "user", "content": "c"}]}, 400, "single-turn"),
+        ]
+        for body, status, says in bad:
+            code, text = post(url, body)
+            assert code == status and says in json.loads(text)["error"]["message"], (str(body)[:80], code, text)
+        reply = raw(port, http(b"{}", length=10 ** 12))
+        assert reply.startswith(b"HTTP/1.0 413") and b"--max-body-bytes" in reply
+        # 30 clients announce 100 bytes and send 11: each gets a 408 after the 3 s timeout, and the
+        # threads they held are gone
+        stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(30)]
+        for s in stalled:
+            s.sendall(http(b'{"messages"', length=100))
+        wait_for(lambda: threading.active_count() >= threads + 30, 2)
+        assert threading.active_count() >= threads + 30
+        for s in stalled:
+            s.settimeout(10)
+            assert s.recv(100).startswith(b"HTTP/1.0 408")
+            s.close()
+        wait_for(lambda: threading.active_count() <= threads + 1, 3)
+        assert threading.active_count() <= threads + 1
+        answer = lambda reply: (reply[0], json.loads(reply[1])["choices"])
+        assert answer(post(url, good)) == answer(first)  # the same answer, greedy, as before any of this
+        system = json.loads(post(url, dict(good, messages=[{"role": "system", "content": "Be brief."},
+                                                            *good["messages"]]))[1])
+        expected = tokenizer.encode(chat.prompt_text("What is 2+2?", "Be brief.") + chat.completion_text(),
+                                    add_special_tokens=False)
+        assert system["usage"]["prompt_tokens"] == len(expected) != json.loads(first[1])["usage"]["prompt_tokens"]
+    finally:
+        server.shutdown()
