@@ -87,7 +87,9 @@ def parse_setting(text):
     cap, _, extra = head.partition("+")
     if re.fullmatch(r"(wait|ignore)\d+", cap) and not extra:
         cap, extra = "auto", cap
-    m = re.fullmatch(r"(?:(wait|ignore)(\d+))?", extra)
+    # K >= 1: "wait0" would be auto under another name (s1's harness would still forbid ending a round
+    # on its first token, which our engine does only while extending)
+    m = re.fullmatch(r"(?:(wait|ignore)([1-9]\d*))?", extra)
     if (not (cap in ("auto", "nocap") or cap.isdigit() and int(cap) > 0) or not m
             or colon and (m.group(1) != "ignore" or not string)):
         raise ValueError(f"setting {text!r}: expected a token cap (e.g. 500), auto, nocap, none, waitK, ignoreK, "

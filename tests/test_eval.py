@@ -310,7 +310,8 @@ def test_settings():
     assert E.parse_setting("Ignore2:Hmm") == ("ignore2:Hmm", {"max_thinking_tokens": "auto", "num_ignore": 2, "ignore_str": "Hmm"})
     assert E.parse_setting("nocap+ignore1:Alternatively") == (
         "nocap+ignore1:Alternatively", {"max_thinking_tokens": None, "num_ignore": 1, "ignore_str": "Alternatively"})
-    for bad in ("abc", "0", "512+hmm", "-5", "wait2:Hmm", "ignore2:", "none+wait1", "none:x", "nottc", "500:Hmm"):
+    for bad in ("abc", "0", "512+hmm", "-5", "wait2:Hmm", "ignore2:", "none+wait1", "none:x", "nottc", "500:Hmm", "wait0",
+                "500+ignore0"):
         with pytest.raises(ValueError, match="setting"):
             E.parse_setting(bad)
     assert E.parse_args(["--settings", "sweep", "auto"]).settings == E.SWEEP
