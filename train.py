@@ -125,6 +125,8 @@ COLUMNS = {
 def read_rows(spec):
     """A list of dicts from a local .jsonl/.json/.parquet file or a hub dataset's train split."""
     if spec.endswith((".jsonl", ".json")):
+        if not os.path.exists(spec):
+            raise SystemExit(f"--data {spec}: no such file")
         return jsonl.read_input(spec)
     import datasets
     try:
