@@ -589,6 +589,8 @@ def main(args):
         import sample
         return sample.print_plan(args.model, sample.model_config(args.model), args.gpus, args.max_tokens,
                                  args.batch_size, args.gpu_memory_gib)
+    # the questions first: a bad file stops the run before torch is imported or --out is made
+    questions = {b: load_benchmark(b, args.data.get(b), args.limit, args.gpqa_seed) for b in args.benchmarks}
     os.makedirs(args.out, exist_ok=True)
     if args.dtype == "auto":  # stored resolved, so that a rerun on another device cannot mix precisions
         import torch
@@ -606,7 +608,6 @@ def main(args):
         jsonl.same_settings(config_path, config, f"use another --out than {args.out}", defaults={"gpqa_seed": 0})
     args.model, args.tokenizer = config["model"], config["tokenizer"]
 
-    questions = {b: load_benchmark(b, args.data.get(b), args.limit, args.gpqa_seed) for b in args.benchmarks}
     path = os.path.join(args.out, "samples.jsonl")
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     done = read_samples(path) if rank == 0 else {}
