@@ -25,7 +25,8 @@ answered "A"). s1 needed a paid gpt-4o-mini call here; this runs offline.
 
 Everything lands in --out: samples.jsonl (every sample: prompt, text, token counts, forced events,
 extracted answer, verdict; a rerun reuses the finished ones), results.md and results.json (accuracy
-with standard errors, compute_sample_stats' statistics, the paper's Control / Scaling / Performance)
+with standard errors, compute_sample_stats' statistics, the paper's Control / Scaling / Performance,
+each "Wait" run against its natural end with a paired standard error)
 and scaling.png (accuracy vs average thinking tokens, one panel per benchmark, as Figure 1).
 """
 import argparse
@@ -398,6 +399,33 @@ def mean_se(values):
     return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None)
 
 
+def paired_difference(a, b):
+    """Mean and standard error of the per-question differences a_i - b_i between two runs on the
+    same questions (a_i, b_i: each question's accuracy in either run). Paired, because the two runs
+    share their questions: the SE of a difference of two runs' accuracies is far smaller than
+    either run's own SE when they agree on most questions."""
+    if len(a) != len(b):
+        raise ValueError(f"paired runs need the same questions: {len(a)} and {len(b)}")
+    return mean_se([x - y for x, y in zip(a, b)])
+
+
+def extension_gains(accuracies):
+    """accuracies: {(benchmark, setting): per-question accuracies, in one question order}. Every run
+    that extends thinking ("Wait" and the other ignore strings, paper §3.1) against the same budget
+    left to end naturally ("wait2" against "auto", or "nocap" without an auto run; "4000+wait1"
+    against "4000"): the difference in accuracy and its paired standard error."""
+    gains = []
+    for (benchmark, setting), acc in accuracies.items():
+        if not parse_setting(setting)[1]["num_ignore"]:
+            continue
+        cap = setting.partition("+")[0] if "+" in setting else "auto"
+        base = next((c for c in (cap, "nocap" if cap == "auto" else None) if (benchmark, c) in accuracies), None)
+        if base is not None:
+            diff, se = paired_difference(acc, accuracies[(benchmark, base)])
+            gains.append({"benchmark": benchmark, "setting": setting, "against": base, "difference": diff, "se": se})
+    return gains
+
+
 def majority_correct(benchmark, samples):
     """maj@n: is the most common answer right? Samples without an answer do not vote; right answers
     agree with each other; ties go to the answer seen first, as s1's Counter.most_common did."""
@@ -536,7 +564,7 @@ def fmt(x, se=None, scale=100):
     return f"{scale * x:.1f}" + (f" ± {scale * se:.1f}" if se is not None else "")
 
 
-def markdown(model_name, config, runs, scaling):
+def markdown(model_name, config, runs, scaling, gains=()):
     n = runs[0]["samples_per_question"]
     lines = [f"# {model_name}", "", "Generation: " + ", ".join(f"{k} {v}" for k, v in config.items()), "",
              f"| benchmark | setting | questions | accuracy % (avg@{n}) | maj@{n} | pass@{n} | avg thinking tokens | "
@@ -554,6 +582,13 @@ def markdown(model_name, config, runs, scaling):
     for b, m in scaling.items():
         scores = f"{fmt(m['control'])} % | {fmt(m['scaling'], scale=1)} | {fmt(m['performance'], scale=1)}"
         lines.append(f"| {b} | {scores} |")
+    if gains:
+        lines += ["", "Extending thinking against its natural end, on the same questions (difference in accuracy "
+                  "points ± the paired standard error, the SE of the per-question differences):", "",
+                  "| benchmark | setting | against | difference | paired SE |", "|---|---|---|---|---|"]
+        for g in gains:
+            lines.append(f"| {g['benchmark']} | {g['setting']} | {g['against']} | {100 * g['difference']:+.1f} | "
+                         f"{fmt(g['se'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -565,13 +600,15 @@ def plot(model_name, runs, path):
     benchmarks = list(dict.fromkeys(r["benchmark"] for r in runs))
     fig, axes = plt.subplots(1, len(benchmarks), figsize=(4.5 * len(benchmarks), 3.8), squeeze=False)
     for ax, b in zip(axes[0], benchmarks):
-        every = sorted((r["avg_thinking_tokens"], 100 * r["accuracy"], r["setting"]) for r in runs if r["benchmark"] == b)
+        every = sorted((r["avg_thinking_tokens"], 100 * r["accuracy"], r["setting"], 100 * (r["accuracy_se"] or 0))
+                       for r in runs if r["benchmark"] == b)
         points = [p for p in every if p[2] != NOTTC]  # the budget-forcing curve; nottc is a point of its own
         if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color="tab:blue")
-        for x, y, label in every:
+            ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[3] for p in points], fmt="o-",
+                        color="tab:blue", capsize=3)
+        for x, y, label, se in every:
             if label == NOTTC:
-                ax.plot([x], [y], "s", color="tab:orange")
+                ax.errorbar([x], [y], yerr=[se], fmt="s", color="tab:orange", capsize=3)
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7)
         if min(p[0] for p in every) > 0:
             ax.set_xscale("log", base=2)
@@ -630,10 +667,11 @@ def main(args):
         if rank != 0:
             return None
 
-    runs, scaling = [], {}
+    runs, scaling, accuracies = [], {}, {}
     for b in args.benchmarks:
         for s in args.settings:
             by_question = [[done[(b, s, q["id"], i)] for i in range(args.n)] for q in questions[b]]
+            accuracies[(b, s)] = [sum(x["correct"] for x in g) / len(g) for g in by_question]
             cap = parse_setting(s)[1]["max_thinking_tokens"]
             runs.append(summarize(b, s, by_question, cap if isinstance(cap, int) else args.max_tokens))
             r = runs[-1]
@@ -645,10 +683,11 @@ def main(args):
                   for r in runs if r["benchmark"] == b and r["setting"] != NOTTC]  # nottc has no budget
         if forced:
             scaling[b] = scaling_metrics(forced)
+    gains = extension_gains(accuracies)
     name = config["model"] or "model"
-    jsonl.write_atomic(os.path.join(args.out, "results.json"),
-                       json.dumps({"model": name, "config": config, "runs": runs, "scaling": scaling}, indent=1) + "\n")
-    table = markdown(name, config, runs, scaling)
+    jsonl.write_atomic(os.path.join(args.out, "results.json"), json.dumps(
+        {"model": name, "config": config, "runs": runs, "scaling": scaling, "gains": gains}, indent=1) + "\n")
+    table = markdown(name, config, runs, scaling, gains)
     jsonl.write_atomic(os.path.join(args.out, "results.md"), table)
     plot(name, runs, os.path.join(args.out, "scaling.png"))
     print(table)

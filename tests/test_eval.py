@@ -275,6 +275,27 @@ def test_avg_maj_pass_at_n():
     assert not E.majority_correct("gpqa", letters) and E.majority_correct("gpqa", letters[1:2])
 
 
+def test_paired_standard_error_against_numpy():
+    """Per-question verdicts of two runs on the same 12 questions: the paired SE is the SE of the mean
+    of the per-question differences, not the two runs' SEs combined as if independent."""
+    import numpy as np
+    wait = [1, 1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 1]
+    nocap = [1, 0, 0, 1, 0, 0, 1, 1, 0, 0, 1, 1]
+    d = np.array(wait, float) - np.array(nocap, float)
+    diff, se = E.paired_difference(wait, nocap)
+    assert diff == pytest.approx(d.mean()) and se == pytest.approx(d.std(ddof=1) / np.sqrt(len(d)))
+    unpaired = np.hypot(*(np.std(x, ddof=1) / np.sqrt(len(x)) for x in (wait, nocap)))
+    assert se < 0.7 * unpaired  # the runs agree on 9 of 12 questions
+    with pytest.raises(ValueError):
+        E.paired_difference(wait, nocap[1:])
+    gains = E.extension_gains({("mini", "nocap"): nocap, ("mini", "wait1"): wait, ("mini", "8"): nocap,
+                               ("mini", "8+wait1"): nocap, ("math500", "auto"): wait, ("math500", "wait2"): nocap})
+    assert [(g["benchmark"], g["setting"], g["against"]) for g in gains] == [
+        ("mini", "wait1", "nocap"), ("mini", "8+wait1", "8"), ("math500", "wait2", "auto")]
+    assert (gains[0]["difference"], gains[0]["se"]) == (diff, se) and gains[1]["difference"] == 0
+    assert gains[2]["difference"] == pytest.approx(-d.mean())
+
+
 def test_sample_stats_count_caps_context_and_missing_answers():
     samples = [make_sample("1", 0, "1", True, ended="capped"), make_sample("2", 1, "2", True, ended="length", finished=False),
                make_sample("3", 2, None, False, text=respond("I give up"))]
