@@ -70,10 +70,12 @@ def reading(results_path):
              f"Scaling {m['scaling']:.1f} accuracy points per doubling of thinking, Performance {m['performance']:.1f} %;"]
     if natural:
         lines.append(f"- without a cap the model thinks {natural['avg_thinking_tokens']:.0f} tokens on average;")
+    gains = {g["setting"]: g for g in results.get("gains", [])}
     for w in waits:
+        g = gains[w["setting"]]
         lines.append(f"- {w['setting']} (suppress the end of thinking, append \"Wait\"): "
                      f"{w['avg_thinking_tokens']:.0f} tokens, {100 * w['accuracy']:.1f} % "
-                     f"({100 * (w['accuracy'] - top['accuracy']):+.1f} points vs {top['setting']}).")
+                     f"({100 * g['difference']:+.1f} ± {100 * g['se']:.1f} points vs {g['against']}, paired SE).")
     return "\n".join(lines)
 
 
