@@ -58,9 +58,13 @@ def budget(text):
 
 def main(run):
     """Run a stage's main(); a file the user named that is missing, a directory, unreadable or not
-    text becomes one line on stderr and exit code 1."""
+    text becomes one line on stderr and exit code 1; Ctrl-C, exit code 130 without a traceback
+    (every output is appended a line at a time or renamed into place, so a rerun resumes)."""
     try:
         return run()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     except OSError as e:
         if e.filename is not None:
             sys.exit(f"{e.filename}: {e.strerror}")
