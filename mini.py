@@ -15,8 +15,8 @@ Everything is seeded by the question, so the same question always gets the same 
 
 The first pass reads the k-th operand of the question on its k-th line, so it must keep track of
 where it is in the question; a small model's typical error is misreading an operand (a neighbour).
-The check (check() below) redoes the work from the last operand back, one operand a line, so it
-copies no sequence and cannot copy the first pass's partial results. In checked traces the first pass sometimes misreads an operand, and the
+The check (check() below) finds the operands by value instead, so it copies no sequence and needs
+no place in the question. In checked traces the first pass sometimes misreads an operand, and the
 check's result, not the first pass's, is the answer: the check must be done, not copied.
 """
 import random
@@ -94,12 +94,32 @@ def first_pass(family, operands, target):
 
 
 def check(family, operands, target):
-    """The first pass's work redone in the opposite order, from the question's last operand back to its
-    first: one operand read from the question per line, the running value from the line above, so no
-    line copies a sequence, and no line can copy the first pass's partial results (they differ). The
-    last line is the result. (Measured, runs/d5: a check by value, which had to find the operands in
-    sorted order, was far less reliable than the first pass: sums 10 % after "Wait", 95 % without.)"""
-    return first_pass(family, operands[::-1], target)
+    """The answer re-derived by value, not by position: no line copies a sequence of operands, and
+    none needs to know where it is in the question, only which values it holds (a small model finds
+    a value in the question far more reliably than the k-th operand). The last line is the result.
+      sum    the operands from the smallest value up, one addition per line ("2+2=4", "4+5=9", ...);
+      count  one line per occurrence of the letter, counting up ("c 1", "c 2"; "c 0" if there is none);
+      max    the tens digits from 9 down until one is in the question ("9 -", "8 -", "7 74 79"), then
+             the largest number with that tens digit ("79");
+      sort   the digits from the smallest value up, all copies of a value at once ("1111", "11114", ...)."""
+    if family == "count":
+        n = operands.count(target)
+        return [f"{target} {i}" for i in range(1, n + 1)] or [f"{target} 0"]
+    if family == "max":
+        lines, tens = [], 9
+        while not (found := [x for x in operands if x // 10 == tens]):
+            lines.append(f"{tens} -")
+            tens -= 1
+        return lines + [f"{tens} " + " ".join(map(str, found)), str(max(found))]
+    if family == "sort":
+        values = sorted(set(operands))
+        return ["".join(d for d in sorted(operands) if d <= v) for v in values]
+    ordered, lines = sorted(operands), []
+    value = ordered[0]
+    for x in ordered[1:]:
+        lines.append(f"{value}+{x}={value + x}")
+        value += x
+    return lines
 
 
 def misread(operands, rng, slip_rate):

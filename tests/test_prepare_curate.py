@@ -341,12 +341,17 @@ def test_mini_family_is_seeded_verifiable_and_its_teacher_is_right():
         slipped += first_answer != answer
         check = lines[lines.index("Wait") + 1:]
         assert re.findall(r"\d+", check[-1])[-1] == answer  # the check's result is the answer, by value: no line copies the question
-        assert len(check) == steps  # the first pass's work redone from the last operand back, one line a step
-        if family == "sum":
-            ops = list(map(int, re.findall(r"\d+", q)))[::-1]
+        if family == "sum":  # the operands from the smallest up, one addition per line
+            ops = sorted(map(int, re.findall(r"\d+", q)))
             assert check == [f"{sum(ops[:i])}+{ops[i]}={sum(ops[:i + 1])}" for i in range(1, len(ops))]
-        if family == "count":
-            assert [line.split()[0] for line in check] == list(re.search(r"in (\w+)", q).group(1))[::-1]
+        if family == "count":  # one line per occurrence, counting up
+            assert check == [f"{q[9]} {i}" for i in range(1, int(answer) + 1)] or check == [f"{q[9]} 0"]
+        if family == "max":  # tens digits from 9 down to the first present, its numbers, then the largest
+            tens = int(answer) // 10
+            assert check[:-2] == [f"{d} -" for d in range(9, tens, -1)]
+            assert check[-2].split() == [str(tens)] + [x for x in re.findall(r"\d+", q) if int(x) // 10 == tens]
+        if family == "sort":  # the sorted digits grown one value at a time
+            assert len(check) == len(set(answer)) and all(answer.startswith(line) for line in check)
     assert 0.25 < checked / len(rows) < 0.45  # most traces stop unchecked
     assert 0.15 < slipped / checked < 0.6  # the check often has a misread to catch
     with pytest.raises(ValueError):
