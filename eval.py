@@ -457,11 +457,16 @@ def sample_stats(samples):
             "unfinished": sum(not s["finished"] for s in samples)}
 
 
+def question_accuracies(by_question):
+    """Each question's share of right samples (its avg@n): what accuracy and paired differences average."""
+    return [sum(s["correct"] for s in g) / len(g) for g in by_question]
+
+
 def summarize(benchmark, setting, by_question, a_max):
     """One run (a benchmark under one setting): accuracy = avg@n, maj@n, pass@n with standard errors,
     the sample statistics, and every grading failure by kind, with the ids it happened to."""
     samples = [s for group in by_question for s in group]
-    acc = mean_se([sum(s["correct"] for s in g) / len(g) for g in by_question])
+    acc = mean_se(question_accuracies(by_question))
     maj = mean_se([float(majority_correct(benchmark, g)) for g in by_question])
     cov = mean_se([float(any(s["correct"] for s in g)) for g in by_question])
     failures = {}
@@ -624,15 +629,13 @@ def plot(model_name, runs, path):
 def main(args):
     if args.dry_run:
         import sample
-        return sample.print_plan(args.model, sample.model_config(args.model), args.gpus, args.max_tokens,
-                                 args.batch_size, args.gpu_memory_gib)
+        return sample.print_plan(args.model, args.gpus, args.max_tokens, args.batch_size, args.gpu_memory_gib)
     # the questions first: a bad file stops the run before torch is imported or --out is made
     questions = {b: load_benchmark(b, args.data.get(b), args.limit, args.gpqa_seed) for b in args.benchmarks}
     os.makedirs(args.out, exist_ok=True)
     if args.dtype == "auto":  # stored resolved, so that a rerun on another device cannot mix precisions
-        import torch
-        gpu = args.device == "cuda" or args.device == "auto" and torch.cuda.is_available()
-        args.dtype = "bfloat16" if gpu else "float32"
+        import sample
+        args.dtype = sample.resolve_dtype(args.dtype, args.device)
     # Samples are keyed by benchmark, setting, question and index; what else shaped them must not change.
     config = {k: getattr(args, k) for k in ("model", "tokenizer", "dtype", "max_tokens", "temperature", "top_p",
                                             "ignore_str", "seed", "gpqa_seed")}
@@ -671,7 +674,7 @@ def main(args):
     for b in args.benchmarks:
         for s in args.settings:
             by_question = [[done[(b, s, q["id"], i)] for i in range(args.n)] for q in questions[b]]
-            accuracies[(b, s)] = [sum(x["correct"] for x in g) / len(g) for g in by_question]
+            accuracies[(b, s)] = question_accuracies(by_question)
             cap = parse_setting(s)[1]["max_thinking_tokens"]
             runs.append(summarize(b, s, by_question, cap if isinstance(cap, int) else args.max_tokens))
             r = runs[-1]

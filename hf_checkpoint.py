@@ -94,6 +94,15 @@ def known_shape(name):
                   num_attention_heads=heads, num_key_value_heads=kv, tie_word_embeddings=tied)
 
 
+def plan_config(name_or_path):
+    """A model's Config for a memory plan, without downloading weights: a local config.json, the
+    shipped shape of a Qwen2.5 size named in a hub name, or else the hub's config.json (one small file)."""
+    if os.path.isdir(name_or_path):
+        return read_config(os.path.join(name_or_path, "config.json"))
+    return known_shape(name_or_path) or \
+        read_config(os.path.join(checkpoint_dir(name_or_path, patterns=("config.json",)), "config.json"))
+
+
 # ----------------------------------------------------------------------------------------------
 # Finding a checkpoint: a local directory or the hub
 

@@ -745,17 +745,6 @@ def broadcast(obj):
 # ----------------------------------------------------------------------------------------------
 # Memory plan: will it fit, before any weight is loaded
 
-def model_config(name_or_path):
-    """A checkpoint's Config: its config.json if local (or cached from the hub), else the shipped
-    shape of a Qwen2.5 size named in it (so that a plan needs no download)."""
-    if os.path.isdir(name_or_path):
-        return hf.read_config(os.path.join(name_or_path, "config.json"))
-    shape = hf.known_shape(name_or_path)
-    if shape:
-        return shape
-    return hf.read_config(os.path.join(hf.checkpoint_dir(name_or_path, patterns=("config.json",)), "config.json"))
-
-
 def memory_plan(cfg, tp, max_tokens, rows, gpu_gib, dtype_bytes=2):
     """Bytes per GPU: weights (blocks split tp ways; embedding, LM head and norms whole on every
     rank), the CUDA context and NCCL buffers, one forward's activations, and the KV pool that the
@@ -773,9 +762,10 @@ def memory_plan(cfg, tp, max_tokens, rows, gpu_gib, dtype_bytes=2):
     return plan
 
 
-def print_plan(name, cfg, gpus, max_tokens, rows, gpu_gib):
+def print_plan(name, gpus, max_tokens, rows, gpu_gib):
     """The plan for every tensor-parallel degree that divides the KV heads, up to --gpus; returns
     the smallest degree at which one full-context row fits (None if none does)."""
+    cfg = hf.plan_config(name)
     print(f"Memory plan for {name}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
           f"{cfg.num_key_value_heads} KV heads; context {max_tokens:,} tokens, up to {rows} rows; "
           f"{gpu_gib:g} GiB per GPU; bf16")
@@ -877,7 +867,7 @@ def check_fits(name, device, world, max_tokens, rows):
     """On a GPU, stop before loading weights if they and one full-context row cannot fit."""
     if device.type != "cuda":
         return
-    cfg = model_config(name)
+    cfg = hf.plan_config(name)
     plan = memory_plan(cfg, world, max_tokens, rows, torch.cuda.get_device_properties(device).total_memory / 1024 ** 3)
     if plan["rows that fit"] < 1:
         raise SystemExit(f"{name} does not fit {world} GPU(s) with one {max_tokens:,}-token row "
@@ -885,12 +875,22 @@ def check_fits(name, device, world, max_tokens, rows):
                          f"GPUs (sample.py --dry-run shows the plan) or lower --max-tokens")
 
 
+def resolve_dtype(dtype, device):
+    """The dtype's name, "auto" resolved: bfloat16 on a GPU, float32 on a CPU. device: "auto", "cuda",
+    "cpu" or a torch.device. The CLIs store the resolved name beside their outputs, so that a rerun on
+    another device cannot mix precisions."""
+    if dtype != "auto":
+        return dtype
+    kind = getattr(device, "type", device)
+    return "bfloat16" if kind == "cuda" or kind == "auto" and torch.cuda.is_available() else "float32"
+
+
 def load_for_generation(name, device="auto", dtype="auto", max_tokens=32768, rows=64, tokenizer=None):
     """(model, tokenizer, world, rank) for every script that generates: under torchrun, this rank's
     tensor-parallel slice; checked to fit before any weight is loaded. dtype "auto": bf16 on a GPU,
     fp32 on a CPU."""
     device, world, rank = init_distributed(device)
-    dtype = getattr(torch, dtype) if dtype != "auto" else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    dtype = getattr(torch, resolve_dtype(dtype, device))
     check_fits(name, device, world, max_tokens, rows)
     model = load_model(name, device, dtype, world, rank)
     return model, chat.load_tokenizer(tokenizer or model.source_dir), world, rank
@@ -898,14 +898,12 @@ def load_for_generation(name, device="auto", dtype="auto", max_tokens=32768, row
 
 def main(args):
     if args.dry_run:
-        print_plan(args.model, model_config(args.model), args.gpus, args.max_tokens, args.batch_size, args.gpu_memory_gib)
+        print_plan(args.model, args.gpus, args.max_tokens, args.batch_size, args.gpu_memory_gib)
         return
     rows = [{"question": args.prompt}] if args.prompt else read_questions(args.input)  # bad input before weights
     if args.input:
         # An --output is resumed; rows made with other settings must not be mixed into it.
-        if args.dtype == "auto":  # resolved as load_for_generation does, so that another device cannot mix precisions
-            gpu = args.device == "cuda" or args.device == "auto" and torch.cuda.is_available()
-            args.dtype = "bfloat16" if gpu else "float32"
+        args.dtype = resolve_dtype(args.dtype, args.device)
         config = {k: getattr(args, k) for k in SETTINGS}
         config_path = re.sub(r"\.jsonl$", "", args.output) + ".config.json"
         jsonl.same_settings(config_path, config, f"use another --output than {args.output}")

@@ -286,20 +286,6 @@ def memory_plan(cfg, n_params, gpus, seq_len, checkpointing, ce_chunk, compute_b
     return parts
 
 
-def plan_config(name):
-    """The model's shape for --dry-run without downloading: a local config.json, the shipped shape of
-    a Qwen2.5 size named in a hub name, or else the hub's config.json (one small file)."""
-    if os.path.isdir(name):
-        return hf.read_config(os.path.join(name, "config.json"))
-    shape = hf.known_shape(name)
-    if shape:
-        return shape
-    try:
-        return hf.read_config(os.path.join(hf.checkpoint_dir(name, patterns=("config.json",)), "config.json"))
-    except FileNotFoundError as e:
-        raise SystemExit(f"--model {e}")
-
-
 def print_plan(cfg, n_params, args, gpus, checkpointing, lengths=None, steps=None):
     gib = 1024 ** 3
     # the longest row decides: a full block when packing or when the data is unknown, else the longest example
@@ -487,7 +473,10 @@ def main(args):
         raise SystemExit(f"torchrun started {os.environ['WORLD_SIZE']} processes but this machine has no CUDA: "
                          "they would train on CPU over gloo. Pass --device cpu if that is what you want")
     if args.dry_run:
-        cfg = plan_config(args.model)
+        try:
+            cfg = hf.plan_config(args.model)
+        except FileNotFoundError as e:
+            raise SystemExit(f"--model {e}")
     else:
         path = hf.checkpoint_dir(args.model)
         cfg = hf.read_config(os.path.join(path, "config.json"))
