@@ -182,18 +182,18 @@ def bench_decode(args):
 
 
 def bench_grade(args):
-    """eval.py's grader (s1's answer extraction, integer compare, math-verify with the answer re-boxed)
-    against plain math-verify on the whole text, both on MATH500's 500 reference solutions."""
-    import eval as ev
+    """Our grader (benchmarks.py: s1's answer extraction, integer compare, math-verify with the answer
+    re-boxed) against plain math-verify on the whole text, both on MATH500's 500 reference solutions."""
+    import benchmarks
     from math_verify import parse, verify
-    questions = ev.load_benchmark("math500")
-    with open(ev.BENCHMARKS["math500"][3]) as f:
+    questions = benchmarks.load_benchmark("math500")
+    with open(benchmarks.BENCHMARKS["math500"][3]) as f:
         solutions = [json.loads(line)["solution"] for line in f]
     counts = {}
 
     def ours():
-        ev.GOLD_CACHE.clear()  # a cold grade of each answer: no parses kept from the previous run
-        counts["ours"] = sum(ev.grade("math500", q, s)["correct"] for q, s in zip(questions, solutions))
+        benchmarks.GOLD_CACHE.clear()  # a cold grade of each answer: no parses kept from the previous run
+        counts["ours"] = sum(benchmarks.grade("math500", q, s)["correct"] for q, s in zip(questions, solutions))
 
     def plain():  # the gold in $...$: bare, math-verify finds only 392 of the 500 golds' expressions
         counts["plain"] = sum(verify(parse(f"${q['gold']}$"), parse(s)) for q, s in zip(questions, solutions))
@@ -322,6 +322,7 @@ def bench_serve(args):
 
 def bench_sweep(args):
     """The demo's evaluation: every held-out question under its 10 budget-forcing settings."""
+    import benchmarks
     import chat
     import eval as ev
     model_dir, data = os.path.join(args.demo, "train", "final"), os.path.join(args.demo, "test.jsonl")
@@ -329,7 +330,7 @@ def bench_sweep(args):
         raise SystemExit(f"{model_dir}: no demo model; run make demo first")
     model = hf.from_pretrained(model_dir, dtype=torch.float32).eval()
     tokenizer = chat.load_tokenizer(model_dir)
-    questions = [q["prompt"] for q in ev.load_benchmark("mini", data)]
+    questions = [q["prompt"] for q in benchmarks.load_benchmark("mini", data)]
     names = ["8", "16", "24", "32", "48", "64", "96", "none", "wait1", "wait2"]
     settings = [ev.parse_setting(s)[1] for s in names]
     fed = {}

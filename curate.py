@@ -35,8 +35,9 @@ from collections import Counter
 
 import numpy as np
 
+import api
+import benchmarks
 import cli
-import eval as evaluation  # the grader ("eval" would shadow the builtin)
 import jsonl
 import prepare
 
@@ -79,7 +80,7 @@ def reference_answer(solution):
     if not solution or not str(solution).strip():
         return None
     solution = str(solution).strip()
-    if (boxed := evaluation.last_boxed(solution)) is not None:
+    if (boxed := benchmarks.last_boxed(solution)) is not None:
         return boxed.strip()
     if "####" in solution:
         return solution.rsplit("####", 1)[1].strip().replace(",", "")
@@ -97,12 +98,12 @@ def grade_math(solution, text):
     if text is None:
         return None, "no attempt"
     if re.fullmatch(r"[A-D]", gold):  # multiple choice (GPQA after fix_gpqa): compare letters
-        letter = evaluation.extract_letter(text)
+        letter = benchmarks.extract_letter(text)
         return letter == gold, "ok" if letter else "no answer"
-    answer, where = evaluation.extract_answer(text)
+    answer, where = benchmarks.extract_answer(text)
     if answer is None:
         return False, "no answer"
-    correct, status = evaluation.math_equal(gold, answer, where)
+    correct, status = benchmarks.math_equal(gold, answer, where)
     return (correct, status) if status in ("ok", "unparsed") else (None, status)
 
 
@@ -111,14 +112,14 @@ def yes_or_no(reply):  # s1's parse of a grading reply: its last line
 
 
 def ask_llm(args, model, tasks, cache_path, messages, parse):
-    """Ask model about every task (a dict naming it) on --workers threads (prepare.ask_all) and append
+    """Ask model about every task (a dict naming it) on --workers threads (api.ask_all) and append
     each reply to cache_path as it arrives: the task with the value parse() reads from the reply, the
-    status and the reply. A reply parse() rejects is asked again, at most prepare.RETRIES times, then saved
+    status and the reply. A reply parse() rejects is asked again, at most api.RETRIES times, then saved
     as malformed. Returns the records saved."""
     def ask(task):
-        for _ in range(prepare.RETRIES + 1):
+        for _ in range(api.RETRIES + 1):
             try:
-                message = prepare.chat_completion(args.base_url, model, messages(task), args.api_key_env)
+                message = api.chat_completion(args.base_url, model, messages(task), args.api_key_env)
             except (RuntimeError, KeyError, IndexError, TypeError, json.JSONDecodeError) as e:
                 return dict(task, value=None, status=f"error: {e}", reply=None)
             reply = (message.get("content") or "").rstrip()
@@ -132,7 +133,7 @@ def ask_llm(args, model, tasks, cache_path, messages, parse):
             def save(record):
                 jsonl.write_line(f, record)
                 saved.append(record)
-            prepare.ask_all(tasks, ask, save, args.workers, f"  {model}")
+            api.ask_all(tasks, ask, save, args.workers, f"  {model}")
     return saved
 
 
@@ -140,9 +141,9 @@ def ask_llm(args, model, tasks, cache_path, messages, parse):
 # features: difficulty, length and domain
 
 def features(args):
-    rows = prepare.read_pool(args.data, "the distilled pool")
+    rows = jsonl.read_questions(args.data, "the distilled pool")
     for r in rows:
-        r["question_hash"] = prepare.question_hash(r["question"])
+        r["question_hash"] = jsonl.question_hash(r["question"])
     if prepare.RANK == 0:
         print(f"features: {len(rows)} rows, {len({r['question'] for r in rows})} distinct questions")
     grades = difficulty(args, rows)  # under torchrun the other ranks leave in here: the rest is rank 0's
@@ -190,7 +191,7 @@ def solve(args, questions, cache_path):
     cached = jsonl.resume(cache_path) if prepare.RANK == 0 else []
     answers = {(r["question_hash"], r["solver"]): r["text"] for r in cached}
     for solver in args.solvers:
-        todo = prepare.from_rank0([q for q in questions if (prepare.question_hash(q), solver) not in answers])
+        todo = prepare.from_rank0([q for q in questions if (jsonl.question_hash(q), solver) not in answers])
         if prepare.RANK != 0:
             if todo and solver != "mini":
                 model_replies(args, solver, todo, None)
@@ -201,8 +202,8 @@ def solve(args, questions, cache_path):
         saved = []
         with open(cache_path, "a") as f:
             def save(q, text):  # one flushed line per reply: a crash loses only the rows in flight
-                answers[(prepare.question_hash(q), solver)] = text
-                jsonl.write_line(f, {"question_hash": prepare.question_hash(q), "solver": solver, "text": text})
+                answers[(jsonl.question_hash(q), solver)] = text
+                jsonl.write_line(f, {"question_hash": jsonl.question_hash(q), "solver": solver, "text": text})
                 saved.append(q)
                 if len(saved) % 100 == 0 or len(saved) == len(todo):
                     print(f"  {solver}: {len(saved)} of {len(todo)}", flush=True)
@@ -387,7 +388,7 @@ def sample_by_length(rows, n, rng, seeds=(), uniform_until=700, prior=None, weig
 
 
 def select(args):
-    rows = prepare.read_pool(args.data, "the featurized pool")
+    rows = jsonl.read_questions(args.data, "the featurized pool")
     for i, r in enumerate(rows):
         if "solver_correct" not in r or "length" not in r:
             raise SystemExit(f"{args.data} row {i}: no features; run `curate.py features` first")

@@ -12,6 +12,7 @@ leaves half a file under the real name.
 """
 import contextlib
 import gzip
+import hashlib
 import json
 import os
 import sys
@@ -70,6 +71,23 @@ def read_input(path):
     if not rows:
         raise SystemExit(f"{path}: no rows (the file is empty or blank)")
     return rows
+
+
+def read_questions(path, what="rows"):
+    """A stage's input rows (at least one), each with a non-empty string 'question': prepare.py's pool,
+    distill's output, curate.py's featurized pool."""
+    if not os.path.exists(path):
+        raise SystemExit(f"{path}: no such file ({what})")
+    rows = read_input(path)
+    for i, r in enumerate(rows):
+        if not isinstance(r.get("question"), str) or not r["question"].strip():
+            raise SystemExit(f"{path} row {i}: needs a non-empty string 'question'")
+    return rows
+
+
+def question_hash(question):
+    """s1's key for a question in the caches (distill's, curate's): the first 16 hex digits of its sha256."""
+    return hashlib.sha256(question.encode()).hexdigest()[:16]
 
 
 def resume(path):

@@ -24,28 +24,20 @@ under torchrun each process holds a tensor-parallel slice of it and rank 0 alone
 """
 import argparse
 import ast
-import hashlib
 import json
 import math
 import os
 import random
 import re
 import sys
-import time
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from functools import cache
 
 import numpy as np
 
+import api
+import benchmarks
 import cli
-import eval as evaluation  # the benchmarks, for decontamination ("eval" would shadow the builtin)
 import jsonl
-
-
-def question_hash(question):
-    return hashlib.sha256(question.encode()).hexdigest()[:16]  # s1's cache key
 
 
 def record(question, solution, cot_type, source_type, raw, used):
@@ -95,7 +87,7 @@ def numina_500():  # s1 kept all aops_forum rows and, of the rest, the 500 probl
 
 @cache
 def gpqa_diamond():  # GPQA's extended set contains Diamond: those are test questions
-    local = evaluation.BENCHMARKS["gpqa"][3]
+    local = benchmarks.BENCHMARKS["gpqa"][3]
     rows = jsonl.read_rows(local) if os.path.exists(local) else hub_rows("Idavidrein/gpqa", "gpqa_diamond")
     return {(r.get("question") or r.get("Question")).strip() for r in rows}
 
@@ -298,11 +290,11 @@ def eval_questions(names, sources):
         if name in HUB_EVAL_SETS:
             out[name] = hub_eval_questions(name, sources.get(name))
             continue
-        if name == "gpqa" and name not in sources and not os.path.exists(evaluation.BENCHMARKS["gpqa"][3]):
-            print(f"decontamination: skipped GPQA Diamond (no copy at {evaluation.BENCHMARKS['gpqa'][3]}; "
+        if name == "gpqa" and name not in sources and not os.path.exists(benchmarks.BENCHMARKS["gpqa"][3]):
+            print(f"decontamination: skipped GPQA Diamond (no copy at {benchmarks.BENCHMARKS['gpqa'][3]}; "
                   "give one with --eval-data gpqa=PATH)")
             continue
-        questions = evaluation.load_benchmark(name, sources.get(name))
+        questions = benchmarks.load_benchmark(name, sources.get(name))
         # GPQA's prompt has its options appended; s1 matched the question alone
         out[name] = [q["prompt"].rsplit("\n\nA) ", 1)[0] if q["choices"] else q["prompt"] for q in questions]
     return out
@@ -350,67 +342,6 @@ def collect(args):
 # ----------------------------------------------------------------------------------------------
 # Files (read, appended and written by jsonl.py's rule)
 
-def read_pool(path, what="rows"):
-    """Rows that each have a question: the pool, distill's output, the featurized pool (at least one)."""
-    if not os.path.exists(path):
-        raise SystemExit(f"{path}: no such file ({what})")
-    rows = jsonl.read_input(path)
-    for i, r in enumerate(rows):
-        if not isinstance(r.get("question"), str) or not r["question"].strip():
-            raise SystemExit(f"{path} row {i}: needs a non-empty string 'question'")
-    return rows
-
-
-# ----------------------------------------------------------------------------------------------
-# An OpenAI-compatible client: POST {base_url}/chat/completions, a few lines of urllib
-
-class BadCredentials(Exception):
-    pass
-
-
-RETRIES, BACKOFF_S = 5, 2.0  # a failed request is retried 5 times, after 2, 4, 8, 16, 32 s
-
-
-def chat_completion(base_url, model, messages, key_env, timeout=1800, **extra):
-    """The reply's message. Rate limits, server errors and dropped connections are retried RETRIES
-    times with exponential back-off; HTTP 401/403 raise BadCredentials at once (retrying cannot help)."""
-    retries = RETRIES
-    url = base_url.rstrip("/") + "/chat/completions"
-    headers = {"Content-Type": "application/json"}
-    if os.environ.get(key_env):
-        headers["Authorization"] = "Bearer " + os.environ[key_env]
-    body = json.dumps({"model": model, "messages": messages, **extra}).encode()
-    for attempt in range(retries + 1):
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=timeout) as r:
-                return json.loads(r.read())["choices"][0]["message"]
-        except urllib.error.HTTPError as e:
-            if e.code in (401, 403):
-                raise BadCredentials(f"{url}: HTTP {e.code} {e.reason}: check the API key in ${key_env}"
-                                     + ("" if os.environ.get(key_env) else f" (${key_env} is not set)")) from None
-            if (e.code < 500 and e.code not in (408, 409, 429)) or attempt == retries:
-                raise RuntimeError(f"HTTP {e.code}: {e.read()[:300].decode(errors='replace')}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-            if attempt == retries:
-                raise RuntimeError(f"{url}: {e}") from None
-        time.sleep(BACKOFF_S * 2 ** attempt)
-
-
-def ask_all(tasks, ask, save, workers, what):
-    """ask(task) for every task, `workers` at a time on threads (HTTP only: eval.py's grader uses
-    signal.alarm, so whatever grades stays in the main thread), and save(result) here in the main
-    thread as each one arrives, so that a crash or Ctrl-C loses only the requests in flight. Bad
-    credentials stop it at once, in one line."""
-    pool = ThreadPoolExecutor(workers)
-    try:
-        for i, future in enumerate(as_completed([pool.submit(ask, t) for t in tasks]), 1):
-            save(future.result())
-            if i % 100 == 0 or i == len(tasks):
-                print(f"{what}: {i} of {len(tasks)}", flush=True)
-    except BadCredentials as e:
-        raise SystemExit(str(e))
-    finally:  # on Ctrl-C too: stop asking; every saved reply stays in the cache
-        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def split_reply(message):
@@ -474,7 +405,7 @@ def teach(args, todo, save):
     on a torchrun rank other than 0: it only takes its part in generating."""
     def rec(q, thinking, answer, problem):
         status = problem.split(":")[0] if problem else "ok"
-        return {"question_hash": question_hash(q), "teacher": args.teacher_name, "status": status,
+        return {"question_hash": jsonl.question_hash(q), "teacher": args.teacher_name, "status": status,
                 "problem": problem, "question": q, "thinking": thinking, "attempt": answer}
 
     if args.teacher == "mini":
@@ -507,26 +438,26 @@ def teach(args, todo, save):
 
         def ask(q):
             try:
-                message = chat_completion(args.base_url, args.model, [{"role": "user", "content": q}], args.api_key_env,
+                message = api.chat_completion(args.base_url, args.model, [{"role": "user", "content": q}], args.api_key_env,
                                           args.timeout, **extra)
             except (RuntimeError, KeyError, IndexError, TypeError, json.JSONDecodeError) as e:
                 return rec(q, None, None, f"error: {type(e).__name__}: {e}")
             return rec(q, *split_reply(message))
 
-        ask_all(todo, ask, save, args.workers, "distill")
+        api.ask_all(todo, ask, save, args.workers, "distill")
 
 
 def distill(args):
     args.teacher_name = {"mini": f"mini (slip rate {args.slip_rate}, seed {args.seed})"}.get(args.teacher, args.model)
     torchrun_start(args.device)
-    rows = read_pool(args.pool, "the pool")
+    rows = jsonl.read_questions(args.pool, "the pool")
     cached = {}  # question hash -> the newest record from this teacher
     for r in jsonl.resume(args.cache) if RANK == 0 else []:
         if r.get("teacher") == args.teacher_name:
             cached[r["question_hash"]] = r
     redo = ("error",) + (("empty", "malformed") if args.retry_failed else ())
     questions = list(dict.fromkeys(r["question"] for r in rows))
-    todo = [q for q in questions if question_hash(q) not in cached or cached[question_hash(q)]["status"] in redo]
+    todo = [q for q in questions if jsonl.question_hash(q) not in cached or cached[jsonl.question_hash(q)]["status"] in redo]
     todo = from_rank0(todo[:args.limit] if args.limit else todo)
     if RANK == 0:
         print(f"distill: {len(questions)} questions, {len(questions) - len(todo)} already in {args.cache}, "
@@ -549,7 +480,7 @@ def distill(args):
     torchrun_end()
     out, counts = [], {}
     for r in rows:
-        rec = cached.get(question_hash(r["question"]), {"status": "pending", "problem": None, "thinking": None, "attempt": None})
+        rec = cached.get(jsonl.question_hash(r["question"]), {"status": "pending", "problem": None, "thinking": None, "attempt": None})
         counts[rec["status"]] = counts.get(rec["status"], 0) + 1
         out.append(dict(r, thinking=rec["thinking"], attempt=rec["attempt"], distill_status=rec["status"],
                         distill_problem=rec["problem"], teacher=args.teacher_name))
@@ -608,7 +539,7 @@ def parse_args(argv=None):
     c.add_argument("--eval-sets", nargs="+", default=S1_EVAL_SETS,
                    help=f"benchmarks to decontaminate against (default: s1's); {', '.join(HUB_EVAL_SETS)} from the "
                         f"hub ({', '.join(h for h, _, _ in HUB_EVAL_SETS.values())}; offline: its cache), or any of "
-                        f"{', '.join(evaluation.BENCHMARKS)} as eval.py loads them. Offline with no cache: "
+                        f"{', '.join(benchmarks.BENCHMARKS)} as eval.py loads them. Offline with no cache: "
                         "--eval-sets aime24 aime25 math500 gpqa (local copies), or --eval-data")
     c.add_argument("--aime25", action="store_true", help="decontaminate against AIME25 too (s1 predates it)")
     c.add_argument("--check-aime", action="store_true",
@@ -648,7 +579,7 @@ def parse_args(argv=None):
         args.local = name_eq_path(args.local, "--local", p)
         args.eval_data = name_eq_path(args.eval_data, "--eval-data", p)
         args.eval_sets = list(dict.fromkeys(args.eval_sets + ["aime25"] * args.aime25))
-        known = [*HUB_EVAL_SETS, *evaluation.BENCHMARKS, *args.eval_data]
+        known = [*HUB_EVAL_SETS, *benchmarks.BENCHMARKS, *args.eval_data]
         unknown = [b for b in args.eval_sets if b not in known]
         if unknown:
             p.error(f"--eval-sets {' '.join(unknown)}: not one of {sorted(set(known))}; give a file with --eval-data")

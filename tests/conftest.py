@@ -15,9 +15,9 @@ SHARED_GPQA = os.path.join(ROOT, "..", "shared", "data", "eval", "gpqa_diamond.j
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import eval as _eval  # noqa: E402
-if not os.path.exists(_eval.BENCHMARKS["gpqa"][3]) and os.path.exists(SHARED_GPQA):
-    _eval.BENCHMARKS["gpqa"] = _eval.BENCHMARKS["gpqa"][:3] + (os.path.normpath(SHARED_GPQA),)
+import benchmarks  # noqa: E402
+if not os.path.exists(benchmarks.BENCHMARKS["gpqa"][3]) and os.path.exists(SHARED_GPQA):
+    benchmarks.BENCHMARKS["gpqa"] = benchmarks.BENCHMARKS["gpqa"][:3] + (os.path.normpath(SHARED_GPQA),)
 
 
 def tiny_hf_model(tie=False, vocab=256, hidden=64, layers=2, heads=4, kv_heads=2, seed=0):

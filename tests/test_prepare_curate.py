@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 from conftest import ROOT, bigram_model, run, tiny_hf_model
 
+import api
+import benchmarks
 import chat
 import curate
-import eval as E
 import hf_checkpoint
+import jsonl
 import mini
 import prepare
 import sample
@@ -70,13 +72,13 @@ def stage_counts(text):
 
 def test_pipeline_end_to_end_with_hand_checked_counts(models, tmp_path, capsys):
     # Questions planted from the eval sets must go; one sharing only 7 words with MATH500 must stay.
-    math500, aime24, aime25 = (E.load_benchmark(b) for b in ("math500", "aime24", "aime25"))
+    math500, aime24, aime25 = (benchmarks.load_benchmark(b) for b in ("math500", "aime24", "aime25"))
     near = " ".join(math500[1]["prompt"].split()[:7]) + " apples are red and bananas are yellow. Why?"
     planted = [{"question": math500[0]["prompt"], "answer": "1"},
                {"question": "Answer the following. " + aime24[0]["prompt"], "answer": "2"},
                {"question": "  ".join(aime25[3]["prompt"].upper().split()), "answer": "3"},  # case and spacing differ
                {"question": near, "answer": "3"}]
-    gpqa = E.BENCHMARKS["gpqa"][3]
+    gpqa = benchmarks.BENCHMARKS["gpqa"][3]
     if os.path.exists(gpqa):  # never written to the repo: read from the gzip copy at test time
         with gzip.open(gpqa, "rt") as f:
             planted.insert(0, {"question": json.loads(f.readline())["question"], "answer": "A"})
@@ -151,7 +153,7 @@ def test_openai_compatible_teacher_round_trip_with_sample_server(models, tmp_pat
     assert (direct["thinking"], direct["answer"].strip()) == ("abc", "51")
     assert [(r["thinking"], r["attempt"], r["distill_status"]) for r in read(out)] == [("abc", "51", "ok")] * 6
     cache = read(str(tmp_path / "distilled.cache.jsonl"))
-    assert sorted(r["question_hash"] for r in cache) == sorted(prepare.question_hash(r["question"]) for r in read(pool))
+    assert sorted(r["question_hash"] for r in cache) == sorted(jsonl.question_hash(r["question"]) for r in read(pool))
 
 
 def stub_server(replies):
@@ -182,7 +184,7 @@ def reply(**message):
 
 def test_client_retries_marks_bad_replies_and_stops_on_bad_credentials(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TEST_KEY", "secret")
-    monkeypatch.setattr(prepare, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(api, "BACKOFF_S", 0.01)
     pool = write(tmp_path / "pool.jsonl", [{"question": "What is 2+2?"}])
     distill = lambda url, out, *extra: prepare.main(["distill", "--pool", pool, "--base-url", url, "--api-key-env",
                                                      "TEST_KEY", "--out", str(tmp_path / out), *extra])
@@ -246,7 +248,7 @@ def test_interrupted_distill_resumes_without_repeating_or_losing(tmp_path, monke
     assert "dropping a half-written last line" in capsys.readouterr().err  # jsonl.py reports on stderr
     records = read(cache)
     assert open(cache).read().startswith(before) and len(records) == 30
-    assert sorted(r["question_hash"] for r in records) == sorted(prepare.question_hash(r["question"]) for r in read(pool))
+    assert sorted(r["question_hash"] for r in records) == sorted(jsonl.question_hash(r["question"]) for r in read(pool))
     assert all(r["distill_status"] == "ok" for r in read(out))
 
 
@@ -358,7 +360,7 @@ def test_mini_pipeline_decontaminates_selects_by_difficulty_domain_and_length(mo
     test, pool, d, f, s = (str(tmp_path / n) for n in ("test.jsonl", "pool.jsonl", "d.jsonl", "f.jsonl", "s.jsonl"))
     prepare.main(["collect", "--sources", "mini", "--n", "150", "--seed", "1", "--steps", "1", "3", "--eval-sets", "aime24",
                   "--out", test])
-    assert E.load_benchmark("minitest", test)[0]["gold"] == read(test)[0]["answer"]  # eval.py reads it as a benchmark
+    assert benchmarks.load_benchmark("minitest", test)[0]["gold"] == read(test)[0]["answer"]  # eval.py reads it as a benchmark
     prepare.main(["collect", "--sources", "mini", "--n", "300", "--steps", "1", "5", "--eval-sets", "aime24", "minitest",
                   "--eval-data", f"minitest={test}", "--out", pool])
     overlap = {r["question"] for r in read(test)} & {r["question"] for r in mini.rows(300, 0, 1, 5)}
@@ -426,7 +428,7 @@ def test_reference_answers_and_grading():
 
 
 def test_gpqa_is_skipped_and_said_so_without_a_copy(monkeypatch, capsys):
-    monkeypatch.setitem(E.BENCHMARKS, "gpqa", E.BENCHMARKS["gpqa"][:3] + ("/nonexistent/gpqa_diamond.jsonl.gz",))
+    monkeypatch.setitem(benchmarks.BENCHMARKS, "gpqa", benchmarks.BENCHMARKS["gpqa"][:3] + ("/nonexistent/gpqa_diamond.jsonl.gz",))
     tests = prepare.eval_questions(["aime24", "gpqa"], {})
     assert list(tests) == ["aime24"] and len(tests["aime24"]) == 30
     assert "skipped GPQA Diamond" in capsys.readouterr().out
@@ -453,11 +455,11 @@ def test_decontamination_sets_are_s1s_by_default_and_aime25_is_a_flag(tmp_path):
     assert prepare.HUB_EVAL_SETS["aimo-validation-aime"][:2] == ("AI-MO/aimo-validation-aime", "problem")
     assert prepare.HUB_EVAL_SETS["livecodebench-v4"] == (  # release_v4 = the first four files (cumulative)
         "livecodebench/code_generation_lite", "question_content", ["test.jsonl", "test2.jsonl", "test3.jsonl", "test4.jsonl"])
-    assert (E.BENCHMARKS["math500"][0], E.BENCHMARKS["math500"][2]) == ("simplescaling/openaimath", "test")
-    assert E.BENCHMARKS["gpqa"][:2] == ("Idavidrein/gpqa", "gpqa_diamond")
+    assert (benchmarks.BENCHMARKS["math500"][0], benchmarks.BENCHMARKS["math500"][2]) == ("simplescaling/openaimath", "test")
+    assert benchmarks.BENCHMARKS["gpqa"][:2] == ("Idavidrein/gpqa", "gpqa_diamond")
     assert prepare.parse_args(["collect", "--aime25", "--out", "p"]).eval_sets[-1] == "aime25"
 
-    math500, aime25 = E.load_benchmark("math500"), E.load_benchmark("aime25")
+    math500, aime25 = benchmarks.load_benchmark("math500"), benchmarks.load_benchmark("aime25")
     clean = "A train leaves the station at noon and travels at sixty miles per hour; where is it at three?"
     rows = [{"question": q, "answer": "1"} for q in (AIMO_2022, LCB_HARD, math500[0]["prompt"], aime25[0]["prompt"], clean)]
     pool = str(tmp_path / "pool.jsonl")
