@@ -173,11 +173,11 @@ def advance(row, token, sampled, ids):
 
 
 def hash32(x):
-    """A 32-bit integer hash of each element of x (int64, values in [0, 2^32)): two rounds of
-    xor-shift and multiply, each product below 2^59, so int64 arithmetic never overflows."""
+    """A 32-bit integer hash of each element of x (int64, values in [0, 2^32)), in place: two rounds
+    of xor-shift and multiply, each product below 2^59, so int64 arithmetic never overflows."""
     for _ in range(2):
-        x = (x ^ (x >> 16)) * 0x45D9F3B % 2 ** 32
-    return x ^ (x >> 16)
+        x.bitwise_xor_(x >> 16).mul_(0x45D9F3B).remainder_(2 ** 32)
+    return x.bitwise_xor_(x >> 16)
 
 
 def uniform_noise(seeds, vocab, device):
@@ -188,6 +188,14 @@ def uniform_noise(seeds, vocab, device):
     key = hash32(hash32(seeds % 2 ** 32) ^ (seeds >> 32))  # the 63-bit seed folded to 32 bits
     bits = hash32(key ^ hash32(torch.arange(vocab, device=device)))
     return ((bits >> 9) + 0.5) / 2 ** 23  # 23 bits + 0.5 is exact in float32: never 0 or 1
+
+
+def nucleus(logp, top_p):
+    """Log-probabilities outside the smallest set of tokens whose probability reaches top_p (per
+    row) set to -inf. A function of its own, so that the sort's copies are freed on return."""
+    sorted_p, order = logp.exp().sort(dim=-1, descending=True)
+    outside = sorted_p.cumsum(-1) - sorted_p > top_p[:, None]
+    return logp.scatter(-1, order, torch.where(outside, float("-inf"), logp.gather(-1, order)))
 
 
 def sample_tokens(logits, temperature, top_p, vocab_size, seeds=0, banned=None):
@@ -211,10 +219,8 @@ def sample_tokens(logits, temperature, top_p, vocab_size, seeds=0, banned=None):
     temperature_, top_p_ = (torch.tensor(per_row(x), dtype=torch.float32, device=logits.device)
                             for x in (temperature, top_p))
     logp = torch.log_softmax(logits / temperature_.clamp(min=1e-6)[:, None], dim=-1)
-    if any(p < 1 for p in per_row(top_p)):  # keep the smallest set of tokens whose probability reaches top_p
-        sorted_p, order = logp.exp().sort(dim=-1, descending=True)
-        outside = sorted_p.cumsum(-1) - sorted_p > top_p_[:, None]
-        logp = logp.scatter(-1, order, torch.where(outside, float("-inf"), logp.gather(-1, order)))
+    if any(p < 1 for p in per_row(top_p)):
+        logp = nucleus(logp, top_p_)
     gumbel = -torch.log(-torch.log(uniform_noise(per_row(seeds), logits.shape[-1], logits.device)))
     return torch.where(temperature_ == 0, greedy, (logp + gumbel).argmax(-1))
 
@@ -582,12 +588,16 @@ class Engine:
 def activation_bytes(cfg, max_tokens, max_rows, tp=1, dtype_bytes=2):
     """Peak memory of one engine forward besides weights and KV: a prefill of up to max(max_tokens,
     8192) tokens (hidden states, q/k/v, the MLP's two intermediate halves and its product, per
-    layer, freed layer by layer), or a decode step's gathered keys and values (without flash-attn:
-    every row's slots, one layer at a time) and its fp32 logits and sampling copies."""
+    layer, freed layer by layer), or a decode step's gathered keys and values (without a paged
+    kernel: every row's slots at most, one layer at a time, with KV heads not repeated: the SDPA
+    calls have no mask, so CUDA's flash kernel takes them, never the math kernel, which would
+    repeat them to every query head) and sampling: fp32 logits and log-probabilities, and at the
+    peak, nucleus's sort (values, int64 order, masks, the scattered result): 9 fp32-sized copies of
+    rows x vocab (counted, not measured)."""
     tokens = max(max_tokens, 8192)
     per_token = (4 * cfg.hidden_size + 2 * cfg.hidden_size // tp + 3 * cfg.intermediate_size // tp) * dtype_bytes
     gathered = 2 * max_rows * max_tokens * cfg.num_key_value_heads // tp * cfg.head_dim * dtype_bytes
-    return max(tokens * per_token, gathered) + 3 * max_rows * cfg.vocab_size * 4
+    return max(tokens * per_token, gathered) + 9 * max_rows * cfg.vocab_size * 4
 
 
 # ----------------------------------------------------------------------------------------------
