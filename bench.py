@@ -650,7 +650,7 @@ def random_model(cfg, device, dtype, seed=0):
     CPU would take minutes): for timings, where the values do not matter."""
     with torch.device("meta"):
         model = M.Qwen2(cfg)
-    model = model.to_empty(device=device).to(dtype)
+    model = model.to(dtype).to_empty(device=device)  # allocated once, in dtype
     if cfg.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     torch.manual_seed(seed)

@@ -14,8 +14,9 @@ SECTIONS = ["attention", "sdpa_kernels", "train", "decode", "two_gpus", "goals"]
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
 def test_make_gpu_check_without_a_gpu_exits_nonzero_in_one_line(tmp_path):
-    proc = subprocess.run(["make", "-s", "gpu-check", f"GPU_CHECK_ARGS=--report-dir {tmp_path}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    # -o .venv/installed: never (re)build the environment from inside a test
+    proc = subprocess.run(["make", "-s", "-o", ".venv/installed", "gpu-check", f"GPU_CHECK_ARGS=--report-dir {tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     ours = [line for line in proc.stderr.splitlines() if not line.startswith("make")]
     assert proc.returncode != 0 and proc.stdout == "" and len(ours) == 1, (proc.stdout, proc.stderr)
     assert ours[0].startswith("--device cuda: no usable CUDA GPU") and "nvidia-smi" in ours[0]
@@ -57,3 +58,19 @@ def test_gpu_check_runs_on_cpu_and_reports_every_section(tmp_path):
     # per goal: the goal, the measured value and the result
     assert len(report["goals"]) == 4 and all(g["result"] == "not measured" for g in report["goals"])
     assert "| goal | measured | result |" in md
+
+
+def test_the_decode_roofline_counts_what_a_step_reads():
+    """Every weight once, but of an untied embedding table only the rows of the tokens fed (none
+    counted); a tied one is the LM head, read whole. Plus the KV cache at the mean context."""
+    import dataclasses
+
+    import bench
+    import sample
+    for tied in (True, False):
+        cfg = dataclasses.replace(bench.TINY, tie_word_embeddings=tied)
+        model = bench.random_model(cfg, "cpu", torch.float32)
+        embedding = 0 if tied else cfg.vocab_size * cfg.hidden_size * 4
+        kv = sample.kv_bytes_per_token(cfg, cfg.num_key_value_heads, torch.float32) * (16 + 4 / 2)
+        got = bench.check_decode(model, 4, 1)["bytes_per_token"]
+        assert got == sum(p.numel() * 4 for p in model.parameters()) - embedding + kv
