@@ -559,7 +559,7 @@ def load_model(args):
     if not args.model:
         raise SystemExit("--model is required: some samples have not been generated yet")
     return sample.load_for_generation(args.model, args.device, args.dtype, args.max_tokens, args.batch_size,
-                                      args.tokenizer, args.dist_timeout_min)[:2]
+                                      args.tokenizer, timeout_min=args.dist_timeout_min)[:2]
 
 
 # ----------------------------------------------------------------------------------------------
