@@ -216,13 +216,13 @@ def sample_tokens(logits, temperature, top_p, vocab_size, seeds=0, banned=None):
     greedy = logits.argmax(-1)
     if not any(per_row(temperature)):
         return greedy
-    temperature_, top_p_ = (torch.tensor(per_row(x), dtype=torch.float32, device=logits.device)
+    temperatures, top_ps = (torch.tensor(per_row(x), dtype=torch.float32, device=logits.device)
                             for x in (temperature, top_p))
-    logp = torch.log_softmax(logits / temperature_.clamp(min=1e-6)[:, None], dim=-1)
+    logp = torch.log_softmax(logits / temperatures.clamp(min=1e-6)[:, None], dim=-1)
     if any(p < 1 for p in per_row(top_p)):
-        logp = nucleus(logp, top_p_)
+        logp = nucleus(logp, top_ps)
     gumbel = -torch.log(-torch.log(uniform_noise(per_row(seeds), logits.shape[-1], logits.device)))
-    return torch.where(temperature_ == 0, greedy, (logp + gumbel).argmax(-1))
+    return torch.where(temperatures == 0, greedy, (logp + gumbel).argmax(-1))
 
 
 # ----------------------------------------------------------------------------------------------
