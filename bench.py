@@ -480,12 +480,12 @@ def packed_kernel(flash, varlen):
         M.flash_attn_varlen_func, M.varlen_attn = saved
 
 
-def paged_logits(model, rows, prompt_lens, steps):
-    """As sample.Engine runs them: the prompts prefilled into a paged KV cache in one packed forward,
-    then `steps` tokens of each row (the reference's: teacher forcing) decoded one per forward.
-    Logits (steps + 1, rows, vocab): the prefill's last, then each decode step's."""
+def paged_logits(model, rows, prompt_lens, steps, bs):
+    """As sample.Engine runs them: the prompts prefilled into a paged KV cache of `bs`-token blocks
+    in one packed forward, then `steps` tokens of each row (the reference's: teacher forcing)
+    decoded one per forward. Logits (steps + 1, rows, vocab): the prefill's last, then each decode
+    step's; and the kernel that decoded (sample.paged_kernel: None is gather + SDPA)."""
     device, cfg = model.lm_head.weight.device, model.cfg
-    bs = 256 if sample.flash_attn_with_kvcache is not None and device.type == "cuda" else 16  # as Engine picks
     need = [-(-(p + steps) // bs) for p in prompt_lens]
     pool = sample.BlockPool(cfg, sum(need), bs, cfg.num_key_value_heads, device, model.lm_head.weight.dtype)
     seqs = [sample.Seq(r[:p], rows=[], blocks=[pool.allocate() for _ in range(n)])
@@ -497,7 +497,7 @@ def paged_logits(model, rows, prompt_lens, steps):
         out.append(model(new.view(batch.positions.shape), cache=batch))
         for s, r in zip(seqs, rows):
             s.cached, s.ids = len(s.ids), r[:len(s.ids) + 1]
-    return torch.stack(out)
+    return torch.stack(out), sample.paged_kernel(pool.k, bs)
 
 
 def check_attention(ref, model, seq, steps):
@@ -536,38 +536,58 @@ def check_attention(ref, model, seq, steps):
         (la, lr), (ga, gr) = errors(logits, ref_logits), grad_errors(model, ref_grads)
         out.append(dict(path=name, logits_max_abs=la, logits_rel=lr, grad_max_abs=ga, grad_rel=gr, ok=max(lr, gr) < tol))
     model.zero_grad(set_to_none=True)
-    prompts = [half - steps, half - steps - 3]  # unequal: decode must mask the shorter row's padding
-    with torch.no_grad():
-        paged = paged_logits(model, ids.tolist(), prompts, steps)
+    prompts = [half - steps, half - steps - 3]  # unequal: decode must keep the shorter row's padding out
     at = lambda j: ref_logits[[0, 1], [p - 1 + j for p in prompts]]  # the reference j tokens after the prompt
-    decode_kernel = "flash_attn_with_kvcache" if sample.flash_attn_with_kvcache and cuda else "SDPA on gathered pages"
     decoded = torch.stack([at(j) for j in range(1, steps + 1)])
-    for name, ours, theirs in (("KV cache: paged prefill", paged[0], at(0)),
-                               (f"KV cache: paged decode, {decode_kernel}", paged[1:], decoded)):
-        la, lr = errors(ours, theirs)
-        out.append(dict(path=name, logits_max_abs=la, logits_rel=lr, ok=lr < tol))
+    # the Engine's block size (a paged kernel's, where one runs), and 16-token blocks: gather + SDPA
+    engine_bs = sample.PAGED_BLOCK if sample.paged_kernel(model.lm_head.weight, sample.PAGED_BLOCK) else 16
+    for bs in dict.fromkeys([engine_bs, 16]):
+        try:
+            with torch.no_grad():
+                paged, kernel = paged_logits(model, ids.tolist(), prompts, steps, bs)
+        except Exception as e:
+            out.append(dict(path=f"KV cache: {bs}-token blocks", note=f"error: {type(e).__name__}: {e}", ok=False))
+            continue
+        for name, ours, theirs in ((f"KV cache: paged prefill, {bs}-token blocks", paged[0], at(0)),
+                                   (f"KV cache: paged decode, {kernel or 'gather + SDPA'}", paged[1:], decoded)):
+            la, lr = errors(ours, theirs)
+            out.append(dict(path=name, logits_max_abs=la, logits_rel=lr, ok=lr < tol))
     return dict(tokens=seq, tolerance=tol, paths=out)
 
 
-def check_sdpa(cfg, device, dtype, seq):
-    """Which SDPA kernel each of the model's shapes selects: the aten op the profiler records, e.g.
-    aten::_scaled_dot_product_flash_attention, _efficient_attention, _cudnn_attention or _attention_math."""
+def check_sdpa(cfg, device, dtype, seq, train_seq):
+    """Which SDPA kernel each of the model's SDPA calls selects at its shape: the aten op the
+    profiler records (aten::_scaled_dot_product_flash_attention, _efficient_attention,
+    _cudnn_attention or _attention_math; cuDNN's may win over flash on an H100 with cuDNN >= 9.15),
+    and on CUDA whether the call runs with only the flash and efficient kernels allowed (never the
+    math kernel, which copies K and V to every query head). The decode calls are sample.py's
+    fallback (no paged kernel): one query per row over its gathered keys, no mask."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.profiler import ProfilerActivity, profile
     H, KV, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
 
-    def call(batch, q_len, causal):  # laid out as model.py and sample.py call it: (B, T, H, D) transposed
+    def call(batch, q_len, kv_len, causal):  # laid out as model.py and sample.py call it: (B, T, H, D) transposed
         q = torch.randn(batch, q_len, H, D, device=device, dtype=dtype).transpose(1, 2)
-        k, v = (torch.randn(batch, seq, KV, D, device=device, dtype=dtype).transpose(1, 2) for _ in range(2))
-        mask = None if causal else torch.ones(batch, 1, 1, seq, dtype=torch.bool, device=device)
-        return lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
+        k, v = (torch.randn(batch, kv_len, KV, D, device=device, dtype=dtype).transpose(1, 2) for _ in range(2))
+        return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
     out = []
-    for name, fn in ((f"train/prefill: 1 x {seq}, causal", call(1, seq, True)),
-                     (f"decode: batch 1, {seq} cached, mask", call(1, 1, False)),
-                     (f"decode: batch 64, {seq} cached, mask", call(64, 1, False))):
+    for name, fn in ((f"train, unpacked row: 1 x {train_seq:,}, causal", call(1, train_seq, train_seq, True)),
+                     (f"rows/prefill: 1 x {seq:,}, causal", call(1, seq, seq, True)),
+                     (f"decode fallback: 1 row, {seq:,} cached", call(1, 1, seq, False)),
+                     (f"decode fallback: 64 rows of one length, {seq:,} cached", call(64, 1, seq, False))):
         with profile(activities=[ProfilerActivity.CPU]) as prof:  # the op's name is the kernel SDPA chose
             fn()
-        out.append(dict(shape=name, selected=sorted({e.name for e in prof.events()
-                                                      if e.name.startswith("aten::_scaled_dot_product")})))
+        row = dict(shape=name, selected=sorted({e.name for e in prof.events()
+                                                 if e.name.startswith("aten::_scaled_dot_product")}))
+        if device.type == "cuda":
+            try:
+                with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
+                    fn()
+                row["flash_or_efficient"] = True
+            except RuntimeError as e:
+                row["flash_or_efficient"], row["note"] = False, str(e).splitlines()[0][:200]
+        out.append(row)
+        torch.cuda.empty_cache() if device.type == "cuda" else None
     return out
 
 
@@ -626,9 +646,28 @@ def check_train(tmp, shapes, device, dtype, block, steps):
 
 
 @torch.no_grad()
+def random_model(cfg, device, dtype, seed=0):
+    """A Qwen2 of shape cfg with random weights made on the device itself (7B's weights drawn on a
+    CPU would take minutes): for timings, where the values do not matter."""
+    with torch.device("meta"):
+        model = M.Qwen2(cfg)
+    model = model.to(dtype).to_empty(device=device)  # allocated once, in dtype
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.fill_(1.0) if name.endswith("norm.weight") else p.normal_(0, 0.02)
+    return model.eval()
+
+
+@torch.no_grad()
 def check_decode(model, new, repeats):
-    """Greedy decode tokens/s through sample.Engine at batch 1 and 64; at batch 1 a step reads every
-    weight and the KV cache once, so bytes per token / time against the HBM bandwidth is the roofline."""
+    """Greedy decode tokens/s through sample.Engine at batch 1 and 64. At batch 1 a step reads every
+    weight and the KV cache once, so bytes per token / time against the HBM bandwidth is the
+    roofline; the embedding table is not counted unless it is also the LM head (a step reads one
+    row of it). The shape must make a step bandwidth-bound: 7B on an H100 (1.5B's 3 GB read in
+    about 1 ms would measure kernel launches, not bandwidth, without CUDA graphs)."""
     cfg, device, dtype = model.cfg, model.lm_head.weight.device, model.lm_head.weight.dtype
     out = {}
     for batch in (1, 64):
@@ -636,14 +675,16 @@ def check_decode(model, new, repeats):
         run = lambda: engine_run(model, prompts, [new] * batch, batch, False)
         run()  # warm-up
         out[f"batch_{batch}_tokens_per_s"] = batch * new / statistics.median(seconds(run) for _ in range(repeats))
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    read = lambda name: cfg.tie_word_embeddings or name != "model.embed_tokens.weight"
+    weights = sum(p.numel() * p.element_size() for name, p in model.named_parameters() if read(name))
     per_token = weights + sample.kv_bytes_per_token(cfg, cfg.num_key_value_heads, dtype) * (16 + new / 2)  # mean context
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     peak = next((bw for key, bw in HBM_BYTES_PER_S.items() if key in name), None)
     achieved = per_token * out["batch_1_tokens_per_s"]
-    return dict(out, new_tokens=new, bytes_per_token=per_token, achieved_gb_s=achieved / 1e9,
-                hbm_gb_s=peak and peak / 1e9, roofline_fraction=peak and achieved / peak,
-                note=None if peak else f"unknown HBM bandwidth for {name}")
+    kernel = sample.paged_kernel(model.lm_head.weight, sample.PAGED_BLOCK) or "gather + SDPA"
+    return dict(out, shape=f"{cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}", kernel=kernel, new_tokens=new,
+                bytes_per_token=per_token, achieved_gb_s=achieved / 1e9, hbm_gb_s=peak and peak / 1e9,
+                roofline_fraction=peak and achieved / peak, note=None if peak else f"unknown HBM bandwidth for {name}")
 
 
 def check_two_gpus(tmp, cfg, device="cuda"):
@@ -676,26 +717,31 @@ def check_two_gpus(tmp, cfg, device="cuda"):
 
 
 def goals(r):
-    """The issue's targets, judged on what this run measured (met None: not measured, e.g. on a CPU)."""
+    """The targets, each with what this run measured and pass / FAIL (not measured: e.g. on a CPU)."""
     train = {x["shape"]: x for x in r["train"]} if isinstance(r["train"], list) else {}
     mfu = train.get("1.5B", {}).get("mfu")
     plan = max((abs(x["plan_error"]) for x in train.values() if x["plan_error"] is not None), default=None)
     roofline = r["decode"].get("roofline_fraction")
-    judge = lambda goal, measured, met: dict(goal=goal, measured=measured, met=None if measured is None else met)
+    fused = [x["flash_or_efficient"] for x in r["sdpa_kernels"] if "flash_or_efficient" in x] \
+        if isinstance(r["sdpa_kernels"], list) else []
+    judge = lambda goal, measured, met: dict(goal=goal, measured=measured,
+                                             result="not measured" if measured is None else "pass" if met else "FAIL")
     return [judge("train MFU >= 0.40 at 1.5B, 16K tokens", mfu, mfu is not None and mfu >= 0.40),
             judge("memory plan within 0.10 of the measured peak", plan, plan is not None and plan <= 0.10),
-            judge("decode at batch 1 >= 0.60 of the HBM roofline", roofline, roofline is not None and roofline >= 0.60)]
+            judge("decode at batch 1 >= 0.60 of the HBM roofline (7B)", roofline, roofline is not None and roofline >= 0.60),
+            judge("every SDPA call runs with only flash/efficient allowed (never math)",
+                  f"{sum(fused)}/{len(fused)}" if fused else None, all(fused))]
 
 
 TABLES = [("attention", "Attention vs fp32 CPU: {tokens} tokens, ok below {tolerance} relative L2 error",
            ["path", "logits_max_abs", "logits_rel", "grad_max_abs", "grad_rel", "ok", "note"]),
-          ("sdpa_kernels", "SDPA kernel per shape", ["shape", "selected"]),
+          ("sdpa_kernels", "SDPA kernel per shape", ["shape", "selected", "flash_or_efficient", "note"]),
           ("train", "train.py step: FSDP2 on one device, packed, activation checkpointing",
            ["shape", "tokens", "steps", "tokens_per_s", "mfu", "peak_mem_gib", "planned_mem_gib", "plan_error"]),
-          ("decode", "Decode through sample.Engine, greedy, {new_tokens} new tokens after 16",
+          ("decode", "Decode through sample.Engine, greedy, {new_tokens} new tokens after 16, {shape}, {kernel}",
            ["batch_1_tokens_per_s", "batch_64_tokens_per_s", "achieved_gb_s", "hbm_gb_s", "roofline_fraction", "note"]),
           ("two_gpus", "Two GPUs", ["train_losses_1_gpu", "train_losses_2_gpus", "train_max_loss_diff", "tp_identical_rows"]),
-          ("goals", "Goals", ["goal", "measured", "met"])]
+          ("goals", "Goals", ["goal", "measured", "result"])]
 
 
 def cell(v):
@@ -710,7 +756,8 @@ def cell(v):
 
 def markdown(report):
     """report.md: a table per section (an error or a skip in its place)."""
-    lines = [f"# gpu-check: {report['device']}, torch {report['torch']}, {report['mode']}"]
+    lines = [f"# gpu-check: {report['device']}, torch {report['torch']} (CUDA {report.get('cuda')}, cuDNN "
+             f"{report.get('cudnn')}), {report['mode']}"]
     for name, title, keys in TABLES:
         part = report[name]
         if isinstance(part, dict) and ("error" in part or "skipped" in part):
@@ -724,7 +771,9 @@ def markdown(report):
 
 
 def bench_gpu(args):
-    device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+    # A GPU check never quietly runs on a CPU: without a usable GPU it stops in one line (cli.device).
+    # Only an explicit --device cpu runs the tiny CPU shapes (CI's run of every line of this check).
+    device = cli.device("cpu" if args.device == "cpu" else "cuda")
     gpu, dtype = device.type == "cuda", torch.bfloat16
     # full shapes on a GPU; on a CPU the same paths on tiny ones, so that CI runs every line
     cfg, seq, steps, block, new = (hf.known_shape("Qwen2.5-0.5B"), 2048, 16, 16384, 256) if gpu else (TINY, 128, 8, 256, 16)
@@ -735,12 +784,14 @@ def bench_gpu(args):
     model = copy.deepcopy(ref).to(device, dtype)
     tmp = tempfile.mkdtemp(prefix="gpu-check-")
     report = dict(device=torch.cuda.get_device_name(device) if gpu else "CPU", torch=torch.__version__,
+                  cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version() if gpu else None,
                   mode="Qwen2.5 shapes" if gpu else "CPU: tiny shapes, GPU-only numbers not measured")
     sections = dict(attention=lambda: check_attention(ref, model, seq, steps),
-                    sdpa_kernels=lambda: check_sdpa(cfg, device, dtype, seq),
+                    sdpa_kernels=lambda: check_sdpa(cfg, device, dtype, seq, 20480 if gpu else 2 * seq),
                     # fp32 on a CPU, which train.py's CPU runs use (bf16 matmuls crawl there)
                     train=lambda: check_train(tmp, shapes, device, "bfloat16" if gpu else "float32", block, 4 if gpu else 2),
-                    decode=lambda: check_decode(model if gpu else ref, new, 3 if gpu else 1),
+                    decode=lambda: check_decode(random_model(hf.known_shape("Qwen2.5-7B"), device, dtype) if gpu else ref,
+                                                new, 3 if gpu else 1),
                     two_gpus=lambda: check_two_gpus(tmp, shapes["0.5B"]) if gpu else dict(skipped="a CPU run"))
     for name, fn in sections.items():
         t0 = time.perf_counter()
@@ -775,7 +826,7 @@ if __name__ == "__main__":
     parser.add_argument("--slots", type=cli.at_least(1), default=16, help="batching: sequences decoded together")
     parser.add_argument("--demo", default="runs/demo", help="sweep: make demo's output directory")
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
-                        help="gpu: where to check (auto: cuda if available; cpu: tiny shapes)")
+                        help="gpu: cuda (auto means cuda: a GPU check never falls back to a CPU) or cpu (tiny shapes)")
     parser.add_argument("--report-dir", default="runs/gpu-check", help="gpu: where report.json and report.md go")
     args = parser.parse_args()
     for which in args.which or [b for b in BENCHES if b != "gpu"]:  # gpu is a check, not a comparison: asked by name

@@ -4,7 +4,9 @@ Flag types that check their range, so that a bad value exits 2 with argparse's o
 flag ("argument --epochs: must be at least 1, got 0"), before any model or data is loaded. And
 main(), which runs a stage so that a missing or unreadable file is one line on stderr, not a
 traceback. Errors the stages detect themselves are a SystemExit with one line, which Python prints
-as such.
+as such. And device(), --device resolved, which on a GPU node whose torch cannot use the GPU stops
+first with one line naming torch's CUDA, the driver's and what to install, rather than running on
+the CPU.
 """
 import argparse
 import math
@@ -73,3 +75,56 @@ def main(run):
         raise
     except UnicodeDecodeError as e:
         sys.exit(f"an input file is not UTF-8 text ({e})")
+
+
+# ----------------------------------------------------------------------------------------------
+# --device: which device, and on a GPU node, why CUDA does not work when it does not
+
+def nvidia_smi():
+    """(driver version, highest CUDA version the driver runs) from nvidia-smi's header, e.g.
+    ("550.54.15", "12.4"); None when nvidia-smi is missing or fails (no NVIDIA driver here)."""
+    import re
+    import subprocess
+    try:
+        text = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    driver, cuda = (re.search(rf"{key} Version:\s*([\d.]+)", text) for key in ("Driver", "CUDA"))
+    return (driver and driver.group(1), cuda and cuda.group(1)) if driver or cuda else None
+
+
+def cuda_problem(torch_cuda, smi):
+    """Why torch cannot use this node's GPU, and what to install instead (one line).
+    torch_cuda: torch.version.cuda (None for a CPU build of torch); smi: nvidia_smi()."""
+    if smi is None:
+        return "no NVIDIA driver on this machine (nvidia-smi is missing or failed)"
+    driver, driver_cuda = smi
+    if torch_cuda is None:
+        return (f"this torch is a CPU build, on a node with NVIDIA driver {driver} (CUDA {driver_cuda}): reinstall "
+                "the pinned torch from PyPI, whose Linux wheel is the CUDA 13.0 build (README: 'On a GPU node')")
+    need, have = (int((v or "0").split(".")[0]) for v in (torch_cuda, driver_cuda))
+    if have < need:  # a driver runs every CUDA of its major version and the ones before (minor-version compatibility)
+        branch = {12: "R525", 13: "R580"}.get(need, "a newer")
+        return (f"torch is built for CUDA {torch_cuda} but NVIDIA driver {driver} runs CUDA {driver_cuda} at most: "
+                f"upgrade the driver (CUDA {need}.x needs {branch} or newer) or install a torch built for CUDA "
+                f"{have}.x (README: 'On a GPU node')")
+    return (f"torch (CUDA {torch_cuda}) and NVIDIA driver {driver} (CUDA {driver_cuda}) match, yet CUDA does not "
+            "start: check that the GPU is visible (nvidia-smi lists it; CUDA_VISIBLE_DEVICES; a container's --gpus)")
+
+
+def device(choice):
+    """--device auto|cuda|cpu as a torch.device. cpu is asked for by name. cuda, and auto on a node
+    with an NVIDIA driver, must get a working GPU: where torch cannot use it (no driver, a CPU build
+    of torch, a driver older than torch's CUDA) this stops with one line that names torch's CUDA,
+    the driver and what to install, before anything is loaded. auto without a driver (a laptop,
+    CI) is the CPU."""
+    import torch
+    if choice == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    smi = nvidia_smi()
+    if choice == "auto" and smi is None:
+        return torch.device("cpu")
+    sys.exit(f"--device {choice}: no usable CUDA GPU (torch {torch.__version__}, torch.version.cuda "
+             f"{torch.version.cuda}): {cuda_problem(torch.version.cuda, smi)}. --device cpu runs on the CPU.")

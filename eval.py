@@ -121,6 +121,8 @@ def parse_args(argv=None):
     p.add_argument("--gpus", type=cli.at_least(1), default=8, help="--dry-run: GPUs to plan for")
     p.add_argument("--gpu-memory-gib", type=cli.above(0), default=79.1, help="--dry-run: memory per GPU (an H100: 79.1)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--dist-timeout-min", type=cli.above(0), default=60,
+                   help="torchrun: collective timeout; the other ranks wait while rank 0 grades (torch's default: 10 min)")
     p.add_argument("--dtype", choices=["auto", "bfloat16", "float32", "float16"], default="auto",
                    help="auto: bfloat16 on a GPU, float32 on a CPU. s1 evaluated in float32 (eval/commands.sh: "
                         "dtype=float32 in every vLLM command); bf16 on GPUs is our deviation: half the memory (the "
@@ -324,7 +326,7 @@ def load_model(args):
     if not args.model:
         raise SystemExit("--model is required: some samples have not been generated yet")
     return sample.load_for_generation(args.model, args.device, args.dtype, args.max_tokens, args.batch_size,
-                                      args.tokenizer)[:2]
+                                      args.tokenizer, timeout_min=args.dist_timeout_min)[:2]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -422,7 +424,7 @@ def main(args):
     todo = [t for t in wanted if (t[0], t[1], t[3]["id"], t[2]) not in done]
     if world > 1:  # torchrun: every rank holds a slice of the model and runs the same rows; rank 0 writes
         import sample
-        device, world, rank = sample.init_distributed(args.device)
+        device, world, rank = sample.init_distributed(args.device, args.dist_timeout_min)
         todo = sample.broadcast(todo)
     if rank == 0:
         print(f"{len(wanted) - len(todo)} of {len(wanted)} samples already in {path}; generating {len(todo)}")

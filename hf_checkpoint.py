@@ -106,10 +106,17 @@ def plan_config(name_or_path):
 # ----------------------------------------------------------------------------------------------
 # Finding a checkpoint: a local directory or the hub
 
-def checkpoint_dir(name_or_path, patterns=("*.json", "*.safetensors", "*.txt", "*.jinja")):
+# What to fetch of a hub checkpoint: everything but the weights (config.json, generation_config.json,
+# the safetensors index, the tokenizer files), and with them (a process that reads weights).
+METADATA_FILES = ("*.json", "*.txt", "*.jinja")
+CHECKPOINT_FILES = METADATA_FILES + ("*.safetensors",)
+
+
+def checkpoint_dir(name_or_path, patterns=CHECKPOINT_FILES):
     """A local directory as is; anything else is a hub name, fetched (or found in the cache when
-    HF_HUB_OFFLINE=1) by huggingface_hub: the files matching `patterns` only. One process per node
-    downloads; the others wait for it and then read the cache (see download_lock)."""
+    HF_HUB_OFFLINE=1) by huggingface_hub: the files matching `patterns` only (METADATA_FILES for a
+    process that reads no weights). One process per node downloads; the others wait for it and then
+    read the cache (see download_lock)."""
     name_or_path = os.path.expanduser(os.fspath(name_or_path))
     if os.path.isdir(name_or_path):
         return name_or_path

@@ -28,12 +28,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-try:  # PyTorch's varlen flash kernel (CUDA only); GPU machines may carry an older torch than the pin
+try:  # PyTorch's own varlen flash kernel (CUDA only; torch >= 2.10): the first choice, nothing to install
     from torch.nn.attention.varlen import varlen_attn
 except ImportError:
     varlen_attn = None
 
-try:  # optional: flash-attn's varlen kernel, preferred to PyTorch's when installed
+try:  # optional: flash-attn's varlen kernel, for a torch without varlen_attn (README: 'On a GPU node')
     from flash_attn import flash_attn_varlen_func
 except ImportError:
     flash_attn_varlen_func = None
@@ -97,20 +97,27 @@ def apply_rope(x, cos, sin):
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
+def flash_kernels_run(t):
+    """Whether the flash kernels (torch's varlen_attn, flash-attn) take tensor t: CUDA, fp16/bf16
+    (their only dtypes). Tests replace it to run the kernels' call conventions on a CPU."""
+    return t.is_cuda and t.dtype in (torch.float16, torch.bfloat16)
+
+
 def packed_attention(q, k, v, cu_seqlens, max_seqlen):
     """Causal attention inside each document of packed tokens (packed training rows, and the
     prefills of sample.py's KV cache). q: (N, Hq, D), k and v: (N, Hkv, D) for N flattened tokens;
-    document i is tokens [cu_seqlens[i], cu_seqlens[i+1]). The kernel: a varlen flash kernel on CUDA
-    in fp16/bf16 (their only dtypes; flash-attn's if installed, else PyTorch's), else SDPA per document."""
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        if flash_attn_varlen_func is not None:
-            return flash_attn_varlen_func(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, causal=True)
+    document i is tokens [cu_seqlens[i], cu_seqlens[i+1]) (int32); max_seqlen, a Python int (a
+    tensor would cost a host sync). The kernel: a varlen flash kernel on CUDA in fp16/bf16 (PyTorch's,
+    else flash-attn's if installed), else SDPA per document."""
+    if flash_kernels_run(q):
         if varlen_attn is not None:  # window (-1, 0): every earlier token and none later, i.e. causal
             try:
                 return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
                                    window_size=(-1, 0), enable_gqa=True)
             except TypeError:  # torch 2.10-2.11 spell it is_causal
                 return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, is_causal=True)
+        if flash_attn_varlen_func is not None:
+            return flash_attn_varlen_func(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, causal=True)
     # SDPA one document at a time: exact, and the cost is in the matmuls, not the Python loop. The
     # batch dimension of 1 matters: SDPA takes its fast (flash) CPU kernel only for 4-D inputs.
     out = torch.empty_like(q)

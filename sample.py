@@ -30,6 +30,8 @@ Read it in this order:
   5. generate(): questions in, one result per (question, sample, setting) out.
 """
 import argparse
+import datetime
+import inspect
 import json
 import os
 import re
@@ -49,10 +51,19 @@ import hf_checkpoint as hf
 import jsonl
 import model as qwen
 
-try:  # optional: flash-attn reads the block tables itself on CUDA (its paged kernel wants 256-token blocks)
+# The paged decode kernels, which read the block tables themselves (CUDA, fp16/bf16): torch's own
+# varlen_attn in its block_table=/seqused_k= form (torch 2.13; older torch lacks it), else flash-attn's
+# flash_attn_with_kvcache if installed; without either, decoding gathers the blocks for SDPA.
+paged_varlen_attn = qwen.varlen_attn if qwen.varlen_attn is not None and \
+    "block_table" in inspect.signature(qwen.varlen_attn).parameters else None
+try:
     from flash_attn import flash_attn_with_kvcache
 except ImportError:
     flash_attn_with_kvcache = None
+# Both read blocks of a multiple of 256 tokens only: "Paged KV cache block size must be divisible by
+# 256" (torch 2.13.0+cu130's libtorch_cuda.so, the check of its flash kernel), "page_block_size must
+# be a multiple of 256" (flash-attn 2.8.3's flash_attn_with_kvcache docstring).
+PAGED_BLOCK = 256
 
 # Suffixes of the paper's conditional-control baselines (paper §5.4, Table 3), appended to the question.
 CONTROL = {
@@ -161,41 +172,66 @@ def advance(row, token, sampled, ids):
     return token
 
 
-def sample_tokens(logits, temperature, top_p, vocab_size, seeds=None, banned=None):
+def hash32(x):
+    """A 32-bit integer hash of each element of x (int64, values in [0, 2^32)), in place: two rounds
+    of xor-shift and multiply, each product below 2^59, so int64 arithmetic never overflows."""
+    for _ in range(2):
+        x.bitwise_xor_(x >> 16).mul_(0x45D9F3B).remainder_(2 ** 32)
+    return x.bitwise_xor_(x >> 16)
+
+
+def uniform_noise(seeds, vocab, device):
+    """Uniform (0, 1) noise for every (row, token id): a hash of the row's seed (any int in
+    [0, 2^63)) and the id, so that a row's noise depends on its seed alone, drawn for all rows at
+    once (a seeded generator per row would cost a generator and a kernel per row per step)."""
+    seeds = torch.tensor(seeds, dtype=torch.int64, device=device)[:, None]
+    key = hash32(hash32(seeds % 2 ** 32) ^ (seeds >> 32))  # the 63-bit seed folded to 32 bits
+    bits = hash32(key ^ hash32(torch.arange(vocab, device=device)))
+    return ((bits >> 9) + 0.5) / 2 ** 23  # 23 bits + 0.5 is exact in float32: never 0 or 1
+
+
+def nucleus(logp, top_p):
+    """Log-probabilities outside the smallest set of tokens whose probability reaches top_p (per
+    row) set to -inf. A function of its own, so that the sort's copies are freed on return."""
+    sorted_p, order = logp.exp().sort(dim=-1, descending=True)
+    outside = sorted_p.cumsum(-1) - sorted_p > top_p[:, None]
+    return logp.scatter(-1, order, torch.where(outside, float("-inf"), logp.gather(-1, order)))
+
+
+def sample_tokens(logits, temperature, top_p, vocab_size, seeds=0, banned=None):
     """One token per row of logits: greedy where the row's temperature is 0, else temperature +
     nucleus sampling (temperature, top_p and seeds: one per row, or one for all). A row's draw is
     the Gumbel-max trick with noise from its seed alone, so it does not depend on which other rows
     share the batch: a forked or resumed row draws what it would have drawn alone. Ids past the
     tokenizer's vocabulary (the checkpoint pads its embedding to 151,936 rows) are never sampled:
-    s1's README reports vLLM crashing on them at temperature 1. banned: per row, ids it may not draw."""
+    s1's README reports vLLM crashing on them at temperature 1. banned: per row, ids it may not draw.
+    Every decision is made on the host from the arguments: the only wait for the GPU is the caller's
+    reading of the tokens."""
+    per_row = lambda x: list(x) if isinstance(x, (list, tuple)) else [x] * len(logits)
     logits = logits.float()
     logits[:, vocab_size:] = float("-inf")
-    for i, ids in enumerate(banned or []):
-        logits[i, list(ids)] = float("-inf")
+    rows = [(i, t) for i, ids in enumerate(banned or []) for t in ids]
+    if rows:
+        logits[tuple(torch.tensor(rows, device=logits.device).T)] = float("-inf")
     greedy = logits.argmax(-1)
-    per_row = lambda x: torch.as_tensor(x, dtype=torch.float32, device=logits.device).expand(len(logits))
-    temperature, top_p = per_row(temperature), per_row(top_p)
-    if (temperature == 0).all():
+    if not any(per_row(temperature)):
         return greedy
-    logp = torch.log_softmax(logits / temperature.clamp(min=1e-6)[:, None], dim=-1)
-    if (top_p < 1).any():  # keep the smallest set of tokens whose probability reaches top_p
-        sorted_p, order = logp.exp().sort(dim=-1, descending=True)
-        outside = sorted_p.cumsum(-1) - sorted_p > top_p[:, None]
-        logp = logp.scatter(-1, order, torch.where(outside, float("-inf"), logp.gather(-1, order)))
-    seeds = seeds if isinstance(seeds, (list, tuple)) else [seeds] * len(logits)
-    noise = torch.stack([torch.rand(logits.shape[-1], device=logits.device,
-                                    generator=torch.Generator(logits.device).manual_seed(s)) for s in seeds])
-    gumbel = -torch.log(-torch.log(noise.clamp(1e-20, 1 - 1e-7)))
-    return torch.where(temperature == 0, greedy, (logp + gumbel).argmax(-1))
+    temperatures, top_ps = (torch.tensor(per_row(x), dtype=torch.float32, device=logits.device)
+                            for x in (temperature, top_p))
+    logp = torch.log_softmax(logits / temperatures.clamp(min=1e-6)[:, None], dim=-1)
+    if any(p < 1 for p in per_row(top_p)):
+        logp = nucleus(logp, top_ps)
+    gumbel = -torch.log(-torch.log(uniform_noise(per_row(seeds), logits.shape[-1], logits.device)))
+    return torch.where(temperatures == 0, greedy, (logp + gumbel).argmax(-1))
 
 
 # ----------------------------------------------------------------------------------------------
 # 2. The paged KV cache
 
 class BlockPool:
-    """Keys and values of every layer in fixed-size blocks: k[layer][block] is (block_size,
-    kv_heads, head_dim), the layout flash-attn's paged kernel reads. A block is free, or held by
-    one or more sequences (refs counts them: shared prefixes)."""
+    """Keys and values of every layer in fixed-size blocks: k[layer] is (blocks, block_size,
+    kv_heads, head_dim), the [pages, page, Hkv, D] layout the paged kernels read. A block is free,
+    or held by one or more sequences (refs counts them: shared prefixes)."""
 
     def __init__(self, cfg, num_blocks, block_size, kv_heads, device, dtype):
         shape = (cfg.num_hidden_layers, num_blocks, block_size, kv_heads, cfg.head_dim)
@@ -229,9 +265,20 @@ class BlockPool:
         return new
 
 
+def paged_kernel(like, block_size):
+    """The kernel that decodes over a pool of `block_size`-token blocks with the device and dtype of
+    tensor `like`: "varlen_attn" (torch's) or "flash_attn_with_kvcache", which read the block tables
+    themselves; None: gather the blocks for SDPA (a CPU, fp32, a torch without the paged form, or
+    blocks that are not a multiple of PAGED_BLOCK)."""
+    if not qwen.flash_kernels_run(like) or block_size % PAGED_BLOCK:
+        return None
+    return "varlen_attn" if paged_varlen_attn else "flash_attn_with_kvcache" if flash_attn_with_kvcache else None
+
+
 class PagedBatch:
     """What one forward needs to know about the pool: where each new token's k and v go, and
-    which slots each sequence attends over. The model calls attend() in every layer.
+    which slots each sequence attends over. The model calls attend() in every layer, so everything
+    attend needs is made here, once per step, from host values: attend never waits for the GPU.
     Decode steps feed one token per sequence, as a (B, 1) batch that attends over the pool.
     Prefills feed whole sequences (new prompts, or preempted sequences recomputed) packed in one
     (1, N) row: their keys are all new, so they attend as packed training does, and only their
@@ -253,13 +300,22 @@ class PagedBatch:
         self.positions = torch.tensor(positions, device=device).view((len(seqs), 1) if self.decode else (1, -1))
         # index of each sequence's last new token among all new tokens: its logits are the ones kept
         self.last = torch.tensor(ends, device=device).sub(torch.tensor(starts, device=device)).cumsum(0) - 1
-        self.lengths = torch.tensor(ends, device=device)
-        if self.decode:  # the slot of every position of every sequence (padded), gathered in each layer
-            pos = torch.arange(max(ends), device=device)
-            self.gather = self.tables[:, pos // bs].long() * bs + pos % bs
-            self.visible = (pos[None, :] < self.lengths[:, None])[:, None, None]
-        else:
-            self.cu_seqlens = torch.tensor([0, *ends], device=device).cumsum(0).to(torch.int32)
+        self.lengths = torch.tensor(ends, device=device, dtype=torch.int32)
+        self.max_len = max(ends)  # a Python int: the kernels take it as such
+        cumulative = lambda xs: torch.tensor([0, *xs], device=device).cumsum(0).to(torch.int32)
+        self.kernel = paged_kernel(pool.k, bs) if self.decode else None
+        if not self.decode:
+            self.cu_seqlens = cumulative(ends)
+        elif self.kernel:  # one query per sequence, over the first `lengths` slots of its block table
+            self.cu_q, self.cu_k = cumulative([1] * len(seqs)), cumulative(ends)
+        else:  # gather + SDPA: sequences of one length together, so that no padding needs a mask
+            by_length = {}
+            for i, n in enumerate(ends):
+                by_length.setdefault(n, []).append(i)
+            self.groups = []
+            for n, rows in by_length.items():
+                pos, rows = torch.arange(n, device=device), torch.tensor(rows, device=device)
+                self.groups.append((rows, self.tables[rows][:, pos // bs].long() * bs + pos % bs))
 
     def attend(self, layer, q, k, v):
         """Store this layer's new k, v in their slots, then attend: (B, T, heads, head_dim) in and out."""
@@ -268,15 +324,23 @@ class PagedBatch:
         k_pool.view(-1, H, D)[self.slots] = k.reshape(-1, H, D)
         v_pool.view(-1, H, D)[self.slots] = v.reshape(-1, H, D)
         if not self.decode:
-            return qwen.packed_attention(q[0], k[0], v[0], self.cu_seqlens, int(self.lengths.max()))[None]
-        if flash_attn_with_kvcache is not None and q.is_cuda and self.pool.block_size % 256 == 0 \
-                and q.dtype in (torch.float16, torch.bfloat16):  # the kernel reads the block tables itself
-            return flash_attn_with_kvcache(q, k_pool, v_pool, cache_seqlens=self.lengths.int(),
-                                           block_table=self.tables, causal=True)
-        keys = k_pool.view(-1, H, D)[self.gather].transpose(1, 2)  # (B, H, L, D), padding masked out
-        values = v_pool.view(-1, H, D)[self.gather].transpose(1, 2)
-        return F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=self.visible,
-                                              enable_gqa=True).transpose(1, 2)
+            return qwen.packed_attention(q[0], k[0], v[0], self.cu_seqlens, self.max_len)[None]
+        if self.kernel == "varlen_attn":
+            return paged_varlen_attn(q[:, 0], k_pool, v_pool, self.cu_q, self.cu_k, 1, self.max_len, enable_gqa=True,
+                                     seqused_k=self.lengths, block_table=self.tables)[:, None]
+        if self.kernel == "flash_attn_with_kvcache":
+            return flash_attn_with_kvcache(q, k_pool, v_pool, cache_seqlens=self.lengths, block_table=self.tables,
+                                           causal=True)
+        # SDPA with no mask, per group of rows of one length. With a mask and GQA heads, CUDA's flash
+        # kernel (no mask) and efficient kernel (no GQA) both refuse the call, which leaves cuDNN or
+        # the math kernel, and math copies K and V to every query head: GBs per layer at 64 x 32K.
+        out = torch.empty_like(q)
+        for rows, slots in self.groups:
+            keys = k_pool.view(-1, H, D)[slots].transpose(1, 2)  # (rows, H, length, D)
+            values = v_pool.view(-1, H, D)[slots].transpose(1, 2)
+            out[rows] = F.scaled_dot_product_attention(q[rows].transpose(1, 2), keys, values,
+                                                       enable_gqa=True).transpose(1, 2)
+        return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -321,8 +385,8 @@ class Engine:
         self.model, self.max_tokens, self.max_rows, self.on_token = model, max_tokens, max_rows, on_token
         self.vocab_size = vocab_size or model.cfg.vocab_size
         self.device, dtype = model.lm_head.weight.device, model.lm_head.weight.dtype
-        flash = flash_attn_with_kvcache is not None and self.device.type == "cuda"
-        block_size = block_size or (256 if flash else 16)
+        paged = paged_kernel(model.lm_head.weight, PAGED_BLOCK)  # their rule; without them, small blocks waste less
+        block_size = block_size or (PAGED_BLOCK if paged else 16)
         kv_heads = model.model.layers[0].self_attn.n_kv_heads  # this rank's share under tensor parallelism
         per_block = block_size * kv_bytes_per_token(model.cfg, kv_heads, dtype)
         if kv_memory_gb is not None:
@@ -524,12 +588,16 @@ class Engine:
 def activation_bytes(cfg, max_tokens, max_rows, tp=1, dtype_bytes=2):
     """Peak memory of one engine forward besides weights and KV: a prefill of up to max(max_tokens,
     8192) tokens (hidden states, q/k/v, the MLP's two intermediate halves and its product, per
-    layer, freed layer by layer), or a decode step's gathered keys and values (without flash-attn:
-    every row's slots, one layer at a time) and its fp32 logits and sampling copies."""
+    layer, freed layer by layer), or a decode step's gathered keys and values (without a paged
+    kernel: every row's slots at most, one layer at a time, with KV heads not repeated: the SDPA
+    calls have no mask, so CUDA's flash kernel takes them, never the math kernel, which would
+    repeat them to every query head) and sampling: fp32 logits and log-probabilities, and at the
+    peak, nucleus's sort (values, int64 order, masks, the scattered result): 9 fp32-sized copies of
+    rows x vocab (counted, not measured)."""
     tokens = max(max_tokens, 8192)
     per_token = (4 * cfg.hidden_size + 2 * cfg.hidden_size // tp + 3 * cfg.intermediate_size // tp) * dtype_bytes
     gathered = 2 * max_rows * max_tokens * cfg.num_key_value_heads // tp * cfg.head_dim * dtype_bytes
-    return max(tokens * per_token, gathered) + 3 * max_rows * cfg.vocab_size * 4
+    return max(tokens * per_token, gathered) + 9 * max_rows * cfg.vocab_size * 4
 
 
 # ----------------------------------------------------------------------------------------------
@@ -719,17 +787,20 @@ def load_model(name_or_path, device, dtype, world=1, rank=0):
     return model.eval()
 
 
-def init_distributed(device="auto"):
+def init_distributed(device="auto", timeout_min=60):
     """(device, world, rank): under torchrun, one process per GPU (or gloo on CPU), every rank
-    running the same engine on its slice of the model. Used by every script that generates."""
+    running the same engine on its slice of the model. Used by every script that generates.
+    device: --device, checked first (cli.device: a GPU node whose torch cannot use the GPU stops
+    here). timeout_min bounds every collective; torch's default, 10 minutes, is less than the other
+    ranks may wait while rank 0 grades, or reads weights from a slow disk."""
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          "cpu" if device == "auto" else device)
+    device = cli.device(device) if isinstance(device, str) else device
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(minutes=timeout_min))
     return device, world, rank
 
 
@@ -822,6 +893,8 @@ def parse_args(argv=None):
     p.add_argument("--max-tries", type=cli.at_least(1), default=8, help="--rejection-sampling: attempts per question")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto", help="auto: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--dist-timeout-min", type=cli.above(0), default=60,
+                   help="torchrun: collective timeout (torch's default, 10 min, is less than loading 32B may take)")
     p.add_argument("--dry-run", action="store_true", help="print the memory plan per GPU and exit (no weights loaded)")
     p.add_argument("--gpus", type=cli.at_least(1), default=8, help="--dry-run: GPUs to plan for")
     p.add_argument("--gpu-memory-gib", type=cli.above(0), default=79.1,
@@ -881,15 +954,16 @@ def resolve_dtype(dtype, device):
     another device cannot mix precisions."""
     if dtype != "auto":
         return dtype
-    kind = getattr(device, "type", device)
-    return "bfloat16" if kind == "cuda" or kind == "auto" and torch.cuda.is_available() else "float32"
+    kind = getattr(device, "type", None) or cli.device(device).type  # the GPU preflight, before anything is written
+    return "bfloat16" if kind == "cuda" else "float32"
 
 
-def load_for_generation(name, device="auto", dtype="auto", max_tokens=32768, rows=64, tokenizer=None):
+def load_for_generation(name, device="auto", dtype="auto", max_tokens=32768, rows=64, tokenizer=None,
+                        timeout_min=60):
     """(model, tokenizer, world, rank) for every script that generates: under torchrun, this rank's
     tensor-parallel slice; checked to fit before any weight is loaded. dtype "auto": bf16 on a GPU,
-    fp32 on a CPU."""
-    device, world, rank = init_distributed(device)
+    fp32 on a CPU. timeout_min: --dist-timeout-min (init_distributed)."""
+    device, world, rank = init_distributed(device, timeout_min)
     dtype = getattr(torch, resolve_dtype(dtype, device))
     check_fits(name, device, world, max_tokens, rows)
     model = load_model(name, device, dtype, world, rank)
@@ -908,7 +982,7 @@ def main(args):
         config_path = re.sub(r"\.jsonl$", "", args.output) + ".config.json"
         jsonl.same_settings(config_path, config, f"use another --output than {args.output}")
     model, tokenizer, world, rank = load_for_generation(args.model, args.device, args.dtype, args.max_tokens,
-                                                        args.batch_size, args.tokenizer)
+                                                        args.batch_size, args.tokenizer, args.dist_timeout_min)
     prompt_of = lambda q: control_prompt(q, args.control, args.control_value)
     try:  # a prompt that leaves no room to generate is named before anything runs
         encode_prompts(tokenizer, [prompt_of(r["question"]) for r in rows], args.max_tokens)

@@ -419,6 +419,8 @@ def parse_args(argv=None):
     p.add_argument("--kv-memory-gb", type=cli.above(0), default=None, help="KV pool size (default: as sample.py)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto", help="auto: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--dist-timeout-min", type=cli.above(0), default=60,
+                   help="torchrun: timeout of the model's collectives (torch's default, 10 min, is less than loading 32B may take)")
     p.add_argument("--max-body-bytes", type=cli.at_least(1), default=LIMITS["max_body_bytes"], help="larger: HTTP 413")
     p.add_argument("--max-message-chars", type=cli.at_least(1), default=LIMITS["max_message_chars"],
                    help="the messages' total length (a 32K-token context holds ~100K characters of text)")
@@ -432,7 +434,7 @@ def parse_args(argv=None):
 def main():
     args = parse_args()
     model, tokenizer, world, rank = sample.load_for_generation(args.model, args.device, args.dtype, args.max_tokens,
-                                                               args.batch_size, args.tokenizer)
+                                                               args.batch_size, args.tokenizer, args.dist_timeout_min)
     # tensor parallel: rank 0 serves and tells the others what changes each step, on a CPU (gloo)
     # group that may wait as long as the server is idle (an NCCL collective would time out)
     control = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=365)) if world > 1 else None

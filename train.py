@@ -467,8 +467,8 @@ def open_log(path, resume):
 # ----------------------------------------------------------------------------------------------
 
 def main(args):
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    # First: a GPU node whose torch cannot use the GPU stops here, in one line (a dry run needs no device).
+    device = None if args.dry_run else cli.device(args.device)
     if not args.dry_run and device.type == "cpu" and args.device == "auto" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise SystemExit(f"torchrun started {os.environ['WORLD_SIZE']} processes but this machine has no CUDA: "
                          "they would train on CPU over gloo. Pass --device cpu if that is what you want")
@@ -478,7 +478,10 @@ def main(args):
         except FileNotFoundError as e:
             raise SystemExit(f"--model {e}")
     else:
-        path = hf.checkpoint_dir(args.model)
+        # Only rank 0 reads the weights (build_model broadcasts them): the other ranks, and a random
+        # init, fetch the config and tokenizer files only.
+        reads_weights = args.init != "random" and int(os.environ.get("RANK", 0)) == 0
+        path = hf.checkpoint_dir(args.model, hf.CHECKPOINT_FILES if reads_weights else hf.METADATA_FILES)
         cfg = hf.read_config(os.path.join(path, "config.json"))
     with torch.device("meta"):
         n_params = qwen.num_params(qwen.Qwen2(cfg))
@@ -585,7 +588,7 @@ def main(args):
         gathered = time.perf_counter() - t0
         if is_main():
             dtype = getattr(torch, args.save_dtype)
-            tok_dir = path if args.tokenizer is None else hf.checkpoint_dir(args.tokenizer)
+            tok_dir = path if args.tokenizer is None else hf.checkpoint_dir(args.tokenizer, hf.METADATA_FILES)
             hf.save_pretrained({k: v.to(dtype) for k, v in full.items()}, os.path.join(args.out, "final"),
                                cfg=cfg, tokenizer_dir=tok_dir)
             final = os.path.join(args.out, "final")

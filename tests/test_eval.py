@@ -160,7 +160,8 @@ def test_a_run_with_a_stand_in_decoder_grades_reports_and_resumes(tmp_path, tiny
 
     math500 = benchmarks.load_benchmark("math500", limit=6)
     monkeypatch.setitem(sys.modules, "sample", types.SimpleNamespace(
-        generate=generate, load_for_generation=lambda name, device, dtype, max_tokens, rows, tokenizer=None: (
+        generate=generate,
+        load_for_generation=lambda name, device, dtype, max_tokens, rows, tokenizer=None, timeout_min=60: (
             hf_checkpoint.from_pretrained(name, dtype=getattr(torch, dtype)), chat.load_tokenizer(tokenizer or name), 1, 0)))
     out = tmp_path / "run"
     argv = ["--model", tiny_model, "--benchmarks", "math500", "--limit", "6", "--settings", "wait1", "auto",

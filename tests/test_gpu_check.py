@@ -1,11 +1,26 @@
 """make gpu-check (bench.py gpu) on a CPU: tiny shapes through every path it checks on a GPU, so
-that none of it is dead code by the time someone runs it on one."""
+that none of it is dead code by the time someone runs it on one; and without a GPU, the check as
+make runs it stops in one line instead of handing back a CPU report."""
 import json
+import subprocess
 import sys
 
-from conftest import run
+import pytest
+import torch
+from conftest import ROOT, run
 
 SECTIONS = ["attention", "sdpa_kernels", "train", "decode", "two_gpus", "goals"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_make_gpu_check_without_a_gpu_exits_nonzero_in_one_line(tmp_path):
+    # -o .venv/installed: never (re)build the environment from inside a test
+    proc = subprocess.run(["make", "-s", "-o", ".venv/installed", "gpu-check", f"GPU_CHECK_ARGS=--report-dir {tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    ours = [line for line in proc.stderr.splitlines() if not line.startswith("make")]
+    assert proc.returncode != 0 and proc.stdout == "" and len(ours) == 1, (proc.stdout, proc.stderr)
+    assert ours[0].startswith("--device cuda: no usable CUDA GPU") and "nvidia-smi" in ours[0]
+    assert not list(tmp_path.iterdir())  # no report written: a CPU result is never handed back as a GPU one
 
 
 def test_gpu_check_runs_on_cpu_and_reports_every_section(tmp_path):
@@ -24,17 +39,38 @@ def test_gpu_check_runs_on_cpu_and_reports_every_section(tmp_path):
     assert paths["packed: torch varlen_attn"]["note"] in ("skipped: CUDA only", "skipped: torch.nn.attention.varlen not installed")
     assert paths["packed: flash-attn varlen"]["note"].startswith("skipped: ")
     ran = [p for p in paths.values() if "note" not in p]
-    assert {"rows: SDPA", "packed: SDPA per document", "KV cache: paged prefill"} <= {p["path"] for p in ran}
-    assert any(p.startswith("KV cache: paged decode") for p in paths)
+    assert {"rows: SDPA", "packed: SDPA per document", "KV cache: paged prefill, 16-token blocks",
+            "KV cache: paged decode, gather + SDPA"} <= {p["path"] for p in ran}
     for p in ran:
         assert p["ok"] and 0 < p["logits_rel"] < 0.02 and p["logits_max_abs"] < 0.05, p
         assert p.get("grad_rel", 0) < 0.02, p
-    assert all(s["selected"] for s in report["sdpa_kernels"])
+    kernels = report["sdpa_kernels"]
+    assert len(kernels) == 4 and all(s["selected"] for s in kernels) and "train, unpacked row" in kernels[0]["shape"]
+    assert not any("flash_or_efficient" in s for s in kernels)  # asked on CUDA only
 
     # train.py really ran (its log), decode really generated; GPU-only numbers are absent, not made up.
     (train,) = report["train"]
     assert train["steps"] == 2 and train["tokens_per_s"] > 0 and train["mfu"] is None and train["plan_error"] is None
     assert report["decode"]["batch_1_tokens_per_s"] > 0 and report["decode"]["batch_64_tokens_per_s"] > 0
     assert report["decode"]["roofline_fraction"] is None and "unknown HBM bandwidth" in report["decode"]["note"]
+    assert report["decode"]["kernel"] == "gather + SDPA"
     assert "skipped" in report["two_gpus"]
-    assert len(report["goals"]) == 3 and all(g["met"] is None for g in report["goals"])
+    # per goal: the goal, the measured value and the result
+    assert len(report["goals"]) == 4 and all(g["result"] == "not measured" for g in report["goals"])
+    assert "| goal | measured | result |" in md
+
+
+def test_the_decode_roofline_counts_what_a_step_reads():
+    """Every weight once, but of an untied embedding table only the rows of the tokens fed (none
+    counted); a tied one is the LM head, read whole. Plus the KV cache at the mean context."""
+    import dataclasses
+
+    import bench
+    import sample
+    for tied in (True, False):
+        cfg = dataclasses.replace(bench.TINY, tie_word_embeddings=tied)
+        model = bench.random_model(cfg, "cpu", torch.float32)
+        embedding = 0 if tied else cfg.vocab_size * cfg.hidden_size * 4
+        kv = sample.kv_bytes_per_token(cfg, cfg.num_key_value_heads, torch.float32) * (16 + 4 / 2)
+        got = bench.check_decode(model, 4, 1)["bytes_per_token"]
+        assert got == sum(p.numel() * 4 for p in model.parameters()) - embedding + kv

@@ -129,6 +129,30 @@ def test_sampling_is_seeded_and_respects_top_p(tiny):
     assert int(sample.sample_tokens(torch.tensor([[0.0, 1.0, 9.0]]), 0.0, 1.0, 2)) == 1  # ids past the vocab never
 
 
+def test_a_draw_follows_the_softmax_and_depends_on_its_seed_alone():
+    """The Gumbel-max draw with noise hashed from (seed, token id), one batched draw per step: over
+    20,000 seeds each token comes up as often as softmax(logits / T) says (within 4 standard
+    errors); a row draws the same token alone as in a batch of other rows; greedy rows take the
+    argmax whatever their seed."""
+    logits, T, n = torch.tensor([0.0, 1.0, 2.0, -1.0, 0.5]), 0.7, 20000
+    draws = sample.sample_tokens(logits.expand(n, -1), T, 1.0, 5, seeds=list(range(n)))
+    freq, p = torch.bincount(draws, minlength=5) / n, torch.softmax(logits / T, -1)
+    assert ((freq - p).abs() <= 4 * (p * (1 - p) / n).sqrt()).all(), (freq, p)
+    batch = torch.randn(6, 50, generator=torch.Generator().manual_seed(0))
+    seeds, temperatures = [3, 2 ** 62 + 1, 17, 0, 99, 5], [1.0, 0.0, 0.8, 1.2, 1.0, 0.0]
+    together = sample.sample_tokens(batch, temperatures, 0.9, 50, seeds).tolist()
+    assert together == [int(sample.sample_tokens(batch[i:i + 1], temperatures[i], 0.9, 50, seeds[i])) for i in range(6)]
+    assert together[1] == batch[1].argmax() and together[5] == batch[5].argmax()
+    assert len(set(sample.sample_tokens(torch.zeros(200, 50), 1.0, 1.0, 50, list(range(200))).tolist())) > 40
+
+    def hash32(x):  # the uint32 hash in Python integers, which never overflow
+        for _ in range(2):
+            x = ((x >> 16) ^ x) * 0x45D9F3B & 0xFFFFFFFF
+        return (x >> 16) ^ x
+    xs = [0, 1, 2, 12345, 2 ** 31 - 1, 2 ** 32 - 1]
+    assert sample.hash32(torch.tensor(xs)).tolist() == [hash32(x) for x in xs]
+
+
 def test_parallel_sampling_and_rejection_sampling(bigram):
     model, tokenizer = bigram
     outs = sample.generate(model, tokenizer, ["q", "r"], n=3, max_tokens=200, progress=False)
