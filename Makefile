@@ -1,7 +1,7 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Both build .venv first.
 # make demo DEMO_ARGS=--force redoes every stage; DEMO_ARGS=--small is the few-minute version.
 # make gpu-check: the first command on a GPU machine (under 10 minutes on one H100; without a usable GPU it
-# stops in one line, and bench.py gpu --device cpu runs the tiny CPU shapes instead): kernels' numerics,
+# stops in one line, and gpu_check.py --device cpu runs the tiny CPU shapes instead): kernels' numerics,
 # train MFU and memory against the plan, decode against the HBM roofline -> runs/gpu-check/report.{json,md}.
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
@@ -24,7 +24,7 @@ bench: .venv/installed
 	$(PY) bench.py
 
 gpu-check: .venv/installed
-	$(PY) bench.py gpu --device cuda $(GPU_CHECK_ARGS)
+	$(PY) gpu_check.py --device cuda $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf .venv runs .pytest_cache

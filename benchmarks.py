@@ -43,19 +43,6 @@ BENCHMARKS = {
 # ----------------------------------------------------------------------------------------------
 # Data: local files or the hub -> [{id, prompt, gold, choices}]
 
-def read_rows(source, config, split):
-    """Rows of a local .jsonl, .jsonl.gz or .json file, else of a hub dataset (or a directory in the
-    hub's layout, read by the same datasets call)."""
-    if source.endswith((".jsonl", ".jsonl.gz", ".json")) or os.path.isfile(source):
-        return jsonl.read_input(source)
-    import datasets
-    try:
-        return list(datasets.load_dataset(source, config, split=split))
-    except Exception as e:
-        raise SystemExit(f"{source}: not a local file and cannot be loaded from the hub ({type(e).__name__}: {e}); "
-                         "--data NAME=PATH points at a local copy")
-
-
 def field(row, names, source, i):
     for name in names:
         if row.get(name) not in (None, ""):
@@ -80,7 +67,7 @@ def load_benchmark(name, source=None, limit=0, gpqa_seed=0):
     it. Our file is in the official CSV's row order, assumed to be the hub dataset's."""
     hub, config, split, local = BENCHMARKS.get(name, (None, None, "train", None))  # a benchmark of one's own: source given
     source = source or (local if os.path.exists(local) else hub)
-    rows = read_rows(source, config if source == hub else None, split)
+    rows = jsonl.local_or_hub(source, config if source == hub else None, split)
     rng = random.Random(gpqa_seed)
     questions = []
     for i, row in enumerate(rows):

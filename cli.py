@@ -54,8 +54,17 @@ def above(lo, kind=float):
 
 
 def budget(text):
-    """A thinking budget: 'auto' (no cap; the answer's room is what the context leaves) or tokens >= 1."""
+    """A thinking budget: 'auto' (the harness's: the context less the prompt, the forced answer header and
+    100 tokens for the answer) or tokens >= 1."""
     return text if text == "auto" else at_least(1)(text)
+
+
+def add_dry_run_flags(p, gpus):
+    """The flags of a stage's --dry-run (train.py, sample.py, eval.py: plan.py's plans)."""
+    p.add_argument("--dry-run", action="store_true", help="print the memory plan per GPU and exit (no weights loaded)")
+    p.add_argument("--gpus", type=at_least(1), default=gpus, help="--dry-run: GPUs to plan for")
+    p.add_argument("--gpu-memory-gib", type=above(0), default=79.1,
+                   help="--dry-run: memory per GPU; an \"80 GB\" H100 has 85.0e9 bytes, of which torch reports 79.1 GiB")
 
 
 def main(run):

@@ -1,4 +1,5 @@
 """curate.py: s1's features and its selection of 1,000 questions (s1K) from the distilled pool.
+Start reading at features() and select(): each calls its parts in the order s1 ran them.
 
     python curate.py features --data runs/s1/distilled.jsonl --out runs/s1/featurized.jsonl   # s1's recipe
     python curate.py features --data d.jsonl --solvers DIR --tokenizer DIR --classifier none --out f.jsonl
@@ -30,7 +31,6 @@ import json
 import os
 import re
 import statistics
-import sys
 from collections import Counter
 
 import numpy as np
@@ -39,7 +39,7 @@ import api
 import benchmarks
 import cli
 import jsonl
-import prepare
+import parallel
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SOLVER_TEMPERATURE = 0.05  # s1's data/bulk_inference.py (docs/s1.md §3.1)
@@ -90,7 +90,7 @@ def reference_answer(solution):
 
 
 def grade_math(solution, text):
-    """(correct, status) with eval.py's grader; correct is None where there is nothing sound to compare
+    """(correct, status) with benchmarks.py's grader; correct is None where there is nothing sound to compare
     (no short reference answer, a reference math-verify cannot read, a math-verify error or timeout)."""
     gold = reference_answer(solution)
     if gold is None:
@@ -144,7 +144,7 @@ def features(args):
     rows = jsonl.read_questions(args.data, "the distilled pool")
     for r in rows:
         r["question_hash"] = jsonl.question_hash(r["question"])
-    if prepare.RANK == 0:
+    if parallel.RANK == 0:
         print(f"features: {len(rows)} rows, {len({r['question'] for r in rows})} distinct questions")
     grades = difficulty(args, rows)  # under torchrun the other ranks leave in here: the rest is rank 0's
     lengths = length(args, rows)
@@ -161,11 +161,12 @@ def features(args):
 
 def difficulty(args, rows):
     """{(question hash, solver or "teacher"): right, wrong or None (ungraded)}: every solver's reply
-    and the teacher's attempt, graded against the row's reference solution by eval.py's grader, here
+    and the teacher's attempt, graded against the row's reference solution by benchmarks.py's grader, here
     in the main thread (math-verify uses signal.alarm), or by --llm-model (--grader llm)."""
-    prepare.torchrun_start(args.device)
+    if parallel.WORLD > 1:  # every rank loads its slice of each solver and runs the same generate calls
+        parallel.init_distributed(args.device)
     answers = solve(args, list(dict.fromkeys(r["question"] for r in rows)), args.cache + ".answers.jsonl")
-    prepare.torchrun_end()  # under torchrun the other ranks leave here: what follows is rank 0's alone
+    parallel.workers_leave()  # under torchrun the other ranks leave here: what follows is rank 0's alone
     attempts = {(r["question_hash"], "teacher"): r.get("attempt") if r.get("distill_status") == "ok" else None
                 for r in rows}
     texts = {**answers, **attempts}
@@ -188,11 +189,11 @@ def solve(args, questions, cache_path):
     """{(question hash, solver): the solver's reply text}, generating what the cache lacks and appending
     each reply to it the moment it is done. Under torchrun rank 0 alone reads and writes the cache; the
     other ranks only take their part in each checkpoint's generate call."""
-    cached = jsonl.resume(cache_path) if prepare.RANK == 0 else []
+    cached = jsonl.resume(cache_path) if parallel.RANK == 0 else []
     answers = {(r["question_hash"], r["solver"]): r["text"] for r in cached}
     for solver in args.solvers:
-        todo = prepare.from_rank0([q for q in questions if (jsonl.question_hash(q), solver) not in answers])
-        if prepare.RANK != 0:
+        todo = parallel.broadcast([q for q in questions if (jsonl.question_hash(q), solver) not in answers])
+        if parallel.RANK != 0:
             if todo and solver != "mini":
                 model_replies(args, solver, todo, None)
             continue
@@ -336,7 +337,7 @@ def missing_feature(row):
         if row.get(name) is None:
             return "no " + name
     if row.get("teacher_correct") is None or None in row.get("solver_correct", {}).values():
-        # eval.py's grader compares short answers; s1's Claude also graded proofs (its prompt says how)
+        # benchmarks.py's grader compares short answers; s1's Claude also graded proofs (its prompt says how)
         return "no grade: no short reference answer" if reference_answer(row["solution"]) is None else "no grade"
     return None
 
@@ -536,13 +537,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if prepare.WORLD > 1 and args.command != "features":  # every rank would write the same files
+    if parallel.WORLD > 1 and args.command != "features":  # every rank would write the same files
         raise SystemExit("torchrun: only `curate.py features` runs on several processes")
     features(args) if args.command == "features" else select(args)
 
 
 if __name__ == "__main__":
     cli.main(main)
-    if prepare.WORLD > 1:
-        sys.stdout.flush(), sys.stderr.flush()
-        os._exit(0)  # gloo can abort at interpreter exit (a known flake of process-group teardown)
+    parallel.exit_now()

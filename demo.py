@@ -80,7 +80,8 @@ def reading(results_path):
     return "\n".join(lines)
 
 
-def main(args):
+def main(argv=None):
+    args = parse_args(argv)
     out = lambda *p: os.path.join(args.out, *p)
     os.makedirs(args.out, exist_ok=True)
     # Sizes: the full demo takes ~14 minutes on 2 cores; --small about one. From scratch, a 0.8M model
@@ -125,4 +126,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    main()

@@ -1,4 +1,7 @@
 """eval.py: AIME24, AIME25, MATH500 and GPQA Diamond with budget forcing, graded offline.
+Start reading at main(): the questions (benchmarks.py), the samples still missing
+(generate_missing, through sample.py), then the report (summarize, scaling_metrics,
+extension_gains, markdown, plot). parse_setting says what each budget-forcing setting means.
 
     python eval.py --model simplescaling/s1-32B --tokenizer Qwen/Qwen2.5-32B-Instruct     # s1 BF ("auto")
     python eval.py --model DIR --settings sweep      # s1's grid: caps 500 to 16000, auto, Wait x1, 2, 4, 6
@@ -34,6 +37,7 @@ import benchmarks
 import chat
 import cli
 import jsonl
+import parallel
 from benchmarks import BENCHMARKS
 
 TITLES = {"aime24": "Competition math (AIME24)", "aime25": "Competition math (AIME25)",
@@ -63,7 +67,7 @@ def parse_setting(text):
     head, colon, string = text.strip().partition(":")
     head = head.lower()
     if head == NOTTC and not colon:
-        return NOTTC, {"max_thinking_tokens": None, "num_ignore": 0}
+        return NOTTC, {"max_thinking_tokens": None, "num_ignore": 0, "think": False}
     cap, _, extra = head.partition("+")
     if re.fullmatch(r"(wait|ignore)\d+", cap) and not extra:
         cap, extra = "auto", cap
@@ -117,9 +121,7 @@ def parse_args(argv=None):
     p.add_argument("--no-share", action="store_true",
                    help="run every setting of a question on its own instead of forking them from one "
                         "shared thinking (the same tokens, more compute; for comparison)")
-    p.add_argument("--dry-run", action="store_true", help="print the memory plan per GPU and exit (no weights loaded)")
-    p.add_argument("--gpus", type=cli.at_least(1), default=8, help="--dry-run: GPUs to plan for")
-    p.add_argument("--gpu-memory-gib", type=cli.above(0), default=79.1, help="--dry-run: memory per GPU (an H100: 79.1)")
+    cli.add_dry_run_flags(p, gpus=8)
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--dist-timeout-min", type=cli.above(0), default=60,
                    help="torchrun: collective timeout; the other ranks wait while rank 0 grades (torch's default: 10 min)")
@@ -139,8 +141,6 @@ def parse_args(argv=None):
         p.error(f"--settings: {e}")
     if args.n > 1 and args.temperature == 0:
         p.error("--n > 1 needs --temperature > 0 (greedy samples are all the same)")
-    if args.n < 1 or args.max_tokens < 1:
-        p.error("--n and --max-tokens must be positive")
     sources = {}
     for spec in args.data:
         name, eq, source = spec.partition("=")
@@ -310,8 +310,9 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
                           **{k: r[k] for k in SAVED}, **benchmarks.grade(benchmark, q, r["text"])}
                 done[(benchmark, setting, q["id"], i)] = record
                 jsonl.write_line(f, record)
+            configs = [parse_setting(s)[1] for s in settings]  # one call never mixes nottc with the others
             sample.generate(model, tokenizer, [q["prompt"] for _, q in questions], n=n,
-                            settings=[parse_setting(s)[1] for s in settings], think=NOTTC not in settings,
+                            settings=configs, think=configs[0].get("think", True),
                             share=not args.no_share,
                             ignore_str=args.ignore_str, max_tokens=args.max_tokens, temperature=args.temperature,
                             top_p=args.top_p, seed=args.seed, batch_size=args.batch_size,
@@ -395,10 +396,11 @@ def plot(model_name, runs, path):
     plt.close(fig)
 
 
-def main(args):
+def main(argv=None):
+    args = parse_args(argv)
     if args.dry_run:
-        import sample
-        return sample.print_plan(args.model, args.gpus, args.max_tokens, args.batch_size, args.gpu_memory_gib)
+        import plan
+        return plan.print_generation_plan(args.model, args.gpus, args.max_tokens, args.batch_size, args.gpu_memory_gib)
     # the questions first: a bad file stops the run before torch is imported or --out is made
     questions = {b: benchmarks.load_benchmark(b, args.data.get(b), args.limit, args.gpqa_seed) for b in args.benchmarks}
     os.makedirs(args.out, exist_ok=True)
@@ -411,9 +413,10 @@ def main(args):
     config_path = os.path.join(args.out, "eval_config.json")
     if os.path.exists(config_path):
         with open(config_path) as f:
-            old = {"gpqa_seed": 0, **json.load(f)}  # runs from before --gpqa-seed used seed 0
+            old = json.load(f)
         for k in ("model", "tokenizer"):  # a rerun without --model continues with the stored one
             config[k] = config[k] if getattr(args, k) else old[k]
+        # a file that records no gpqa_seed was made with seed 0, the default
         jsonl.same_settings(config_path, config, f"use another --out than {args.out}", defaults={"gpqa_seed": 0})
     args.model, args.tokenizer = config["model"], config["tokenizer"]
 
@@ -423,9 +426,8 @@ def main(args):
     wanted = [(b, s, i, q) for b in args.benchmarks for s in args.settings for i in range(args.n) for q in questions[b]]
     todo = [t for t in wanted if (t[0], t[1], t[3]["id"], t[2]) not in done]
     if world > 1:  # torchrun: every rank holds a slice of the model and runs the same rows; rank 0 writes
-        import sample
-        device, world, rank = sample.init_distributed(args.device, args.dist_timeout_min)
-        todo = sample.broadcast(todo)
+        device, world, rank = parallel.init_distributed(args.device, args.dist_timeout_min)
+        todo = parallel.broadcast(todo)
     if rank == 0:
         print(f"{len(wanted) - len(todo)} of {len(wanted)} samples already in {path}; generating {len(todo)}")
     if todo:
@@ -433,11 +435,7 @@ def main(args):
             jsonl.write_atomic(config_path, json.dumps(config, indent=1) + "\n")
         generate_missing(args, todo, path, done, *load_model(args), rank=rank)
     if world > 1:
-        import torch.distributed as dist
-        dist.barrier()
-        dist.destroy_process_group()
-        if rank != 0:
-            return None
+        parallel.workers_leave()  # ranks other than 0 exit here: the report is rank 0's
 
     runs, scaling, accuracies = [], {}, {}
     for b in args.benchmarks:
@@ -468,6 +466,5 @@ def main(args):
 
 
 if __name__ == "__main__":
-    cli.main(lambda: main(parse_args()))
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        os._exit(0)  # gloo can abort at interpreter exit (a known flake of process-group teardown)
+    cli.main(main)
+    parallel.exit_now()

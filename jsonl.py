@@ -65,6 +65,24 @@ def read_rows(path):
     return read_jsonl(path)
 
 
+def local_or_hub(source, config=None, split="train", flag=None):
+    """The rows of a local .jsonl, .jsonl.gz, .json or .parquet file, else of a hub dataset (or a
+    directory in the hub's layout) through the datasets library, which offline reads its cache.
+    flag: the command-line flag that named source, for the error message."""
+    name = f"{flag} {source}" if flag else source
+    if source.endswith((".jsonl", ".jsonl.gz", ".json")) or os.path.isfile(source) and not source.endswith(".parquet"):
+        if not os.path.exists(source):
+            raise SystemExit(f"{name}: no such file")
+        return read_input(source)
+    import datasets
+    try:
+        rows = (datasets.load_dataset("parquet", data_files=source, split="train") if source.endswith(".parquet")
+                else datasets.load_dataset(source, config, split=split))
+    except Exception as e:
+        raise SystemExit(f"{name}: not a local file and cannot be loaded from the hub ({type(e).__name__}: {e})")
+    return list(rows)
+
+
 def read_input(path):
     """read_rows for a stage's input, which must hold at least one row."""
     rows = read_rows(path)

@@ -1,4 +1,5 @@
 """prepare.py: collect s1's question pool, then distill a reasoning trace for every question.
+Start reading at collect() and distill(); SOURCES is the table of s1's 16 sources.
 
     python prepare.py collect --out runs/s1/pool.jsonl                      # s1's 16 sources from the hub
     python prepare.py collect --sources math gsm8k --local gsm8k=gsm8k.jsonl --out pool.jsonl
@@ -29,7 +30,6 @@ import math
 import os
 import random
 import re
-import sys
 from functools import cache
 
 import numpy as np
@@ -38,6 +38,7 @@ import api
 import benchmarks
 import cli
 import jsonl
+import parallel
 
 
 def record(question, solution, cot_type, source_type, raw, used):
@@ -362,42 +363,6 @@ def split_reply(message):
 
 
 # ----------------------------------------------------------------------------------------------
-# Local models through sample.py, in one process or split over several by torchrun (curate.py too)
-
-WORLD, RANK = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))  # torchrun sets them
-
-
-def torchrun_start(device):
-    """Under torchrun, join the process group. Every rank then loads its tensor-parallel slice of a
-    local model and makes the same generate calls on the same inputs; rank 0 alone reads the caches
-    (reading can repair a torn one), writes files and runs every stage that does not generate."""
-    if WORLD > 1:
-        import sample
-        sample.init_distributed(device)
-
-
-def from_rank0(obj):
-    """Rank 0's obj on every rank: what is left to do, which only rank 0 has read from the cache."""
-    if WORLD == 1:
-        return obj
-    import sample
-    return sample.broadcast(obj)
-
-
-def torchrun_end():
-    """After the last generate call: every rank waits for the others and leaves the process group;
-    ranks other than 0 exit here, rank 0 goes on."""
-    if WORLD == 1:
-        return
-    import torch.distributed as dist
-    dist.barrier()
-    dist.destroy_process_group()
-    if RANK != 0:
-        sys.stdout.flush(), sys.stderr.flush()
-        os._exit(0)  # gloo can abort at interpreter exit (a known flake of process-group teardown)
-
-
-# ----------------------------------------------------------------------------------------------
 # distill
 
 def teach(args, todo, save):
@@ -449,20 +414,21 @@ def teach(args, todo, save):
 
 def distill(args):
     args.teacher_name = {"mini": f"mini (slip rate {args.slip_rate}, seed {args.seed})"}.get(args.teacher, args.model)
-    torchrun_start(args.device)
+    if parallel.WORLD > 1:  # every rank loads its slice of the teacher and runs the same generate calls
+        parallel.init_distributed(args.device)
     rows = jsonl.read_questions(args.pool, "the pool")
     cached = {}  # question hash -> the newest record from this teacher
-    for r in jsonl.resume(args.cache) if RANK == 0 else []:
+    for r in jsonl.resume(args.cache) if parallel.RANK == 0 else []:
         if r.get("teacher") == args.teacher_name:
             cached[r["question_hash"]] = r
     redo = ("error",) + (("empty", "malformed") if args.retry_failed else ())
     questions = list(dict.fromkeys(r["question"] for r in rows))
     todo = [q for q in questions if jsonl.question_hash(q) not in cached or cached[jsonl.question_hash(q)]["status"] in redo]
-    todo = from_rank0(todo[:args.limit] if args.limit else todo)
-    if RANK == 0:
+    todo = parallel.broadcast(todo[:args.limit] if args.limit else todo)
+    if parallel.RANK == 0:
         print(f"distill: {len(questions)} questions, {len(questions) - len(todo)} already in {args.cache}, "
               f"{len(todo)} to ask {args.teacher_name}")
-    if todo and RANK != 0:  # a torchrun helper: its part of every generate step, nothing written
+    if todo and parallel.RANK != 0:  # a torchrun helper: its part of every generate step, nothing written
         teach(args, todo, None)
     elif todo:
         os.makedirs(os.path.dirname(os.path.abspath(args.cache)), exist_ok=True)
@@ -477,7 +443,7 @@ def distill(args):
             except KeyboardInterrupt:
                 raise SystemExit(f"interrupted: {len(saved)} replies saved in {args.cache} this run; "
                                  "run the same command again to continue") from None
-    torchrun_end()
+    parallel.workers_leave()  # under torchrun the other ranks leave here: what follows is rank 0's alone
     out, counts = [], {}
     for r in rows:
         rec = cached.get(jsonl.question_hash(r["question"]), {"status": "pending", "problem": None, "thinking": None, "attempt": None})
@@ -597,13 +563,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if WORLD > 1 and getattr(args, "teacher", None) != "local":  # every rank would write the same files
+    if parallel.WORLD > 1 and getattr(args, "teacher", None) != "local":  # every rank would write the same files
         raise SystemExit("torchrun: only `prepare.py distill --teacher local` runs on several processes")
     collect(args) if args.command == "collect" else distill(args)
 
 
 if __name__ == "__main__":
     cli.main(main)
-    if WORLD > 1:
-        sys.stdout.flush(), sys.stderr.flush()
-        os._exit(0)  # gloo can abort at interpreter exit (a known flake of process-group teardown)
+    parallel.exit_now()

@@ -1,4 +1,6 @@
-"""serve.py: an OpenAI-compatible server on sample.py's engine.
+"""serve.py: an OpenAI-compatible server on the engine (engine.py, with sample.py's rows).
+Start reading at Handler.complete (one request, from its HTTP thread) and EngineThread.run
+(the one loop that steps the engine for every request).
 
     python serve.py --model simplescaling/s1.1-32B --port 8000
     torchrun --nproc-per-node 8 serve.py --model simplescaling/s1.1-32B --port 8000   # tensor parallel
@@ -35,6 +37,7 @@ import torch.distributed as dist
 
 import chat
 import cli
+import engine
 import sample
 
 
@@ -103,24 +106,13 @@ def parse_request(req, context=32768, limits=LIMITS):
 
 
 class Job:
-    """One HTTP request in the engine: its rows (one per choice) and the events the engine thread
-    sends to the HTTP thread that waits for them."""
+    """One HTTP request in the engine: its rows (one per choice), made by sample.make_rows from
+    fields (which rank 0 sends to the other ranks), and the events the engine thread sends to the
+    HTTP thread that waits for them."""
 
     def __init__(self, prompt, fields, rows, watch):
         self.prompt, self.fields, self.rows, self.watch = prompt, fields, rows, watch  # watch: every token
         self.events = queue.Queue()
-
-
-def rows_from(tokenizer, fields, special):
-    """The engine rows of a request, from plain fields (what rank 0 sends to the other ranks)."""
-    rows = []
-    for f in fields:
-        f = dict(f)
-        ignore_str = f.pop("ignore_str")
-        if ignore_str not in special:
-            special[ignore_str] = sample.special_ids(tokenizer, ignore_str)
-        rows.append(sample.Row(ids=special[ignore_str], **f))
-    return rows
 
 
 class EngineThread(threading.Thread):
@@ -180,13 +172,13 @@ class EngineThread(threading.Thread):
 def follow(engine, tokenizer, control):
     """A tensor-parallel rank other than 0: every step, make the changes rank 0 made to its engine
     (new requests, cancelled rows), then step with it; rank 0 alone talks HTTP."""
-    rows, special = {}, {}  # uid -> row
+    rows = {}  # uid -> row
     while True:
         box = [None]
         dist.broadcast_object_list(box, src=0, group=control)  # waits as long as rank 0 is idle
         new, gone = box[0]
         for prompt, fields, uids in new:
-            job_rows = rows_from(tokenizer, fields, special)
+            job_rows = sample.make_rows(tokenizer, **fields)
             rows.update(zip(uids, job_rows))
             engine.add(prompt, job_rows)
         engine.cancel([rows.pop(u) for u in gone if u in rows])
@@ -209,156 +201,163 @@ def client_gone(sock):
         return True
 
 
+class Handler(BaseHTTPRequestHandler):
+    """One HTTP connection: parses, hands the job to the engine thread, waits and writes. What it
+    needs is on its server (make_server)."""
+
+    @property
+    def timeout(self):  # a socket timeout: a client that sends less than its Content-Length, or nothing,
+        return self.server.request_timeout  # holds a thread for this long, not forever
+
+    def send(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def error(self, code, message):
+        self.send(code, {"error": {"message": message, "type": "invalid_request_error" if code < 500 else "server_error"}})
+
+    def do_GET(self):
+        if self.path == "/v1/models":
+            return self.send(200, {"object": "list", "data": [{"id": self.server.name, "object": "model"}]})
+        self.error(404, f"no route {self.path}")
+
+    def do_POST(self):
+        self.streaming = False
+        try:
+            self.post()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception as e:  # a bug of ours: answer it (unless a stream has begun), and keep serving
+            if not self.streaming:
+                self.error(500, f"{type(e).__name__}: {e}")
+
+    def post(self):
+        limits = self.server.limits
+        if self.path != "/v1/chat/completions":
+            return self.error(404, f"no route {self.path}")
+        try:
+            size = int(self.headers.get("Content-Length", 0))
+        except ValueError:
+            return self.error(400, "Content-Length is not a number")
+        if not 0 <= size <= limits["max_body_bytes"]:
+            self.close_connection = True  # the body is left unread
+            return self.error(413, f"the body may have at most {limits['max_body_bytes']:,} bytes (--max-body-bytes)")
+        try:
+            body = self.rfile.read(size)
+        except TimeoutError:  # fewer bytes than Content-Length said, and the client waits
+            self.close_connection = True
+            return self.error(408, f"the body did not arrive within {self.server.request_timeout} s")
+        try:
+            spec = parse_request(json.loads(body or b"null"), self.server.context, limits)
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            return self.error(400, str(e))
+        except RecursionError:
+            return self.error(400, "the JSON is nested too deeply")
+        self.complete(spec)
+
+    def start(self, spec):
+        """The request's job, handed to the engine thread; None (with a 400 sent) if its prompt leaves no room."""
+        tokenizer, context = self.server.tokenizer, self.server.context
+        prompt = tokenizer.encode(chat.prompt_text(spec["question"], spec["system"]) + chat.completion_text(),
+                                  add_special_tokens=False)
+        if len(prompt) >= context:
+            return self.error(400, f"the prompt has {len(prompt)} tokens, the context {context}: no room to generate")
+        seed = spec["seed"] if spec["seed"] is not None else random.getrandbits(62)
+        max_len = context if spec["limit"] is None else min(context, len(prompt) + spec["limit"])
+        setting = {k: spec[k] for k in ("max_thinking_tokens", "num_ignore", "ignore_str")}
+        fields = dict(question=spec["question"], prompt_len=len(prompt), max_len=max_len, settings=[setting],
+                      samples=range(spec["n"]), temperature=spec["temperature"], top_p=spec["top_p"], seed=seed)
+        job = Job(prompt, fields, sample.make_rows(tokenizer, **fields), watch=spec["stream"] or bool(spec["stop"]))
+        self.server.engine_thread.inbox.put(job)
+        return job
+
+    def complete(self, spec):
+        job = self.start(spec)
+        if job is None:
+            return
+        worker, rows, stream = self.server.engine_thread, job.rows, spec["stream"]
+        head = dict(id=f"chatcmpl-{time.time_ns()}", created=int(time.time()), model=self.server.name)
+        choices = [Choice(self.server.tokenizer, spec["stop"]) for _ in rows]
+        if stream:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            self.streaming = True
+            for i in range(len(rows)):
+                self.event(head, i, {"role": "assistant"})
+        open_rows, checked = len(rows), time.time()
+        while open_rows:
+            try:
+                kind, row = job.events.get(timeout=0.5)
+            except queue.Empty:
+                kind = None
+            if time.time() - checked > 0.5:  # every half second, streaming or not
+                checked = time.time()
+                if client_gone(self.connection):  # nobody to answer: free the rows
+                    return worker.cancel(rows)
+            if kind is None:
+                continue
+            if kind == "error":
+                if not stream:
+                    return self.error(500, row)
+                self.wfile.write(f"data: {json.dumps({'error': {'message': row, 'type': 'server_error'}})}\n\n"
+                                 "data: [DONE]\n\n".encode())
+                return
+            choice = choices[row.index]
+            if choice.closed:
+                continue
+            deltas = choice.update(row, final=kind == "done")
+            if choice.closed and kind != "done":  # a stop string: this choice needs no more tokens
+                worker.cancel([row])
+            if stream:
+                try:
+                    for delta in deltas:
+                        self.event(head, row.index, delta)
+                    if choice.closed:
+                        self.event(head, row.index, {}, choice.finish_reason)
+                except OSError:
+                    return worker.cancel(rows)
+            open_rows -= choice.closed
+        if stream:
+            self.wfile.write(b"data: [DONE]\n\n")
+            return
+        generated, prompt_tokens = sum(len(c.tokens) for c in choices), len(job.prompt)
+        self.send(200, dict(head, object="chat.completion", choices=[
+            {"index": i, "message": {"role": "assistant", "content": c.content, "reasoning_content": c.thinking},
+             "finish_reason": c.finish_reason} for i, c in enumerate(choices)],
+            usage={"prompt_tokens": prompt_tokens, "completion_tokens": generated,
+                   "total_tokens": prompt_tokens + generated}))
+
+    def event(self, head, index, delta, finish=None):
+        body = dict(head, object="chat.completion.chunk", choices=[{"index": index, "delta": delta, "finish_reason": finish}])
+        self.wfile.write(f"data: {json.dumps(body)}\n\n".encode())
+        self.wfile.flush()
+
+    def log_message(self, fmt, *args):  # one quiet line per request
+        sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
+
+
+class Server(ThreadingHTTPServer):
+    request_queue_size = 128  # socketserver's 5 makes the kernel drop a burst of connections, retried a second later
+    daemon_threads = True
+
+
 def make_server(model, tokenizer, host="127.0.0.1", port=8000, name="s1", context=32768, max_rows=64,
                 kv_memory_gb=None, start_engine=True, control=None, limits=LIMITS, request_timeout=60):
     """A ThreadingHTTPServer whose requests run on one engine loop, server.engine_thread: started
     here as a thread, or (start_engine=False) left for the caller to run(), e.g. on the main thread.
     control: under tensor parallelism, the process group on which rank 0 tells the others each step.
     request_timeout: seconds a connection may stall (sending its request, or reading a stream) before it is closed."""
-    engine = sample.Engine(model, context, max_rows, len(tokenizer), kv_memory_gb)
-    worker = EngineThread(engine, control)
+    worker = EngineThread(engine.Engine(model, context, max_rows, len(tokenizer), kv_memory_gb), control)
     if start_engine:
         worker.start()
-    ids = {}  # special ids per ignore_str
-
-    class Handler(BaseHTTPRequestHandler):
-        # A socket timeout: a client that sends less than its Content-Length, or nothing, holds a thread
-        # for this long, not forever.
-        timeout = request_timeout
-
-        def send(self, code, body):
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def error(self, code, message):
-            self.send(code, {"error": {"message": message, "type": "invalid_request_error" if code < 500 else "server_error"}})
-
-        def do_GET(self):
-            if self.path == "/v1/models":
-                return self.send(200, {"object": "list", "data": [{"id": name, "object": "model"}]})
-            self.error(404, f"no route {self.path}")
-
-        def do_POST(self):
-            self.streaming = False
-            try:
-                self.post()
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-            except Exception as e:  # a bug of ours: answer it (unless a stream has begun), and keep serving
-                if not self.streaming:
-                    self.error(500, f"{type(e).__name__}: {e}")
-
-        def post(self):
-            if self.path != "/v1/chat/completions":
-                return self.error(404, f"no route {self.path}")
-            try:
-                size = int(self.headers.get("Content-Length", 0))
-            except ValueError:
-                return self.error(400, "Content-Length is not a number")
-            if not 0 <= size <= limits["max_body_bytes"]:
-                self.close_connection = True  # the body is left unread
-                return self.error(413, f"the body may have at most {limits['max_body_bytes']:,} bytes (--max-body-bytes)")
-            try:
-                body = self.rfile.read(size)
-            except TimeoutError:  # fewer bytes than Content-Length said, and the client waits
-                self.close_connection = True
-                return self.error(408, f"the body did not arrive within {request_timeout} s")
-            try:
-                job = parse_request(json.loads(body or b"null"), context, limits)
-            except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-                return self.error(400, str(e))
-            except RecursionError:
-                return self.error(400, "the JSON is nested too deeply")
-            self.complete(job)
-
-        def complete(self, spec):
-            prompt = tokenizer.encode(chat.prompt_text(spec["question"], spec["system"]) + chat.completion_text(),
-                                      add_special_tokens=False)
-            if len(prompt) >= context:
-                return self.error(400, f"the prompt has {len(prompt)} tokens, the context {context}: no room to generate")
-            if spec["ignore_str"] not in ids:
-                ids[spec["ignore_str"]] = sample.special_ids(tokenizer, spec["ignore_str"])
-            max_len = context if spec["limit"] is None else min(context, len(prompt) + spec["limit"])
-            seed = spec["seed"] if spec["seed"] is not None else random.getrandbits(62)
-            cap = sample.thinking_budget(spec["max_thinking_tokens"], len(prompt), max_len,
-                                         len(ids[spec["ignore_str"]]["final_answer"]))
-            fields = [dict(prompt_len=len(prompt), max_len=max_len, ignore_str=spec["ignore_str"], cap=cap,
-                           temperature=spec["temperature"], top_p=spec["top_p"], ignores_left=spec["num_ignore"],
-                           seed=sample.row_seed(seed, spec["question"], i), index=i) for i in range(spec["n"])]
-            rows = rows_from(tokenizer, fields, ids)
-            job = Job(prompt, fields, rows, watch=spec["stream"] or bool(spec["stop"]))
-            worker.inbox.put(job)
-            head = dict(id=f"chatcmpl-{time.time_ns()}", created=int(time.time()), model=name)
-            choices = [Choice(tokenizer, spec["stop"]) for _ in rows]
-            if spec["stream"]:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.end_headers()
-                self.streaming = True
-                for i in range(len(rows)):
-                    self.event(head, i, {"role": "assistant"})
-            open_rows, checked = len(rows), time.time()
-            while open_rows:
-                try:
-                    kind, row = job.events.get(timeout=0.5)
-                except queue.Empty:
-                    kind = None
-                if time.time() - checked > 0.5:  # every half second, streaming or not
-                    checked = time.time()
-                    if client_gone(self.connection):  # nobody to answer: free the rows
-                        return worker.cancel(rows)
-                if kind is None:
-                    continue
-                if kind == "error":
-                    if not spec["stream"]:
-                        return self.error(500, row)
-                    self.wfile.write(f"data: {json.dumps({'error': {'message': row, 'type': 'server_error'}})}\n\n"
-                                     "data: [DONE]\n\n".encode())
-                    return
-                choice = choices[row.index]
-                if choice.closed:
-                    continue
-                deltas = choice.update(row, final=kind == "done")
-                if choice.closed and kind != "done":  # a stop string: this choice needs no more tokens
-                    worker.cancel([row])
-                if spec["stream"]:
-                    try:
-                        for delta in deltas:
-                            self.event(head, row.index, delta)
-                        if choice.closed:
-                            self.event(head, row.index, {}, choice.finish_reason)
-                    except OSError:
-                        return worker.cancel(rows)
-                open_rows -= choice.closed
-            if spec["stream"]:
-                self.wfile.write(b"data: [DONE]\n\n")
-                return
-            generated = sum(len(c.tokens) for c in choices)
-            self.send(200, dict(head, object="chat.completion", choices=[
-                {"index": i, "message": {"role": "assistant", "content": c.content, "reasoning_content": c.thinking},
-                 "finish_reason": c.finish_reason} for i, c in enumerate(choices)],
-                usage={"prompt_tokens": len(prompt), "completion_tokens": generated,
-                       "total_tokens": len(prompt) + generated}))
-
-        def event(self, head, index, delta, finish=None):
-            body = dict(head, object="chat.completion.chunk",
-                        choices=[{"index": index, "delta": delta, "finish_reason": finish}])
-            self.wfile.write(f"data: {json.dumps(body)}\n\n".encode())
-            self.wfile.flush()
-
-        def log_message(self, fmt, *args):  # one quiet line per request
-            sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
-
-    class Server(ThreadingHTTPServer):
-        request_queue_size = 128  # socketserver's 5 makes the kernel drop a burst of connections, retried a second later
-
     server = Server((host, port), Handler)
-    server.daemon_threads = True
-    server.engine_thread = worker
+    server.engine_thread, server.tokenizer, server.name, server.context = worker, tokenizer, name, context
+    server.limits, server.request_timeout = limits, request_timeout
     return server
 
 
@@ -431,15 +430,15 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     model, tokenizer, world, rank = sample.load_for_generation(args.model, args.device, args.dtype, args.max_tokens,
                                                                args.batch_size, args.tokenizer, args.dist_timeout_min)
     # tensor parallel: rank 0 serves and tells the others what changes each step, on a CPU (gloo)
     # group that may wait as long as the server is idle (an NCCL collective would time out)
     control = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=365)) if world > 1 else None
     if rank != 0:
-        return follow(sample.Engine(model, args.max_tokens, args.batch_size, len(tokenizer), args.kv_memory_gb),
+        return follow(engine.Engine(model, args.max_tokens, args.batch_size, len(tokenizer), args.kv_memory_gb),
                       tokenizer, control)
     limits = {k: getattr(args, k) for k in LIMITS}
     server = make_server(model, tokenizer, args.host, args.port, args.model, args.max_tokens, args.batch_size,

@@ -1,4 +1,6 @@
 """train.py: s1's supervised fine-tuning, in raw PyTorch with FSDP2.
+Start reading at main(): the loop and its loss normalisation are there, inline; plan_steps
+says which rows each rank runs at each step.
 
 The defaults are s1.1's run (s1's train/sft.sh, with the block size its README gives for s1.1 "to
 avoid OOM"): full fine-tune of Qwen2.5-32B-Instruct on s1K-1.1 (DeepSeek-R1 traces), sequences cut
@@ -18,14 +20,12 @@ sequences in one row) and accumulates gradients until its share is done, so the 
 on 1 CPU process or 16 GPUs and gives the same updates.
 """
 import argparse
-import datetime
 import json
 import math
 import os
 import resource
 import shutil
 import socket
-import sys
 import time
 
 # Before torch touches CUDA: grow memory segments instead of fragmenting them (variable-length rows
@@ -46,10 +46,10 @@ import cli
 import hf_checkpoint as hf
 import jsonl
 import model as qwen
-import sample  # broadcast: rank 0's decision about files, on every rank
+import parallel
+import plan
+from parallel import is_main, print0
 
-H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM (NVIDIA datasheet)
-ASSUMED_MFU = 0.35  # torchtitan's published 33-39 % for FSDP2 on H100 (make gpu-check measures ours)
 CE_CHUNK = 2048  # positions per LM-head/loss chunk: 2048 x 152K fp32 logits is 1.2 GB; a 20K row at once, 12 GB
 
 
@@ -105,10 +105,7 @@ def parse_args(argv=None):
                         "write 131 GB of fp32 weights on a slow disk while the other ranks wait")
     p.add_argument("--stop-at", type=cli.at_least(0), default=0,
                    help="stop (with a checkpoint) once this step is done; the schedule is that of the full run")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (memory per GPU, steps, time) and exit")
-    p.add_argument("--gpus", type=cli.at_least(1), default=16, help="--dry-run: GPUs to plan for")
-    p.add_argument("--gpu-memory-gib", type=cli.above(0), default=79.1,
-                   help="--dry-run: memory per GPU; an \"80 GB\" H100 has 85.0e9 bytes, of which torch reports 79.1 GiB")
+    cli.add_dry_run_flags(p, gpus=16)
     return p.parse_args(argv)
 
 
@@ -120,21 +117,6 @@ COLUMNS = {
     "thinking": ["thinking", "deepseek_thinking_trajectory", "thinking_trajectories", "gemini_thinking_trajectory"],
     "answer": ["answer", "deepseek_attempt", "attempt", "gemini_attempt"],
 }
-
-
-def read_rows(spec):
-    """A list of dicts from a local .jsonl/.json/.parquet file or a hub dataset's train split."""
-    if spec.endswith((".jsonl", ".json")):
-        if not os.path.exists(spec):
-            raise SystemExit(f"--data {spec}: no such file")
-        return jsonl.read_input(spec)
-    import datasets
-    try:
-        ds = (datasets.load_dataset("parquet", data_files=spec, split="train") if spec.endswith(".parquet")
-              else datasets.load_dataset(spec, split="train"))
-    except Exception as e:
-        raise SystemExit(f"--data {spec}: cannot load ({type(e).__name__}: {e})")
-    return list(ds)
 
 
 def to_triples(rows, source):
@@ -242,106 +224,13 @@ def lr_at(step, total, peak, warmup_ratio):
 
 
 # ----------------------------------------------------------------------------------------------
-# FLOP and memory model, for the plan printed before training and for MFU
-
-def matmul_params(cfg):
-    """Parameters that take part in matmuls: all but the embedding lookup (the LM head does)."""
-    h, i, L, kv = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.num_key_value_heads
-    per_block = 2 * h * h + 2 * h * kv * cfg.head_dim + 3 * h * i
-    return L * per_block + h * cfg.vocab_size
-
-
-def train_flops(cfg, seq_len):
-    """Forward + backward FLOPs of one sequence: 6 per matmul parameter per token, plus causal
-    attention, 6 * layers * hidden * seq_len per token (recomputation is not counted: MFU convention)."""
-    return 6 * matmul_params(cfg) * seq_len + 6 * cfg.num_hidden_layers * cfg.hidden_size * seq_len ** 2
-
-
-def memory_plan(cfg, n_params, gpus, seq_len, checkpointing, ce_chunk, compute_bytes=2, cuda=True):
-    """Bytes per GPU, by part, each at its own peak (so the sum over-estimates a little):
-    - sharded fp32 state: params 4 + grads 4 + AdamW m, v 8 = 16 B/param;
-    - gathered weights in the compute dtype: the root unit (embedding, LM head, final norm), which
-      FSDP2 keeps gathered between forward and backward, plus the current and the prefetched block;
-    - unsharded gradients: the LM head's, alive for the whole backward, and two blocks', each with
-      an fp32 copy for the reduce-scatter when the compute dtype is narrower;
-    - activations: with checkpointing each block keeps its input (hidden) and one block at a time
-      is recomputed with about 10 hidden- and 4 intermediate-sized tensors per token; without, all;
-    - the LM-head backward of one CE_CHUNK of positions: fp32 logits, softmax and gradient, plus
-      their bf16 forms (measured on CPU: 11.5 B per logit in fp32, python bench.py plan);
-    - on CUDA, its context and NCCL's buffers (an estimate, to be measured: make gpu-check)."""
-    h, i, L, V, b = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size, compute_bytes
-    root = V * h * (1 if cfg.tie_word_embeddings else 2) + h
-    block = (n_params - root) / L
-    block_inside = seq_len * (10 * h + 4 * i) * b
-    fp32_copy = 4 if b < 4 else 0
-    parts = {
-        "params+grads+AdamW (fp32, sharded)": 16 * n_params / gpus,
-        "gathered weights (embedding, LM head, 2 blocks)": b * (root + 2 * block),
-        "unsharded grads (LM head, 2 blocks) + fp32 copies": (b + fp32_copy) * (V * h + 2 * block),
-        "activations": (L * seq_len * h * b + block_inside) if checkpointing else L * block_inside,
-        "LM-head backward, one loss chunk": (12 + (2 * b if b < 4 else 0)) * min(ce_chunk, seq_len) * V,
-    }
-    if cuda:
-        parts["CUDA context + NCCL buffers (estimate)"] = 2 * 1024 ** 3
-    return parts
-
-
-def print_plan(cfg, n_params, args, gpus, checkpointing, lengths=None, steps=None):
-    gib = 1024 ** 3
-    # the longest row decides: a full block when packing or when the data is unknown, else the longest example
-    seq_len = args.block_size if args.pack or not lengths else min(args.block_size, max(lengths))
-    parts = memory_plan(cfg, n_params, gpus, seq_len, checkpointing, CE_CHUNK,
-                        compute_bytes=2 if args.dtype == "bfloat16" else 4)
-    total, usable = sum(parts.values()), 0.95 * args.gpu_memory_gib * gib  # 5 %: the allocator's fragmentation
-    print0(f"memory per GPU at {seq_len} tokens/row ({'the longest example' if seq_len < args.block_size else '--block-size'}), "
-           f"{gpus} GPUs, activation checkpointing {'on' if checkpointing else 'off'}:")
-    for name, nbytes in parts.items():
-        print0(f"  {name:50s} {nbytes / gib:8.1f} GiB")
-    verdict = "fits" if total <= usable else "does NOT fit"
-    print0(f"  {'total':50s} {total / gib:8.1f} GiB of {args.gpu_memory_gib:.1f} GiB (95 % usable) -> {verdict}")
-    checkpoint, final = 12 * n_params, (4 if args.save_dtype == "float32" else 2) * n_params  # fp32 weights + AdamW m, v
-    at_once = args.keep_checkpoints + 1 if args.save_every else 1  # the kept ones and the one being written
-    print0(f"disk in --out: {checkpoint / 1e9:.0f} GB per checkpoint (fp32 weights and AdamW state), up to {at_once} "
-           f"at once with --keep-checkpoints {args.keep_checkpoints}" + ("" if args.save_every else " (--save-every 0: "
-           "only at --stop-at)") + f", final model {final / 1e9:.0f} GB ({args.save_dtype}): "
-           f"{(at_once * checkpoint + final) / 1e12:.2f} TB at most")
-    if lengths is not None and steps is not None:
-        flops = args.epochs * sum(train_flops(cfg, n) for n in lengths)
-        seconds = flops / (gpus * H100_BF16_TFLOPS * 1e12 * ASSUMED_MFU)
-        print0(f"time: {len(steps)} steps, {args.epochs * sum(lengths) / 1e6:.1f}M tokens, {flops / 1e18:.1f} EFLOP "
-               f"-> {seconds / 60:.0f} min on {gpus} H100 at {ASSUMED_MFU:.0%} MFU ({seconds * gpus / 3600:.1f} GPU-hours)")
-    return total <= usable
-
-
-# ----------------------------------------------------------------------------------------------
-# Distributed helpers
-
-def is_main():
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
-def print0(*a):
-    if is_main():
-        print(*a, flush=True)
-
-
-def init_distributed(device_type, timeout_min=60):
-    if "RANK" not in os.environ:  # plain `python train.py`: a process group of one
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    if device_type == "cuda":
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=timeout_min))
-    return dist.get_rank(), dist.get_world_size()
-
+# The run's directory, model, optimizer, checkpoints and log
 
 def check_out_dir(out, resume):
     """Before any work: --out is one directory that every rank sees (DCP writes each rank's shards
     there and rank 0 renames the finished checkpoint), and it holds no other run unless --resume."""
     os.makedirs(out, exist_ok=True)
-    token, path = sample.broadcast(f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"), os.path.join(out, ".shared")
+    token, path = parallel.broadcast(f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"), os.path.join(out, ".shared")
     if is_main():
         with open(path, "w") as f:
             f.write(token)
@@ -360,7 +249,7 @@ def check_out_dir(out, resume):
     if blind:
         raise SystemExit(f"--out {out}: rank(s) {', '.join(blind)} cannot see what rank 0 writes there; "
                          "on several nodes --out must be on a filesystem they all mount (NFS, Lustre, ...)")
-    found = sample.broadcast([name for name in ("final", "checkpoints") if os.path.exists(os.path.join(out, name))])
+    found = parallel.broadcast([name for name in ("final", "checkpoints") if os.path.exists(os.path.join(out, name))])
     if found and not resume:
         raise SystemExit(f"--out {out} already holds a run ({', '.join(found)}): add --resume to continue it, "
                          "or choose another --out")
@@ -434,7 +323,7 @@ def save_checkpoint(model, opt, step, out, keep):
 
 
 def load_latest_checkpoint(model, opt, out):
-    newest = sample.broadcast((complete_checkpoints(out) or [None])[-1])  # every rank loads the same one, or none does
+    newest = parallel.broadcast((complete_checkpoints(out) or [None])[-1])  # every rank loads the same one, or none does
     if newest is None:
         raise SystemExit(f"--resume: no complete checkpoint in {os.path.join(out, 'checkpoints')}")
     state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)}
@@ -466,7 +355,8 @@ def open_log(path, resume):
 
 # ----------------------------------------------------------------------------------------------
 
-def main(args):
+def main(argv=None):
+    args = parse_args(argv)
     # First: a GPU node whose torch cannot use the GPU stops here, in one line (a dry run needs no device).
     device = None if args.dry_run else cli.device(args.device)
     if not args.dry_run and device.type == "cpu" and args.device == "auto" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
@@ -483,27 +373,26 @@ def main(args):
         reads_weights = args.init != "random" and int(os.environ.get("RANK", 0)) == 0
         path = hf.checkpoint_dir(args.model, hf.CHECKPOINT_FILES if reads_weights else hf.METADATA_FILES)
         cfg = hf.read_config(os.path.join(path, "config.json"))
-    with torch.device("meta"):
-        n_params = qwen.num_params(qwen.Qwen2(cfg))
+    n_params = plan.num_params(cfg)
     checkpointing = args.activation_checkpointing == "on" or (args.activation_checkpointing == "auto" and n_params > 1e9)
 
     if args.dry_run:  # without the data (or its tokenizer), memory is planned for full rows and time is not estimated
         print0(f"{args.model}: {n_params / 1e9:.2f}B parameters")
         lengths = steps = None
         try:
-            triples = to_triples(read_rows(args.data), args.data)
+            triples = to_triples(jsonl.local_or_hub(args.data, flag="--data"), args.data)
             examples, _ = tokenize(triples, chat.load_tokenizer(args.tokenizer or args.model), args.block_size)
             lengths = [len(ids) for ids, _ in examples]
             steps = plan_steps(lengths, args.global_batch, args.gpus, args.epochs, args.seed, args.pack, args.block_size)
         except (SystemExit, FileNotFoundError) as e:
             print0(f"(no time estimate: {e})")
-        return print_plan(cfg, n_params, args, args.gpus, checkpointing, lengths, steps)
+        return plan.print_training_plan(cfg, args, args.gpus, checkpointing, CE_CHUNK, lengths, steps)
 
-    rank, world = init_distributed(device.type, args.dist_timeout_min)
+    device, world, rank = parallel.init_distributed(device, args.dist_timeout_min, always=True)
     torch.manual_seed(args.seed)
     check_out_dir(args.out, args.resume)
     tokenizer = chat.load_tokenizer(args.tokenizer or path)
-    triples = to_triples(read_rows(args.data), args.data)
+    triples = to_triples(jsonl.local_or_hub(args.data, flag="--data"), args.data)
     examples, cut = tokenize(triples, tokenizer, args.block_size)
     lengths = [len(ids) for ids, _ in examples]
     loss_tokens = [sum(t != qwen.IGNORE for t in labels) for _, labels in examples]
@@ -517,7 +406,7 @@ def main(args):
            f"{len(steps[0][0])} micro-steps per rank at step 1")
     if device.type == "cuda":  # the plan against what this GPU really has
         args.gpu_memory_gib = torch.cuda.get_device_properties(device).total_memory / 1024 ** 3
-        print_plan(cfg, n_params, args, world, checkpointing, lengths, steps)
+        plan.print_training_plan(cfg, args, world, checkpointing, CE_CHUNK, lengths, steps)
     config = dict(vars(args), betas=list(args.betas), world=world, n_params=n_params, steps=len(steps))
     config_path = os.path.join(args.out, "train_config.json")
     if args.resume and not args.allow_config_change:  # every rank reads the same file, so all stop together
@@ -564,9 +453,9 @@ def main(args):
         record = dict(step=step + 1, loss=totals[0].item(), lr=lr, grad_norm=grad_norm, loss_tokens=step_loss_tokens,
                       tokens=int(totals[1].item()), tokens_per_s=totals[1].item() / dt, seconds=dt)
         if device.type == "cuda":
-            flops = sum(train_flops(cfg, lengths[i]) for i in in_step)
+            flops = sum(plan.train_flops(cfg, lengths[i]) for i in in_step)
             free, total = torch.cuda.mem_get_info()  # the device's view: tensors, allocator cache, context, NCCL
-            record.update(mfu=flops / dt / (world * H100_BF16_TFLOPS * 1e12),
+            record.update(mfu=flops / dt / (world * plan.H100_BF16_TFLOPS * 1e12),
                           peak_mem_gb=torch.cuda.max_memory_allocated() / 1024 ** 3,
                           reserved_gb=torch.cuda.max_memory_reserved() / 1024 ** 3, device_used_gb=(total - free) / 1024 ** 3)
         else:  # peak resident memory of this process (Linux reports KiB)
@@ -599,12 +488,5 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = parse_args()
-    if args.dry_run:
-        sys.exit(0 if cli.main(lambda: main(args)) else 1)
-    cli.main(lambda: main(args))
-    # gloo can abort at interpreter exit while its threads still hold tensors (seen on CPU);
-    # leaving through os._exit after a clean shutdown avoids it.
-    dist.destroy_process_group()
-    sys.stdout.flush(), sys.stderr.flush()
-    os._exit(0)
+    fits = cli.main(main)  # --dry-run: whether the plan fits (exit code 1 if not)
+    parallel.exit_now(1 if fits is False else 0)

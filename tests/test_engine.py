@@ -8,7 +8,9 @@ import torch
 from conftest import ROOT, run, tiny_hf_model
 
 import chat
+import engine
 import hf_checkpoint
+import plan
 import sample
 
 QUESTIONS = ["What is 2+3?", "Name a prime larger than ten, please.", "Why?", "A much longer question " * 8]
@@ -32,13 +34,12 @@ def tiny(tmp_path_factory):
 
 @torch.no_grad()
 def naive(model, tokenizer, question, setting, max_tokens):
-    """The reference: budget forcing (the same advance()) with no cache, no batch, no pool: the
+    """The reference: budget forcing (the same Row.feed) with no cache, no batch, no pool: the
     whole sequence goes through the model for every token."""
     ids = sample.special_ids(tokenizer, "Wait")
     prompt = tokenizer.encode(chat.prompt_text(question) + chat.completion_text(), add_special_tokens=False)
-    row = sample.Row(prompt_len=len(prompt), max_len=max_tokens, ids=ids, ignores_left=setting["num_ignore"],
-                     cap=sample.thinking_budget(setting["max_thinking_tokens"], len(prompt), max_tokens,
-                                                len(ids["final_answer"])))
+    row = sample.Row(prompt_len=len(prompt), max_len=max_tokens, special=ids, ignores_left=setting["num_ignore"],
+                     budget=setting["max_thinking_tokens"])
 
     def greedy():  # the harness's min_tokens=1: a thinking round cannot end on its first token
         logits = model(torch.tensor([prompt + row.tokens]))[0, -1, :len(tokenizer)]
@@ -48,15 +49,15 @@ def naive(model, tokenizer, question, setting, max_tokens):
 
     while row.prompt_len + len(row.tokens) < max_tokens:
         forced = bool(row.forced)
-        fed = sample.advance(row, row.forced.popleft() if forced else greedy(), not forced, ids)
-        row.tokens.append(fed if fed is not None else sample.advance(row, greedy(), True, ids))
+        fed = row.feed(row.forced.popleft() if forced else greedy(), not forced)
+        row.tokens.append(fed if fed is not None else row.feed(greedy(), True))
         if row.phase == "done":
             break
     return tokenizer.decode(row.tokens, skip_special_tokens=False)
 
 
 def one_row_gb(model, max_tokens, block_size=16):
-    per_token = sample.kv_bytes_per_token(model.cfg, model.cfg.num_key_value_heads, torch.float32)
+    per_token = plan.kv_bytes_per_token(model.cfg, model.cfg.num_key_value_heads, 4)
     return -(-max_tokens // block_size) * block_size * per_token / 1e9
 
 
@@ -136,38 +137,47 @@ def test_sweep_on_a_known_model_forks_where_settings_part(bigram):
     assert separate["fed"] == 5 * prompt + sum(o["generated_tokens"] - o["finished"] for o in outs)
 
 
-def test_blocks_return_to_the_pool_and_rejection_sampling_prefills_each_prompt_once(tiny):
+def test_blocks_return_to_the_pool_and_rejection_sampling_retries(tiny):
     model, tokenizer = tiny
     ids = sample.special_ids(tokenizer, "Wait")
-    engine = sample.Engine(model, MAX_TOKENS, max_rows=12, vocab_size=len(tokenizer),
+    runner = engine.Engine(model, MAX_TOKENS, max_rows=12, vocab_size=len(tokenizer),
                            kv_memory_gb=3 * one_row_gb(model, MAX_TOKENS))
     _, prompts = sample.encode_prompts(tokenizer, QUESTIONS, MAX_TOKENS)
     rows = []
     for p in prompts:
-        group = [sample.Row(prompt_len=len(p), max_len=MAX_TOKENS, ids=ids, cap=c, ignores_left=0, temperature=1.0,
+        group = [sample.Row(prompt_len=len(p), max_len=MAX_TOKENS, special=ids, budget=c, ignores_left=0, temperature=1.0,
                             seed=i) for i, c in enumerate((3, 50, None))]
         rows += group
-        engine.add(p, group)
+        runner.add(p, group)
     done, peak = [], 0
-    while engine.busy():
-        done += engine.step()
-        peak = max(peak, len(engine.running))
+    while runner.busy():
+        done += runner.step()
+        peak = max(peak, len(runner.running))
     assert peak <= 12  # forks never make more sequences than the rows that were admitted
-    assert sorted(map(id, done)) == sorted(map(id, rows)) and engine.forks > 0 and engine.preempted > 0
-    assert engine.pool.refs == [0] * len(engine.pool.refs) and len(engine.pool.free) == len(engine.pool.refs)
+    assert sorted(map(id, done)) == sorted(map(id, rows)) and runner.forks > 0 and runner.preempted > 0
+    assert runner.pool.refs == [0] * len(runner.pool.refs) and len(runner.pool.free) == len(runner.pool.refs)
 
-    # greedy retries are all the same: every try is rejected, and the prompt is fed once per question
+    # greedy retries are all the same: every try is rejected, and each try feeds its prompt and its tokens
     stats = {}
     outs = sample.rejection_sample(model, tokenizer, QUESTIONS, max_thinking_tokens=5, max_tries=3, temperature=0.0,
                                    max_tokens=MAX_TOKENS, progress=False, stats=stats)
     assert all(o["tries"] == 3 and not o["accepted"] for o in outs)
     prompt_tokens = sum(map(len, prompts))
-    assert stats["fed"] == prompt_tokens + sum(3 * (o["generated_tokens"] - o["finished"]) for o in outs)
-    # a pool of 1.2 rows: the kept prompts of open questions would leave no room for a recomputed
-    # sequence; the engine gives them back (they are prefilled again when needed) instead of failing
+    assert stats["fed"] == 3 * prompt_tokens + sum(3 * (o["generated_tokens"] - o["finished"]) for o in outs)
+    # a pool of 1.2 rows: the same texts, one sequence at a time
     small = sample.rejection_sample(model, tokenizer, QUESTIONS, max_thinking_tokens=5, max_tries=3, temperature=0.0,
                                     max_tokens=MAX_TOKENS, progress=False, kv_memory_gb=1.2 * one_row_gb(model, MAX_TOKENS))
     assert [o["text"] for o in small] == [o["text"] for o in outs]
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_plans_count_the_parameters_the_model_has(tied):
+    """plan.py's count against the model's own parameters (on the meta device), tied and untied."""
+    import dataclasses
+    import model as M
+    cfg = dataclasses.replace(hf_checkpoint.known_shape("Qwen2.5-1.5B"), tie_word_embeddings=tied)
+    with torch.device("meta"):
+        assert plan.num_params(cfg) == M.num_params(M.Qwen2(cfg))
 
 
 def test_memory_plan_for_32b_matches_a_hand_computation():
@@ -176,11 +186,11 @@ def test_memory_plan_for_32b_matches_a_hand_computation():
     block = 2 * 5120 * 5120 + 2 * 5120 * 1024 + 5120 + 2 * 1024 + 3 * 5120 * 27648 + 2 * 5120
     assert block == 487_605_248
     whole = 2 * 152064 * 5120 + 5120  # embedding and LM head (untied) and the final norm, on every rank
-    plan = sample.memory_plan(cfg, 8, 32768, 64, 79.1)
-    assert plan["weights"] == (64 * block / 8 + whole) * 2  # 10.2 GiB of bf16 per GPU
-    assert plan["kv per token"] == 2 * 64 * 1 * 128 * 2  # 8 KV heads over 8 GPUs: one each
-    assert sample.memory_plan(cfg, 1, 32768, 64, 79.1)["kv per token"] == 262_144  # 256 KiB: the issue's figure
-    assert sample.memory_plan(cfg, 1, 32768, 64, 79.1)["rows that fit"] == 0  # 61 GiB of weights leave no 32K row
-    assert plan["rows that fit"] == int(plan["KV pool"] // (32768 * 32768))
+    p = plan.generation_plan(cfg, 8, 32768, 64, 79.1)
+    assert p["weights"] == (64 * block / 8 + whole) * 2  # 10.2 GiB of bf16 per GPU
+    assert p["kv per token"] == 2 * 64 * 1 * 128 * 2  # 8 KV heads over 8 GPUs: one each
+    assert plan.generation_plan(cfg, 1, 32768, 64, 79.1)["kv per token"] == 262_144  # 256 KiB: the issue's figure
+    assert plan.generation_plan(cfg, 1, 32768, 64, 79.1)["rows that fit"] == 0  # 61 GiB of weights leave no 32K row
+    assert p["rows that fit"] == int(p["KV pool"] // (32768 * 32768))
     out = run([sys.executable, "sample.py", "--dry-run", "--model", "simplescaling/s1-32B", "--gpus", "8"], cwd=ROOT).stdout
     assert "| 8 | 10.2 GiB |" in out and "Smallest fit: torchrun --nproc-per-node 2" in out

@@ -107,7 +107,8 @@ def test_settings():
     assert E.parse_setting("512") == ("512", {"max_thinking_tokens": 512, "num_ignore": 0})
     assert E.parse_setting("auto") == ("auto", {"max_thinking_tokens": "auto", "num_ignore": 0})
     assert E.parse_setting("nocap") == ("nocap", {"max_thinking_tokens": None, "num_ignore": 0})
-    assert E.parse_setting("none") == ("none", {"max_thinking_tokens": None, "num_ignore": 0})  # run with think=False
+    # nottc is no thinking phase at all, not thinking without a cap: its own setting
+    assert E.parse_setting("none") == ("none", {"max_thinking_tokens": None, "num_ignore": 0, "think": False})
     assert E.parse_setting("Wait2") == E.parse_setting("auto+wait2") == ("wait2", {"max_thinking_tokens": "auto", "num_ignore": 2})
     assert E.parse_setting("4096+wait1") == ("4096+wait1", {"max_thinking_tokens": 4096, "num_ignore": 1})
     assert E.parse_setting("ignore2") == ("ignore2", {"max_thinking_tokens": "auto", "num_ignore": 2, "ignore_str": ""})
@@ -166,7 +167,7 @@ def test_a_run_with_a_stand_in_decoder_grades_reports_and_resumes(tmp_path, tiny
     out = tmp_path / "run"
     argv = ["--model", tiny_model, "--benchmarks", "math500", "--limit", "6", "--settings", "wait1", "auto",
             "--batch-size", "4", "--device", "cpu", "--dtype", "float32", "--out", str(out)]
-    runs, scaling = E.main(E.parse_args(argv))
+    runs, scaling = E.main(argv)
     assert calls == [(6, (("auto", 1), ("auto", 0)), 1, 32768)]  # every setting of every question in one run
     assert [r["accuracy"] for r in runs] == [0.5, 0.5]
     assert [r["failures"] for r in runs] == [{"unparsed": [q["id"] for q in math500[1::2]]}] * 2  # named, not swallowed
@@ -183,24 +184,24 @@ def test_a_run_with_a_stand_in_decoder_grades_reports_and_resumes(tmp_path, tiny
     with open(out / "samples.jsonl", "a") as f:
         f.write('{"benchmark": "math500", "setting": "auto", "id": "x"')
     calls.clear()
-    E.main(E.parse_args(argv))
+    E.main(argv)
     assert calls == [] and [json.loads(line) for line in open(out / "samples.jsonl")] == records
     config = json.load(open(out / "eval_config.json"))
     assert config["gpqa_seed"] == 0
     del config["gpqa_seed"]  # an --out from before --gpqa-seed goes on as seed 0
     (out / "eval_config.json").write_text(json.dumps(config))
     (out / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:-1]))
-    E.main(E.parse_args(argv))
+    E.main(argv)
     assert calls == [(1, (("auto", 0),), 1, 32768)]
     # a prompt that cannot fit the context is named before anything runs
     with pytest.raises(SystemExit, match="math500 question test/precalculus/807.json: the prompt has 264 tokens, --max-tokens is 100"):
-        E.main(E.parse_args(argv[:-1] + [str(tmp_path / "short"), "--max-tokens", "100"]))
+        E.main(argv[:-1] + [str(tmp_path / "short"), "--max-tokens", "100"])
     # samples made with other generation settings are never mixed in
     with pytest.raises(SystemExit, match="temperature"):
-        E.main(E.parse_args(argv + ["--temperature", "0.6", "--n", "2"]))
+        E.main(argv + ["--temperature", "0.6", "--n", "2"])
     # --n 2: both samples of every question in the same run (sample.py gives each its own draws)
     calls.clear(), seeds.clear()
-    runs, _ = E.main(E.parse_args(argv[:-1] + [str(tmp_path / "n2"), "--temperature", "0.6", "--n", "2"]))
+    runs, _ = E.main(argv[:-1] + [str(tmp_path / "n2"), "--temperature", "0.6", "--n", "2"])
     assert calls == [(6, (("auto", 1), ("auto", 0)), 2, 32768)] and runs[0]["samples_per_question"] == 2
     assert "| math500 | wait1 | 6 | 50.0 ± 22.4 | 50.0 ± 22.4 | 50.0 ± 22.4 |" in (tmp_path / "n2" / "results.md").read_text()
 
@@ -237,10 +238,10 @@ def test_none_is_s1s_nottc_no_thinking_prefix(tmp_path, tiny_model, monkeypatch)
     path = tmp_path / "mine.jsonl"
     path.write_text('{"id": "a", "question": "2+3?", "answer": "5"}\n{"id": "b", "question": "1+1?", "answer": "2"}\n')
     out = tmp_path / "run"
-    E.main(E.parse_args(["--model", tiny_model, "--benchmarks", "mine", "--data", f"mine={path}", "--settings",
-                         "none", "4", "--max-tokens", "120", "--device", "cpu", "--out", str(out)]))
+    E.main(["--model", tiny_model, "--benchmarks", "mine", "--data", f"mine={path}", "--settings",
+                      "none", "4", "--max-tokens", "120", "--device", "cpu", "--out", str(out)])
     assert sorted(calls, key=str) == [([{"max_thinking_tokens": 4, "num_ignore": 0}], True),
-                                      ([{"max_thinking_tokens": None, "num_ignore": 0}], False)]
+                                      ([{"max_thinking_tokens": None, "num_ignore": 0, "think": False}], False)]
     records = {(r["setting"], r["id"]): r for r in map(json.loads, open(out / "samples.jsonl"))}
     for qid, question in (("a", "2+3?"), ("b", "1+1?")):
         none, capped = records[("none", qid)], records[("4", qid)]
@@ -259,8 +260,8 @@ def test_each_setting_appends_its_own_string(tmp_path, bigram, monkeypatch):
     monkeypatch.setattr(sample, "load_for_generation", lambda *a, **kw: (model, tokenizer, 1, 0))
     path = tmp_path / "q.jsonl"
     path.write_text('{"id": "q", "question": "q", "answer": "7"}\n')
-    E.main(E.parse_args(["--model", "bigram", "--benchmarks", "mine", "--data", f"mine={path}", "--settings", "wait1",
-                         "ignore1:Hmm", "ignore1", "--max-tokens", "400", "--device", "cpu", "--out", str(tmp_path / "run")]))
+    E.main(["--model", "bigram", "--benchmarks", "mine", "--data", f"mine={path}", "--settings", "wait1",
+                         "ignore1:Hmm", "ignore1", "--max-tokens", "400", "--device", "cpu", "--out", str(tmp_path / "run")])
     records = {r["setting"]: r for r in map(json.loads, open(tmp_path / "run" / "samples.jsonl"))}
     assert {s: r["forced"][0]["what"] for s, r in records.items()} == {"wait1": "Wait", "ignore1:Hmm": "Hmm", "ignore1": ""}
     assert records["wait1"]["text"].startswith("abcWaitabc<|im_start|>answer")

@@ -13,6 +13,7 @@ import torch
 from conftest import ROOT
 
 import cli
+import parallel
 import sample
 import train
 
@@ -83,7 +84,7 @@ def test_the_preflight_names_torchs_cuda_the_driver_and_what_to_install(node):
 @pytest.mark.parametrize("argv", [["train.py", "--model", "nowhere/model", "--data", "missing.jsonl"],
                                   ["sample.py", "--model", "nowhere/model", "--prompt", "hi"],
                                   ["serve.py", "--model", "nowhere/model"],
-                                  ["bench.py", "gpu"]], ids=lambda a: a[0])
+                                  ["gpu_check.py"]], ids=lambda a: a[0])
 def test_each_command_runs_the_preflight_first(tmp_path, argv):
     """A fake nvidia-smi on PATH makes this CPU machine a GPU node with an old driver, where this CPU
     build of torch cannot use the GPU: each command stops first (before the missing model or data),
@@ -94,7 +95,7 @@ def test_each_command_runs_the_preflight_first(tmp_path, argv):
     env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
     proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith(f"--device {'cuda' if argv[0] == 'bench.py' else 'auto'}: no usable CUDA GPU")
+    assert proc.stderr.startswith(f"--device {'cuda' if argv[0] == 'gpu_check.py' else 'auto'}: no usable CUDA GPU")
     assert "driver 550.54.15 (CUDA 12.4)" in proc.stderr and "CPU build" in proc.stderr
 
 
@@ -140,11 +141,11 @@ def test_train_fetches_weights_on_rank_0_only(fake_hub, monkeypatch, rank, init,
     a random init, fetch the config and tokenizer files only."""
     monkeypatch.setenv("RANK", rank)
 
-    def stop(*a):
+    def stop(*a, **kw):
         raise Stop
-    monkeypatch.setattr(train, "init_distributed", stop)  # the download is done by then
+    monkeypatch.setattr(parallel, "init_distributed", stop)  # the download is done by then
     with pytest.raises(Stop):
-        train.main(train.parse_args(["--model", "someone/tiny", "--init", init, "--device", "cpu"]))
+        train.main(["--model", "someone/tiny", "--init", init, "--device", "cpu"])
     (patterns,) = fake_hub
     assert weights_fetched(patterns) == reads and "*.json" in patterns
 
@@ -174,7 +175,7 @@ def test_the_generation_process_group_gets_the_timeout(monkeypatch):
     seen = {}
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
-    monkeypatch.setattr(sample.dist, "is_initialized", lambda: False)
-    monkeypatch.setattr(sample.dist, "init_process_group", lambda backend, timeout: seen.update(b=backend, t=timeout))
-    assert sample.init_distributed("cpu", 240) == (torch.device("cpu"), 2, 1)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend, timeout: seen.update(b=backend, t=timeout))
+    assert parallel.init_distributed("cpu", 240) == (torch.device("cpu"), 2, 1)
     assert seen == dict(b="gloo", t=datetime.timedelta(minutes=240))

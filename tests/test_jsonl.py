@@ -96,9 +96,9 @@ def test_sample_output(tmp_path, capsys):
     chat.build_byte_tokenizer(str(model))
     questions, out = tmp_path / "q.jsonl", str(tmp_path / "out.jsonl")
     jsonl.write_jsonl(str(questions), [{"id": f"q{i}", "question": f"What is {i}+{i}?"} for i in range(4)])
-    run = lambda: sample.main(sample.parse_args(["--model", str(model), "--input", str(questions), "--output", out,
+    run = lambda: sample.main(["--model", str(model), "--input", str(questions), "--output", out,
                                                  "--max-thinking-tokens", "4", "--max-tokens", "160", "--device", "cpu",
-                                                 "--dtype", "float32"]))
+                                                 "--dtype", "float32"])
     ids = lambda: sorted(json.loads(line)["id"] for line in lines(out))
     run()
     done = lines(out)
@@ -131,15 +131,15 @@ def test_eval_samples(tmp_path, monkeypatch, capsys):
     path = str(out / "samples.jsonl")
     argv = ["--model", "stand-in", "--benchmarks", "math500", "--limit", "4", "--settings", "auto",
             "--device", "cpu", "--dtype", "float32", "--out", str(out)]
-    E.main(E.parse_args(argv))
+    E.main(argv)
     done = lines(path)
     assert len(done) == 4 and calls == [4]
     corrupt_middle(path)
-    stops_naming_line_2(path, lambda: E.main(E.parse_args(argv)))
+    stops_naming_line_2(path, lambda: E.main(argv))
     with open(path, "w") as f:
         f.writelines(done)
     kept = tear(path, 3)
-    E.main(E.parse_args(argv))
+    E.main(argv)
     assert "dropping a half-written last line" in capsys.readouterr().err
     assert calls == [4, 1] and lines(path)[:3] == kept and sorted(lines(path)) == sorted(done)
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from conftest import tiny_hf_model
 
 import chat
+import engine
 import hf_checkpoint
 import model as M
 import sample
@@ -152,8 +153,8 @@ def kernels(monkeypatch, packed=None, flash_packed=None, paged=None, flash_paged
     monkeypatch.setattr(M, "flash_kernels_run", lambda t: True)
     monkeypatch.setattr(M, "varlen_attn", packed)
     monkeypatch.setattr(M, "flash_attn_varlen_func", flash_packed)
-    monkeypatch.setattr(sample, "paged_varlen_attn", paged)
-    monkeypatch.setattr(sample, "flash_attn_with_kvcache", flash_paged)
+    monkeypatch.setattr(engine, "paged_varlen_attn", paged)
+    monkeypatch.setattr(engine, "flash_attn_with_kvcache", flash_paged)
 
 
 def counted(fn, calls):
@@ -191,18 +192,18 @@ def test_packed_training_through_each_varlen_kernel_equals_sdpa(tiny, monkeypatc
 @torch.no_grad()
 def decode_logits(model, block_size, steps=12):
     """A prefill of rows of different lengths (two of them equal), then `steps` decoded tokens
-    (teacher-forced): every step's logits, through sample.PagedBatch as the engine builds it."""
+    (teacher-forced): every step's logits, through engine.PagedBatch as the engine builds it."""
     gen = torch.Generator().manual_seed(1)
     rows = [torch.randint(0, 320, (n + steps,), generator=gen).tolist() for n in (3, 40, 17, 17, 300)]
     blocks = sum(-(-len(r) // block_size) for r in rows)
-    pool = sample.BlockPool(model.cfg, blocks, block_size, model.cfg.num_key_value_heads, "cpu", torch.float32)
-    seqs = [sample.Seq(r[:len(r) - steps], rows=[]) for r in rows]
+    pool = engine.BlockPool(model.cfg, blocks, block_size, model.cfg.num_key_value_heads, "cpu", torch.float32)
+    seqs = [engine.Seq(r[:len(r) - steps], rows=[]) for r in rows]
     out = []
     for _ in range(steps + 1):
         for s in seqs:
             while len(s.blocks) * block_size < len(s.ids):
                 s.blocks.append(pool.allocate())
-        view = sample.PagedBatch(pool, seqs, "cpu")
+        view = engine.PagedBatch(pool, seqs, "cpu")
         out.append(model(torch.tensor([t for s in seqs for t in s.ids[s.cached:]]).view(view.positions.shape),
                          cache=view))
         for s, r in zip(seqs, rows):
@@ -217,8 +218,8 @@ def test_paged_decode_through_each_kernel_equals_gather_and_sdpa(tiny, monkeypat
     calls = []
     paged = dict(paged=counted(varlen_attn, calls)) if which == "torch varlen_attn" else {}
     kernels(monkeypatch, packed=counted(varlen_attn, calls), flash_paged=counted(flash_attn_with_kvcache, calls), **paged)
-    assert sample.Engine(model, 64, kv_memory_gb=0.01).pool.block_size == sample.PAGED_BLOCK  # the kernels' rule
-    got = decode_logits(model, sample.PAGED_BLOCK)
+    assert engine.Engine(model, 64, kv_memory_gb=0.01).pool.block_size == engine.PAGED_BLOCK  # the kernels' rule
+    got = decode_logits(model, engine.PAGED_BLOCK)
     kernel = "varlen_attn" if which == "torch varlen_attn" else "flash_attn_with_kvcache"
     assert calls.count(kernel) == 2 * 12 + (2 if kernel == "varlen_attn" else 0)  # every layer of every decode step
     assert (got - want).abs().max() < 1e-5
@@ -260,16 +261,16 @@ def test_decode_fallback_runs_with_only_flash_or_efficient_on_cuda(monkeypatch):
     cfg = M.Config(vocab_size=320, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                    num_attention_heads=4, num_key_value_heads=2)
     model = M.Qwen2(cfg).to("cuda", torch.bfloat16).eval()
-    monkeypatch.setattr(sample, "paged_varlen_attn", None)
-    monkeypatch.setattr(sample, "flash_attn_with_kvcache", None)
+    monkeypatch.setattr(engine, "paged_varlen_attn", None)
+    monkeypatch.setattr(engine, "flash_attn_with_kvcache", None)
     rows = [[1] * n for n in (5, 60, 60, 700)]
     with torch.no_grad(), sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
-        engine = sample.Engine(model, 800, max_rows=4, kv_memory_gb=0.1)
+        runner = engine.Engine(model, 800, max_rows=4, kv_memory_gb=0.1)
         for r in rows:
-            engine.add(r, [sample.Row(prompt_len=len(r), max_len=len(r) + 4, ids=dict(im_start=-1, im_end=-1, eos=[]),
-                                      cap=None, ignores_left=0, phase="answer")])
-        while engine.busy():
-            engine.step()  # raises if SDPA has no flash or efficient kernel for a call
+            runner.add(r, [sample.Row(prompt_len=len(r), max_len=len(r) + 4, special=dict(im_start=-1, im_end=-1, eos=[]),
+                                      ignores_left=0, phase="answer")])
+        while runner.busy():
+            runner.step()  # raises if SDPA has no flash or efficient kernel for a call
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,18 +292,18 @@ def test_a_decode_step_waits_for_the_device_once(tiny, monkeypatch, path):
         real = getattr(torch.Tensor, name)
         monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _real=real, _name=name, **kw:
                             reads.append(_name) or _real(self, *a, **kw))
-    engine = sample.Engine(model, 200, max_rows=8, vocab_size=len(tokenizer), kv_memory_gb=0.05)
+    runner = engine.Engine(model, 200, max_rows=8, vocab_size=len(tokenizer), kv_memory_gb=0.05)
     ids = sample.special_ids(tokenizer, "Wait")
     prompt = tokenizer.encode(chat.prompt_text("Why?") + chat.completion_text(), add_special_tokens=False)
     for i in range(4):  # sampled rows, one with a round start (banned ids); one greedy
-        engine.add(prompt + [i], [sample.Row(prompt_len=len(prompt) + 1, max_len=len(prompt) + 30, ids=ids, cap=None,
+        runner.add(prompt + [i], [sample.Row(prompt_len=len(prompt) + 1, max_len=len(prompt) + 30, special=ids,
                                              ignores_left=i % 2, temperature=1.0 if i else 0.0, top_p=0.9, seed=i)])
     per_step = []
-    while engine.busy():
+    while runner.busy():
         reads.clear()
-        engine.step()
+        runner.step()
         per_step.append(len(reads))
     # The first step is the prefill: on the CPU's path, SDPA per document reads the document bounds
     # once per layer (2 here); CUDA's varlen kernel takes them as they are.
     prefill = 1 if path == "a paged kernel" else 1 + model.cfg.num_hidden_layers
-    assert engine.steps > 20 and per_step == [prefill] + [1] * (len(per_step) - 1), per_step
+    assert runner.steps > 20 and per_step == [prefill] + [1] * (len(per_step) - 1), per_step

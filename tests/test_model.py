@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_hf_model
 
+import engine
 import hf_checkpoint
 import model as M
 import sample
@@ -61,7 +62,7 @@ def test_batch_of_different_lengths_matches_transformers_padding(tiny_checkpoint
         ref = hf(padded, attention_mask=mask).logits
         packed = ours(torch.cat(docs)[None], position_ids=torch.cat([torch.arange(n) for n in lengths])[None])[0]
         pool = paged_pool(ours, torch.float32)
-        seqs = [sample.Seq(d.tolist(), rows=[]) for d in docs]
+        seqs = [engine.Seq(d.tolist(), rows=[]) for d in docs]
         last = paged_forward(ours, pool, seqs)  # a prefill: the three packed, each attending alone
     starts = [0, 5, 16]
     for i, n in enumerate(lengths):
@@ -86,16 +87,16 @@ def test_packed_rows_equal_documents_run_separately(tiny_checkpoint):
 
 
 def paged_pool(model, dtype, block_size=4, blocks=64):
-    return sample.BlockPool(model.cfg, blocks, block_size, model.cfg.num_key_value_heads, "cpu", dtype)
+    return engine.BlockPool(model.cfg, blocks, block_size, model.cfg.num_key_value_heads, "cpu", dtype)
 
 
 def paged_forward(model, pool, seqs):
-    """One forward as sample.Engine runs it: give each sequence the blocks its new tokens need,
+    """One forward as engine.Engine runs it: give each sequence the blocks its new tokens need,
     run the model on the paged cache, mark the tokens cached. Returns each sequence's last logits."""
     for s in seqs:
         while len(s.blocks) * pool.block_size < len(s.ids):
             s.blocks.append(pool.allocate())
-    view = sample.PagedBatch(pool, seqs, "cpu")
+    view = engine.PagedBatch(pool, seqs, "cpu")
     logits = model(torch.tensor([t for s in seqs for t in s.ids[s.cached:]]).view(view.positions.shape), cache=view)
     for s in seqs:
         s.cached = len(s.ids)
@@ -113,7 +114,7 @@ def test_cached_decoding_equals_full_forward(tiny_checkpoint):
         full = ours(ids)
         pool = paged_pool(ours, torch.float32)
         random.Random(0).shuffle(pool.free)  # blocks out of order, as after many rows came and went
-        seqs = [sample.Seq(ids[b, :n].tolist(), rows=[]) for b, n in enumerate(prompt_lengths)]
+        seqs = [engine.Seq(ids[b, :n].tolist(), rows=[]) for b, n in enumerate(prompt_lengths)]
         out = paged_forward(ours, pool, seqs)
         assert max_diff(out, full[torch.arange(3), torch.tensor(prompt_lengths) - 1]) <= 1e-5
         for step in range(10):
@@ -275,7 +276,7 @@ def test_bf16_logits_equal_transformers_bf16(tmp_path):
         assert max_diff(ours(ids, position_ids=torch.arange(64)[None]), expected) <= 1e-6
         # a bf16 paged cache: prefill then single steps, within a bf16 rounding step of the full forward
         pool = paged_pool(ours, torch.bfloat16, block_size=16)
-        seqs = [sample.Seq(ids[b, :60].tolist(), rows=[]) for b in range(2)]
+        seqs = [engine.Seq(ids[b, :60].tolist(), rows=[]) for b in range(2)]
         paged_forward(ours, pool, seqs)
         for t in range(60, 64):
             for b, s in enumerate(seqs):

@@ -9,6 +9,7 @@ import torch
 from conftest import ROOT, run, tiny_hf_model
 
 import chat
+import engine
 import hf_checkpoint
 import sample
 
@@ -124,9 +125,9 @@ def test_sampling_is_seeded_and_respects_top_p(tiny):
     c = sample.generate(model, tokenizer, QUESTIONS, seed=2, **kw)
     assert [o["text"] for o in a] == [o["text"] for o in b] != [o["text"] for o in c]
     logits = torch.tensor([[0.0, 5.0, 4.9, -3.0]])
-    picks = {int(sample.sample_tokens(logits, 1.0, 0.5, 4, seeds=i)) for i in range(50)}
+    picks = {int(engine.sample_tokens(logits, 1.0, 0.5, 4, seeds=i)) for i in range(50)}
     assert picks == {1}  # token 1 alone holds over half the mass
-    assert int(sample.sample_tokens(torch.tensor([[0.0, 1.0, 9.0]]), 0.0, 1.0, 2)) == 1  # ids past the vocab never
+    assert int(engine.sample_tokens(torch.tensor([[0.0, 1.0, 9.0]]), 0.0, 1.0, 2)) == 1  # ids past the vocab never
 
 
 def test_a_draw_follows_the_softmax_and_depends_on_its_seed_alone():
@@ -135,22 +136,22 @@ def test_a_draw_follows_the_softmax_and_depends_on_its_seed_alone():
     errors); a row draws the same token alone as in a batch of other rows; greedy rows take the
     argmax whatever their seed."""
     logits, T, n = torch.tensor([0.0, 1.0, 2.0, -1.0, 0.5]), 0.7, 20000
-    draws = sample.sample_tokens(logits.expand(n, -1), T, 1.0, 5, seeds=list(range(n)))
+    draws = engine.sample_tokens(logits.expand(n, -1), T, 1.0, 5, seeds=list(range(n)))
     freq, p = torch.bincount(draws, minlength=5) / n, torch.softmax(logits / T, -1)
     assert ((freq - p).abs() <= 4 * (p * (1 - p) / n).sqrt()).all(), (freq, p)
     batch = torch.randn(6, 50, generator=torch.Generator().manual_seed(0))
     seeds, temperatures = [3, 2 ** 62 + 1, 17, 0, 99, 5], [1.0, 0.0, 0.8, 1.2, 1.0, 0.0]
-    together = sample.sample_tokens(batch, temperatures, 0.9, 50, seeds).tolist()
-    assert together == [int(sample.sample_tokens(batch[i:i + 1], temperatures[i], 0.9, 50, seeds[i])) for i in range(6)]
+    together = engine.sample_tokens(batch, temperatures, 0.9, 50, seeds).tolist()
+    assert together == [int(engine.sample_tokens(batch[i:i + 1], temperatures[i], 0.9, 50, seeds[i])) for i in range(6)]
     assert together[1] == batch[1].argmax() and together[5] == batch[5].argmax()
-    assert len(set(sample.sample_tokens(torch.zeros(200, 50), 1.0, 1.0, 50, list(range(200))).tolist())) > 40
+    assert len(set(engine.sample_tokens(torch.zeros(200, 50), 1.0, 1.0, 50, list(range(200))).tolist())) > 40
 
     def hash32(x):  # the uint32 hash in Python integers, which never overflow
         for _ in range(2):
             x = ((x >> 16) ^ x) * 0x45D9F3B & 0xFFFFFFFF
         return (x >> 16) ^ x
     xs = [0, 1, 2, 12345, 2 ** 31 - 1, 2 ** 32 - 1]
-    assert sample.hash32(torch.tensor(xs)).tolist() == [hash32(x) for x in xs]
+    assert engine.hash32(torch.tensor(xs)).tolist() == [hash32(x) for x in xs]
 
 
 def test_parallel_sampling_and_rejection_sampling(bigram):
@@ -363,7 +364,7 @@ def test_a_plain_completion_counts_the_thinking_it_writes_itself(bigram):
     ids = sample.special_ids(tokenizer, "Wait")
     enc = lambda t: tokenizer.encode(t, add_special_tokens=False)
     text = "<|im_start|>think\nabc\n<|im_start|>answer\nAnswer: 7<|im_end|>"
-    row = sample.Row(prompt_len=5, max_len=100, ids=ids, cap=None, ignores_left=0, phase="done", tokens=enc(text),
+    row = sample.Row(prompt_len=5, max_len=100, special=ids, ignores_left=0, phase="done", tokens=enc(text),
                      finished=True)
     o = sample.result(row, tokenizer, "p", plain=True)
     assert (o["thinking"], o["thinking_tokens"], o["answer"]) == ("\nabc\n", len(enc("\nabc\n")), "\nAnswer: 7")

@@ -12,6 +12,7 @@ from conftest import ROOT, TOKENIZER_DIR, run
 
 import chat
 import hf_checkpoint
+import jsonl
 import model as M
 import train
 
@@ -89,9 +90,9 @@ def test_dry_run_32b_fits_16_gpus_not_8_without_checkpointing(tmp_path, capsys):
                   rope_theta=1e6, torch_dtype="bfloat16")  # Qwen2.5-32B-Instruct's config.json
     (tmp_path / "config.json").write_text(json.dumps(config))
     base = ["--dry-run", "--model", str(tmp_path), "--data", str(tmp_path / "none.jsonl")]
-    assert train.main(train.parse_args(base + ["--gpus", "16"])) is True
+    assert train.main(base + ["--gpus", "16"]) is True
     assert "32.76B parameters" in capsys.readouterr().out
-    assert train.main(train.parse_args(base + ["--gpus", "8", "--activation-checkpointing", "off"])) is False
+    assert train.main(base + ["--gpus", "8", "--activation-checkpointing", "off"]) is False
     assert "does NOT fit" in capsys.readouterr().out
 
 
@@ -99,7 +100,7 @@ def test_dry_run_works_offline_from_the_shipped_shapes(capsys, monkeypatch):
     """The default --model is a hub name; with no network and no cache the plan still comes out, and
     the time estimate says why it is missing instead of printing zeros."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert train.main(train.parse_args(["--dry-run", "--gpus", "16", "--data", "missing.jsonl"])) is True
+    assert train.main(["--dry-run", "--gpus", "16", "--data", "missing.jsonl"]) is True
     out = capsys.readouterr().out
     assert "Qwen/Qwen2.5-32B-Instruct: 32.76B parameters" in out and "no time estimate: --data missing.jsonl" in out
     assert "20000 tokens/row (--block-size)" in out and "CUDA context + NCCL" in out and "GiB of 79.1 GiB" in out
@@ -191,17 +192,15 @@ def test_torchrun_without_cuda_needs_device_cpu(tiny_sft, tmp_path):
 CHECK_OUT = """
 import os, sys, torch.distributed as dist
 sys.path.insert(0, {root!r})
-import train
-train.init_distributed("cpu")
+import parallel, train
+parallel.init_distributed("cpu", always=True)
 out = {out!r} + (str(dist.get_rank()) if {separate} else "")  # separate: as if each node had its own disk
 try:
     train.check_out_dir(out, resume=False)
     print("ok", dist.get_rank())
 except SystemExit as e:
     print("stop", dist.get_rank(), e)
-dist.destroy_process_group()  # then leave without interpreter teardown: gloo can abort there (see train.py)
-sys.stdout.flush()
-os._exit(0)
+parallel.exit_now()  # gloo can abort at interpreter exit (parallel.py)
 """
 
 
@@ -261,7 +260,7 @@ def test_logged_loss_is_transformers_cross_entropy_and_step_1_trains_at_lr_0(run
     from transformers import Qwen2ForCausalLM
     model, data = tiny_sft
     hf_model = Qwen2ForCausalLM.from_pretrained(model, torch_dtype=torch.float32).eval()
-    examples, _ = train.tokenize(train.to_triples(train.read_rows(data), data), chat.load_tokenizer(model), 20000)
+    examples, _ = train.tokenize(train.to_triples(jsonl.read_input(data), data), chat.load_tokenizer(model), 20000)
     steps = train.plan_steps([len(ids) for ids, _ in examples], 2, 1, 1, 42, False, 20000)
     for step in (0, 1):
         rows = [i for row in steps[step][0] for i in row]
@@ -317,7 +316,7 @@ def test_loss_falls_far_below_what_token_frequencies_alone_give(tiny_sft, tmp_pa
     run([PY, "train.py", "--model", model, "--init", "random", "--data", data, "--device", "cpu", "--dtype", "float32",
          "--global-batch", "4", "--epochs", "10", "--lr", "1e-2", "--warmup-ratio", "0.1", "--out", str(tmp_path)])
     curve = losses(str(tmp_path))
-    examples, _ = train.tokenize(train.to_triples(train.read_rows(data), data), chat.load_tokenizer(model), 20000)
+    examples, _ = train.tokenize(train.to_triples(jsonl.read_input(data), data), chat.load_tokenizer(model), 20000)
     counts = collections.Counter(y for _, labels in examples for y in labels if y != M.IGNORE)
     total = sum(counts.values())
     unigram = -sum(c / total * math.log(c / total) for c in counts.values())

@@ -1,0 +1,182 @@
+"""plan.py: will it fit, and how long will it take, before anything is loaded or rented.
+
+One count of a Qwen2.5's parameters, KV cache and activations, and the two memory plans built on it:
+    training_plan     bytes per GPU of train.py's FSDP2 step, part by part (train.py --dry-run)
+    generation_plan   bytes per GPU of sample.py's engine under tensor parallelism, and how many
+                      full-context rows its KV pool holds (sample.py / eval.py --dry-run)
+Memory is in GiB, as torch reports a GPU's: an "80 GB" H100 has 85.0e9 bytes, 79.1 GiB.
+"""
+import hf_checkpoint as hf
+import parallel
+
+H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM (NVIDIA datasheet)
+ASSUMED_MFU = 0.35  # torchtitan's published 33-39 % for FSDP2 on H100 (make gpu-check measures ours)
+GIB = 1024 ** 3
+
+
+# ----------------------------------------------------------------------------------------------
+# Counts
+
+def block_params(cfg):
+    """One transformer block: q and o (hidden x hidden), k and v (hidden x KV heads' width), the
+    biases of q, k and v, the MLP's gate, up and down, and two RMSNorms."""
+    h, kv = cfg.hidden_size, cfg.num_key_value_heads * cfg.head_dim
+    return 2 * h * h + 2 * h * kv + h + 2 * kv + 3 * h * cfg.intermediate_size + 2 * h
+
+
+def root_params(cfg):
+    """What is not in a block: the embedding, the LM head (none of its own when tied), the final norm."""
+    return cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_word_embeddings else 2) + cfg.hidden_size
+
+
+def num_params(cfg):
+    return cfg.num_hidden_layers * block_params(cfg) + root_params(cfg)
+
+
+def matmul_params(cfg):
+    """Parameters that take part in matmuls: all but the embedding lookup (the LM head does), biases and norms."""
+    h, kv = cfg.hidden_size, cfg.num_key_value_heads * cfg.head_dim
+    return cfg.num_hidden_layers * (2 * h * h + 2 * h * kv + 3 * h * cfg.intermediate_size) + h * cfg.vocab_size
+
+
+def train_flops(cfg, seq_len):
+    """Forward + backward FLOPs of one sequence: 6 per matmul parameter per token, plus causal
+    attention, 6 * layers * hidden * seq_len per token (recomputation is not counted: MFU convention)."""
+    return 6 * matmul_params(cfg) * seq_len + 6 * cfg.num_hidden_layers * cfg.hidden_size * seq_len ** 2
+
+
+def kv_bytes_per_token(cfg, kv_heads, dtype_bytes=2):
+    """Keys and values of one token in every layer, for kv_heads heads (a rank's share under tensor parallelism)."""
+    return 2 * cfg.num_hidden_layers * kv_heads * cfg.head_dim * dtype_bytes
+
+
+def activation_bytes(cfg, max_tokens, max_rows, tp=1, dtype_bytes=2):
+    """Peak memory of one engine forward besides weights and KV: a prefill of up to max(max_tokens,
+    8192) tokens (hidden states, q/k/v, the MLP's two intermediate halves and its product, per
+    layer, freed layer by layer), or a decode step's gathered keys and values (without a paged
+    kernel: every row's slots at most, one layer at a time, with KV heads not repeated: the SDPA
+    calls have no mask, so CUDA's flash kernel takes them, never the math kernel, which would
+    repeat them to every query head) and sampling: fp32 logits and log-probabilities, and at the
+    peak, nucleus's sort (values, int64 order, masks, the scattered result): 9 fp32-sized copies of
+    rows x vocab (counted, not measured)."""
+    tokens = max(max_tokens, 8192)
+    per_token = (4 * cfg.hidden_size + 2 * cfg.hidden_size // tp + 3 * cfg.intermediate_size // tp) * dtype_bytes
+    gathered = 2 * max_rows * max_tokens * cfg.num_key_value_heads // tp * cfg.head_dim * dtype_bytes
+    return max(tokens * per_token, gathered) + 9 * max_rows * cfg.vocab_size * 4
+
+
+# ----------------------------------------------------------------------------------------------
+# Training: train.py's FSDP2 step
+
+def training_plan(cfg, gpus, seq_len, checkpointing, ce_chunk, compute_bytes=2, cuda=True):
+    """Bytes per GPU, by part, each at its own peak (so the sum over-estimates a little):
+    - sharded fp32 state: params 4 + grads 4 + AdamW m, v 8 = 16 B/param;
+    - gathered weights in the compute dtype: the root unit (embedding, LM head, final norm), which
+      FSDP2 keeps gathered between forward and backward, plus the current and the prefetched block;
+    - unsharded gradients: the LM head's, alive for the whole backward, and two blocks', each with
+      an fp32 copy for the reduce-scatter when the compute dtype is narrower;
+    - activations: with checkpointing each block keeps its input (hidden) and one block at a time
+      is recomputed with about 10 hidden- and 4 intermediate-sized tensors per token; without, all;
+    - the LM-head backward of one ce_chunk of positions: fp32 logits, softmax and gradient, plus
+      their bf16 forms (measured on CPU: 11.5 B per logit in fp32, python bench.py plan);
+    - on CUDA, its context and NCCL's buffers (an estimate, to be measured: make gpu-check)."""
+    h, i, L, V, b = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size, compute_bytes
+    root, block = root_params(cfg), block_params(cfg)
+    block_inside = seq_len * (10 * h + 4 * i) * b
+    fp32_copy = 4 if b < 4 else 0
+    parts = {
+        "params+grads+AdamW (fp32, sharded)": 16 * num_params(cfg) / gpus,
+        "gathered weights (embedding, LM head, 2 blocks)": b * (root + 2 * block),
+        "unsharded grads (LM head, 2 blocks) + fp32 copies": (b + fp32_copy) * (V * h + 2 * block),
+        "activations": (L * seq_len * h * b + block_inside) if checkpointing else L * block_inside,
+        "LM-head backward, one loss chunk": (12 + (2 * b if b < 4 else 0)) * min(ce_chunk, seq_len) * V,
+    }
+    if cuda:
+        parts["CUDA context + NCCL buffers (estimate)"] = 2 * GIB
+    return parts
+
+
+def print_training_plan(cfg, args, gpus, checkpointing, ce_chunk, lengths=None, steps=None):
+    """train.py's plan: memory per GPU at the longest row, the disk --out needs, and (with the data)
+    the time at ASSUMED_MFU. Returns whether it fits."""
+    n_params = num_params(cfg)
+    # the longest row decides: a full block when packing or when the data is unknown, else the longest example
+    seq_len = args.block_size if args.pack or not lengths else min(args.block_size, max(lengths))
+    parts = training_plan(cfg, gpus, seq_len, checkpointing, ce_chunk, compute_bytes=2 if args.dtype == "bfloat16" else 4)
+    total, usable = sum(parts.values()), 0.95 * args.gpu_memory_gib * GIB  # 5 %: the allocator's fragmentation
+    print0 = parallel.print0
+    print0(f"memory per GPU at {seq_len} tokens/row ({'the longest example' if seq_len < args.block_size else '--block-size'}), "
+           f"{gpus} GPUs, activation checkpointing {'on' if checkpointing else 'off'}:")
+    for name, nbytes in parts.items():
+        print0(f"  {name:50s} {nbytes / GIB:8.1f} GiB")
+    verdict = "fits" if total <= usable else "does NOT fit"
+    print0(f"  {'total':50s} {total / GIB:8.1f} GiB of {args.gpu_memory_gib:.1f} GiB (95 % usable) -> {verdict}")
+    checkpoint, final = 12 * n_params, (4 if args.save_dtype == "float32" else 2) * n_params  # fp32 weights + AdamW m, v
+    at_once = args.keep_checkpoints + 1 if args.save_every else 1  # the kept ones and the one being written
+    print0(f"disk in --out: {checkpoint / 1e9:.0f} GB per checkpoint (fp32 weights and AdamW state), up to {at_once} "
+           f"at once with --keep-checkpoints {args.keep_checkpoints}" + ("" if args.save_every else " (--save-every 0: "
+           "only at --stop-at)") + f", final model {final / 1e9:.0f} GB ({args.save_dtype}): "
+           f"{(at_once * checkpoint + final) / 1e12:.2f} TB at most")
+    if lengths is not None and steps is not None:
+        flops = args.epochs * sum(train_flops(cfg, n) for n in lengths)
+        seconds = flops / (gpus * H100_BF16_TFLOPS * 1e12 * ASSUMED_MFU)
+        print0(f"time: {len(steps)} steps, {args.epochs * sum(lengths) / 1e6:.1f}M tokens, {flops / 1e18:.1f} EFLOP "
+               f"-> {seconds / 60:.0f} min on {gpus} H100 at {ASSUMED_MFU:.0%} MFU ({seconds * gpus / 3600:.1f} GPU-hours)")
+    return total <= usable
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation: sample.py's engine under tensor parallelism
+
+def generation_plan(cfg, tp, max_tokens, rows, gpu_gib, dtype_bytes=2):
+    """Bytes per GPU: weights (blocks split tp ways; embedding, LM head and norms whole on every
+    rank), the CUDA context and NCCL buffers, one forward's activations, and the KV pool that the
+    engine makes of 90 % of what is left; and how many full-context rows that pool holds."""
+    plan = {"weights": (cfg.num_hidden_layers * block_params(cfg) / tp + root_params(cfg)) * dtype_bytes,
+            "cuda context and NCCL": (1.0 if tp > 1 else 0.5) * 1e9,
+            "activations": activation_bytes(cfg, max_tokens, rows, tp, dtype_bytes)}
+    per_token = kv_bytes_per_token(cfg, cfg.num_key_value_heads // tp, dtype_bytes)
+    plan["KV pool"] = max(0.0, 0.9 * (gpu_gib * GIB - plan["weights"] - plan["cuda context and NCCL"]) - plan["activations"])
+    plan["rows that fit"] = int(plan["KV pool"] // (per_token * max_tokens))
+    plan["kv per token"] = per_token
+    return plan
+
+
+def print_generation_plan(name, gpus, max_tokens, rows, gpu_gib):
+    """The plan for checkpoint `name` at every tensor-parallel degree that divides its KV heads, up
+    to gpus; returns the smallest degree at which one full-context row fits (None if none does)."""
+    cfg = hf.plan_config(name)
+    print(f"Memory plan for {name}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
+          f"{cfg.num_key_value_heads} KV heads; context {max_tokens:,} tokens, up to {rows} rows; "
+          f"{gpu_gib:g} GiB per GPU; bf16")
+    print("| tensor parallel | weights | activations | context+NCCL | KV pool | KV per token | "
+          f"{max_tokens // 1024}K rows that fit | rows at once |\n|---|---|---|---|---|---|---|---|")
+    fits = {}
+    for tp in [t for t in (1, 2, 4, 8, 16) if t <= gpus and cfg.num_key_value_heads % t == 0]:
+        p = generation_plan(cfg, tp, max_tokens, rows, gpu_gib)
+        gb = lambda x: f"{x / GIB:.1f} GiB"
+        print(f"| {tp} | {gb(p['weights'])} | {gb(p['activations'])} | {gb(p['cuda context and NCCL'])} | "
+              f"{gb(p['KV pool'])} | {p['kv per token'] / 1e3:.0f} KB | {p['rows that fit']} | "
+              f"{min(rows, p['rows that fit'])} |")
+        if p["rows that fit"] >= 1:
+            fits[tp] = p["rows that fit"]
+    if not fits:
+        print(f"Does not fit: no tensor-parallel degree up to {gpus} GPUs holds the weights and one "
+              f"{max_tokens:,}-token row. Use more GPUs, larger ones, or a shorter --max-tokens.")
+        return None
+    best, most = min(fits), max(fits)
+    print(f"Smallest fit: torchrun --nproc-per-node {best} ({fits[best]} full-context rows at once). "
+          f"Most rows: --nproc-per-node {most} ({fits[most]}); the degree must divide the "
+          f"{cfg.num_key_value_heads} KV heads" + (f", so {gpus} GPUs run {gpus // most} such jobs side by side "
+                                                   f"(e.g. one benchmark each, each with its own --out)."
+                                                   if gpus // most > 1 else "."))
+    return best
+
+
+def check_fits(name, world, max_tokens, rows, gpu_gib):
+    """Stop before loading weights if they and one full-context row cannot fit this GPU."""
+    plan = generation_plan(hf.plan_config(name), world, max_tokens, rows, gpu_gib)
+    if plan["rows that fit"] < 1:
+        raise SystemExit(f"{name} does not fit {world} GPU(s) with one {max_tokens:,}-token row "
+                         f"(weights {plan['weights'] / GIB:.1f} GiB per GPU): run under torchrun with more "
+                         f"GPUs (sample.py --dry-run shows the plan) or lower --max-tokens")
