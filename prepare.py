@@ -86,6 +86,18 @@ def numina_500():  # s1 kept all aops_forum rows and, of the rest, the 500 probl
     return {r["problem"] for r in hub_rows("simplescaling/numinamath_500")}
 
 
+KEEP_LIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data/s1/tmp_questions_to_keep.json")
+
+
+@cache
+def kept_by_s1():
+    """s1's TMP_QUESTIONS_TO_KEEP (data/collect_data.py l. 18-102; 64 distinct questions, shipped in
+    data/s1/): questions s1 kept past its filters. NuminaMath keeps listed non-aops rows (l. 139),
+    SciEval's 250 and XWord's 1,000 add the listed rows to what they pick (l. 357-358, 382; l. 471-474)."""
+    with open(KEEP_LIST, encoding="utf-8") as f:
+        return frozenset(json.load(f)["questions"])
+
+
 @cache
 def gpqa_diamond():  # GPQA's extended set contains Diamond: those are test questions
     local = benchmarks.BENCHMARKS["gpqa"][3]
@@ -102,9 +114,12 @@ def scieval_row(r, p):
 
 
 def balance_scieval(rows, n=250):
-    """s1's SciEval selection: n questions spread evenly over the tasks, SocraticQA's share evenly over
-    its topics, walking a seeded shuffle."""
-    rows = rows[:]
+    """s1's SciEval selection: the rows on s1's keep list, and n less their number spread evenly over
+    the tasks, SocraticQA's share evenly over its topics, walking a seeded shuffle of the other rows
+    (s1's walk may take a listed row again: a duplicate, dropped later)."""
+    listed = [r for r in rows if r["question"] in kept_by_s1()]
+    rows = [r for r in rows if r["question"] not in kept_by_s1()]
+    n -= len(listed)
     random.Random(42).shuffle(rows)
     meta = [ast.literal_eval(r["metadata"]) for r in rows]
     per_task = {t: math.ceil(n / len({m["task_name"] for m in meta})) for t in {m["task_name"] for m in meta}}
@@ -117,9 +132,9 @@ def balance_scieval(rows, n=250):
             kept.append(r)
             per_task[task] -= 1
             per_topic[topic] = per_topic.get(topic, 0) - (task == "SocraticQA")
-        if len(kept) == n:
+        if len(kept) >= n:
             break
-    return kept
+    return kept + listed  # as s1: concatenate_datasets([selected, samples_to_keep]) (l. 382)
 
 
 def agieval_row(r, p):
@@ -132,8 +147,9 @@ def agieval_row(r, p):
 
 
 def fix_gpqa(rows):
-    """s1's fix_gpqa.py: options shuffled (random.seed(42), in order) into the question, and the letter
-    appended to the explanation."""
+    """s1's fix_gpqa.py, run over the collected pool: options shuffled into the question, and the letter
+    appended to the explanation. One random.seed(42) sequence is drawn row by row (l. 7, 24), so each
+    row's permutation depends on the GPQA rows before it: row order decides the options."""
     rng = random.Random(42)
     for r in rows:
         m = ast.literal_eval(r["metadata"])
@@ -146,9 +162,15 @@ def fix_gpqa(rows):
 
 
 def take_shuffled(n):
-    """s1's ds.shuffle(seed=42).select(range(n)) (data/collect_data.py l. 469-473): the datasets library
-    shuffles with numpy's default_rng(seed).permutation, so the same rows in the same order give s1's n."""
-    return lambda rows: [rows[i] for i in np.random.default_rng(42).permutation(len(rows))[:n]]
+    """s1's XWord pick (data/collect_data.py l. 469-474): ds.shuffle(seed=42), then the first n less the
+    rows on s1's keep list, then those rows (a listed row among the first ones comes twice; the
+    duplicate goes later, as in s1). The datasets library shuffles with numpy's
+    default_rng(seed).permutation, so the same rows in the same order give s1's pick."""
+    def pick(rows):
+        shuffled = [rows[i] for i in np.random.default_rng(42).permutation(len(rows))]
+        listed = [r for r in shuffled if r["question"] in kept_by_s1()]
+        return shuffled[:max(n - len(listed), 0)] + listed
+    return pick
 
 
 SOURCES = [
@@ -164,7 +186,7 @@ SOURCES = [
          to_row=lambda r, p: record(r["Question"], str(r["Answer"]), "math", "TIGER-Lab/TheoremQA/" + r["Answer_type"],
                                     r, ("Question", "Answer"))),
     dict(name="numinamath", hub="AI-MO/NuminaMath-CoT", parts=[part()],
-         keep=lambda r, p: r["source"] == "aops_forum" or r["problem"] in numina_500(),
+         keep=lambda r, p: r["source"] == "aops_forum" or r["problem"] in kept_by_s1() or r["problem"] in numina_500(),
          to_row=lambda r, p: record(r["problem"], r["solution"], "math", "AI-MO/NuminaMath-CoT/" + r["source"],
                                     r, ("problem", "solution", "messages"))),
     dict(name="omnimath", hub="KbsdJames/Omni-MATH", parts=[part(split="test")],
@@ -466,7 +488,10 @@ LiveCodeBench release_v4 with word 8-grams, each source also against the sources
 1,000 and SciEval's 250 are picked from what decontamination left; AIME 1983-2022 is appended to the
 finished pool with neither decontamination nor de-duplication, so its 2022 problems, which are in
 aimo-validation-aime, stay. release_v4 contains LiveCodeBench v1-v3, so this removes every
-LiveCodeBench question of the pool, as s1's code, run as written, does.
+LiveCodeBench question of the pool, as s1's code, run as written, does. s1's keep list
+(TMP_QUESTIONS_TO_KEEP, l. 18-102, in data/s1/tmp_questions_to_keep.json) passes NuminaMath's filter
+and is added to SciEval's 250 and XWord's 1,000. GPQA's options are shuffled into the question
+(fix_gpqa.py) over the collected pool's GPQA rows, as s1's README has it run after collecting.
 
 Where we differ from s1, and why:
   - questions under 8 words have no 8-gram; we compare them whole (s1 let them through unchecked);
@@ -476,8 +501,10 @@ Where we differ from s1, and why:
   - SciEval's 250 are spread over tasks and SocraticQA topics by a seeded walk; s1's
     select_examples_scieval walks a differently shuffled copy (and can take a row twice), so the 250
     rows differ from s1's;
-  - GPQA options are shuffled (fix_gpqa.py) over the whole pool's GPQA rows, s1 over s1K's, so the
-    option order differs.
+  - sources keep their file order; s1 shuffled each source without a pick function (ds.shuffle(seed=42),
+    collect_data.py l. 469). Besides the pool's row order and which copy of a duplicate survives, this
+    decides GPQA's options: fix_gpqa.py draws one random.seed(42) sequence row by row (l. 7, 24), so
+    each GPQA row's option permutation depends on its place, and ours differ from s1's.
 """
 
 

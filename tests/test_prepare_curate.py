@@ -540,6 +540,60 @@ def test_xword_and_scieval_are_subsampled_after_decontamination(tmp_path, capsys
     assert re.search(r"scieval\s+400\s+80\s+0\s+250  250 picked of 320", out)
 
 
+def test_s1s_keep_list_is_shipped_with_its_source():
+    # s1 data/collect_data.py l. 18-102: TMP_QUESTIONS_TO_KEEP = [63 questions] + [21 questions], 20 of
+    # the 21 repeating the first list (the only new one: a PubMedQA abstract on split-liver transplantation)
+    with open(prepare.KEEP_LIST, encoding="utf-8") as f:
+        doc = json.load(f)
+    assert "data/collect_data.py" in doc["source"] and "18-102" in doc["source"]
+    listed = doc["questions"]
+    assert len(listed) == 84 and len(set(listed)) == 64 and prepare.kept_by_s1() == set(listed)
+    assert listed[0].startswith("During the Northern and Southern Dynasties") and listed[-1].endswith("(E) 3520")
+    assert listed[63].startswith("Person A and person B") and listed[67].startswith("To assess and compare the value")
+    assert sum(q not in listed[:63] for q in listed[63:]) == 1
+    # the second list spells some characters literally where the first escapes them: the same strings
+    assert "Given the complex number $z= \\frac {1}{i(i+1)}$, then $|z|=$ \uff08\u3000\u3000\uff09" in listed[63:][9]
+
+
+KEPT_SCIEVAL = "What is compartmentalization of a cell?\n\nA. Cell compartmentalization\nB. Cell communication\nC. Cell division\nD. Cell fusion"
+KEPT_NUMINA = "Given four lines such that any three of them determine a triangle, prove that the orthocenters of these four triangles are collinear."
+
+
+def test_listed_questions_pass_numinamath_scieval_and_xword_filters(tmp_path, monkeypatch):
+    assert KEPT_SCIEVAL in prepare.kept_by_s1() and KEPT_NUMINA in prepare.kept_by_s1()
+    # NuminaMath (l. 133-141): every aops_forum row; of the rest, numinamath_500's and the listed ones
+    monkeypatch.setattr(prepare, "numina_500", lambda: {"A problem on numinamath_500's list, with enough words to check."})
+    numina = [{"problem": q, "solution": "s", "source": src, "messages": []} for q, src in (
+        ("An aops_forum problem about the sum of the first hundred odd numbers, squared.", "aops_forum"),
+        ("A problem on numinamath_500's list, with enough words to check.", "cn_k12"),
+        (KEPT_NUMINA, "olympiads"),
+        ("A cn_k12 problem on neither list about the area of a triangle with sides three four five.", "cn_k12"))]
+    # SciEval (l. 355-383): the listed rows plus 250 less their number, picked by the walk
+    tasks = ["SocraticQA", "reagent selection", "MedQA", "PubMedQA"]
+    scieval = [{"question": f"In case {i} of study {t}, which option holds best of all?\n\nAnswer:", "answer": ["A"],
+                "task_name": t, "category": "Biology", "type": "mc", "topic": ("cells", "genes")[i % 2] if t == "SocraticQA" else None}
+               for t in tasks for i in range(100)]
+    scieval[5] = dict(scieval[5], question=KEPT_SCIEVAL + "\n\nAnswer:")  # cleaned as s1 does, then matched
+    pool = str(tmp_path / "pool.jsonl")
+    prepare.main(["collect", "--sources", "numinamath", "scieval", "--local", "numinamath=" + write(tmp_path / "n.jsonl", numina),
+                  "--local", "scieval=" + write(tmp_path / "s.jsonl", scieval), "--eval-sets", "math500", "--out", pool])
+    rows = read(pool)
+    assert [r["question"] for r in rows[:3]] == [numina[k]["problem"] for k in range(3)]
+    sci = [r["question"] for r in rows if r["source_type"].startswith("OpenDFM/SciEval")]
+    assert len(sci) == 250 and sci[-1] == KEPT_SCIEVAL and sci.count(KEPT_SCIEVAL) == 1
+    # XWord (l. 469-474): shuffle(seed=42), the first 1,000 less the listed, then the listed. No listed
+    # question is a crossword clue, so the rule is checked with a list of our own
+    clue = lambda i: prepare.XWORD + "\n\n" + f"Sea creature number {i} with eight arms (7)"
+    xword = [{"instruction": "", "output": "OCTOPUS", "input": f"### Clue: Sea creature number {i} with eight arms (7)"}
+             for i in range(1500)]
+    order = np.random.default_rng(42).permutation(1500)
+    late = [int(i) for i in order[1200:1203]]  # far past the first 1,000 of the shuffle
+    monkeypatch.setattr(prepare, "kept_by_s1", lambda: frozenset(clue(i) for i in late))
+    prepare.main(["collect", "--sources", "xword", "--local", "xword=" + write(tmp_path / "x.jsonl", xword),
+                  "--eval-sets", "math500", "--out", pool])
+    assert [r["question"] for r in read(pool)] == [clue(int(i)) for i in order[:997]] + [clue(i) for i in late]
+
+
 def featurized_rows(tmp_path, models, grader, *extra):
     """curate.py features on six hand-made distilled rows, each tripping one rule of stage 1a or 1b."""
     ok = dict(distill_status="ok", thinking="abc", attempt="51", source_type="planted", cot_type="math", metadata="{}")
