@@ -555,6 +555,33 @@ def test_s1s_keep_list_is_shipped_with_its_source():
     assert "Given the complex number $z= \\frac {1}{i(i+1)}$, then $|z|=$ \uff08\u3000\u3000\uff09" in listed[63:][9]
 
 
+def test_fix_gpqa_draws_one_seeded_sequence_row_by_row_so_row_order_decides_the_options():
+    # s1 data/fix_gpqa.py: random.seed(42) once (l. 7); per GPQA row, in order, random.shuffle of the three
+    # wrong answers and the right one (l. 17-24); question = TEMPLATE, solution += "\n\nAnswer: " + letter
+    meta = lambda k: str({"Correct Answer": f"right {k}\n", **{f"Incorrect Answer {j}": f"wrong {k}.{j}" for j in (1, 2, 3)}})
+    rows = [{"question": f"Q{k}", "solution": f"E{k}", "source_type": "Idavidrein/gpqa", "metadata": meta(k)} for k in range(6)]
+
+    def s1_fix_gpqa(rows):  # written from s1's file, with its global random
+        state = random.getstate()
+        random.seed(42)
+        out = []
+        for ex in rows:
+            m = eval(ex["metadata"])
+            choices = [m["Incorrect Answer 1"].strip("\n"), m["Incorrect Answer 2"].strip("\n"),
+                       m["Incorrect Answer 3"].strip("\n"), m["Correct Answer"].strip("\n")]
+            random.shuffle(choices)
+            letter = chr(65 + choices.index(m["Correct Answer"].strip("\n")))
+            out.append({"question": "{}\nAnswer Choices:\n(A) {}\n(B) {}\n(C) {}\n(D) {}".format(ex["question"], *choices),
+                        "solution": ex["solution"] + "\n\n" + "Answer: " + letter})
+        random.setstate(state)
+        return out
+
+    ours = prepare.fix_gpqa([dict(r) for r in rows])
+    assert [{k: r[k] for k in ("question", "solution")} for r in ours] == s1_fix_gpqa(rows)
+    backwards = {r["question"].split("\n")[0]: r["question"] for r in prepare.fix_gpqa([dict(r) for r in rows[::-1]])}
+    assert sum(backwards[r["question"].split("\n")[0]] != r["question"] for r in ours) >= 3  # the same rows, reordered
+
+
 KEPT_SCIEVAL = "What is compartmentalization of a cell?\n\nA. Cell compartmentalization\nB. Cell communication\nC. Cell division\nD. Cell fusion"
 KEPT_NUMINA = "Given four lines such that any three of them determine a triangle, prove that the orthocenters of these four triangles are collinear."
 
