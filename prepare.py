@@ -9,6 +9,7 @@ Start reading at collect() and distill(); SOURCES is the table of s1's 16 source
     python prepare.py distill --pool pool.jsonl --teacher local --model DIR --out d.jsonl   # through sample.py
     torchrun --nproc-per-node 8 prepare.py distill --pool pool.jsonl --teacher local --model DIR --out d.jsonl
     python prepare.py distill --pool runs/demo/pool.jsonl --teacher mini --out runs/demo/distilled.jsonl
+    python prepare.py distill --questions simplescaling/s1K --out runs/s1.1/s1K-1.1.jsonl   # s1.1: s1K's 1,000 re-traced
 
 collect (s1 data/collect_data.py, add_aime.py): every source is mapped to s1's five columns (question,
 solution, cot_type, source_type, metadata). Sources are read in order; a question sharing a word
@@ -17,7 +18,10 @@ LiveCodeBench release_v4) or with a question kept from an earlier source is drop
 are XWord (1,000) and SciEval (250) sub-sampled; then exact duplicates go. AIME 1983-2022 is appended
 last, unchecked, as s1's add_aime.py did. Any source can be a local file (--local NAME=PATH).
 
-distill (docs/s1.md §2): the teacher sees the raw question, as s1's did. Every reply is appended to a JSONL
+distill (docs/s1.md §2): two recipes. --pool traces a whole pool for curate.py to select from on this
+teacher's lengths and grades (s1 did this with Gemini); --questions re-traces a set already selected,
+as it is (s1.1: s1K's 1,000 questions, chosen with Gemini's features, traced again by DeepSeek-R1).
+The teacher sees the raw question, as s1's did. Every reply is appended to a JSONL
 cache keyed by sha256(question)[:16] the moment it arrives, so a crash or Ctrl-C loses nothing and a
 rerun continues. Empty or malformed replies are kept and marked (distill_status), never dropped.
 A local teacher answers every question left in one sample.py generate call (continuous batching);
@@ -434,11 +438,27 @@ def teach(args, todo, save):
         api.ask_all(todo, ask, save, args.workers, "distill")
 
 
+def fixed_questions(source):
+    """distill --questions: the rows of a selected set (s1K on the hub, or a local copy), re-traced as
+    they are, in their order, as s1.1 re-traced s1K's 1,000 questions with DeepSeek-R1 (s1 README
+    l. 15): nothing is selected again on the new teacher's lengths or grades."""
+    rows = jsonl.local_or_hub(source, flag="--questions")
+    if not rows:
+        raise SystemExit(f"--questions {source}: no rows")
+    for i, r in enumerate(rows):
+        if not isinstance(r.get("question"), str) or not r["question"].strip():
+            raise SystemExit(f"--questions {source} row {i}: needs a non-empty string 'question'")
+    if parallel.RANK == 0:
+        print(f"distill: the {len(rows)} questions of {source}, re-traced as they are (s1.1's recipe); "
+              "train on the output as it is, with no curate.py select")
+    return rows
+
+
 def distill(args):
     args.teacher_name = {"mini": f"mini (slip rate {args.slip_rate}, seed {args.seed})"}.get(args.teacher, args.model)
     if parallel.WORLD > 1:  # every rank loads its slice of the teacher and runs the same generate calls
         parallel.init_distributed(args.device)
-    rows = jsonl.read_questions(args.pool, "the pool")
+    rows = jsonl.read_questions(args.pool, "the pool") if args.pool else fixed_questions(args.questions)
     cached = {}  # question hash -> the newest record from this teacher
     for r in jsonl.resume(args.cache) if parallel.RANK == 0 else []:
         if r.get("teacher") == args.teacher_name:
@@ -470,7 +490,8 @@ def distill(args):
     for r in rows:
         rec = cached.get(jsonl.question_hash(r["question"]), {"status": "pending", "problem": None, "thinking": None, "attempt": None})
         counts[rec["status"]] = counts.get(rec["status"], 0) + 1
-        out.append(dict(r, thinking=rec["thinking"], attempt=rec["attempt"], distill_status=rec["status"],
+        earlier = {f"input_{k}": r[k] for k in ("thinking", "attempt") if r.get(k) is not None}  # e.g. s1K's Gemini attempt
+        out.append(dict(r, **earlier, thinking=rec["thinking"], attempt=rec["attempt"], distill_status=rec["status"],
                         distill_problem=rec["problem"], teacher=args.teacher_name))
     jsonl.write_jsonl(args.out, out)
     print("distill: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f" -> {args.out}")
@@ -546,7 +567,11 @@ def parse_args(argv=None):
                    help="mini: fewest and most reasoning steps")
     c.add_argument("--out", required=True, help="the pool, JSONL")
     d = sub.add_parser("distill", help="a thinking trace and an answer for every question, cached and resumable")
-    d.add_argument("--pool", required=True, help="JSONL with a 'question' per row (collect's output)")
+    d.add_argument("--pool", help="JSONL with a 'question' per row (collect's output); curate.py then selects "
+                                   "on this teacher's lengths and grades")
+    d.add_argument("--questions", metavar="SOURCE",
+                   help="instead of --pool: a selected set to re-trace as it is, a hub dataset or a local file "
+                        "(simplescaling/s1K: s1.1's recipe, s1K's 1,000 with a new teacher; train on the output)")
     d.add_argument("--out", required=True, help="the pool rows with thinking, attempt and distill_status added")
     d.add_argument("--cache", help="append-only JSONL of replies keyed by question hash (default: OUT.cache.jsonl)")
     d.add_argument("--teacher", choices=["api", "local", "mini"], default="api",
@@ -582,6 +607,9 @@ def parse_args(argv=None):
         if not 1 <= args.steps[0] <= args.steps[1]:
             p.error(f"--steps {args.steps[0]} {args.steps[1]}: need 1 <= MIN <= MAX")
     else:
+        if (args.pool is None) == (args.questions is None):
+            p.error("distill: give --pool (a pool to curate afterwards) or --questions (a selected set, re-traced as "
+                    "it is), one of the two")
         args.cache = args.cache or re.sub(r"\.jsonl$", "", args.out) + ".cache.jsonl"
         if args.teacher == "local":
             args.max_tokens = args.max_tokens or 32768

@@ -221,6 +221,32 @@ def test_split_reply():
     assert prepare.split_reply({"content": "<think>t"})[2] == "malformed: <think> is never closed"
 
 
+def test_distill_questions_retraces_a_selected_set_as_it_is_for_training(models, tmp_path, capsys):
+    """s1.1's recipe (s1 README l. 15): s1K's 1,000 questions, chosen with Gemini's features, traced again
+    by DeepSeek-R1, nothing re-selected. Here: three rows in s1K's layout (a trace as a list, Gemini's
+    attempt), re-traced by the hand-built teacher, in their order, every column kept, ready for train.py."""
+    s1k = [{"question": q, "solution": s, "cot_type": "math", "source_type": "qq8933/AIME_1983_2024", "metadata": "{}",
+            "cot": None, "thinking_trajectories": [f"Gemini thinks about {q}"], "attempt": f"Gemini says {s}"}
+           for q, s in (("What is 17 times 3?", "51"), ("What is 50 plus 1?", "51"), ("What is 3 cubed?", "27"))]
+    out = str(tmp_path / "s1K-1.1.jsonl")
+    prepare.main(["distill", "--questions", write(tmp_path / "s1K.jsonl", s1k), "--teacher", "local",
+                  "--model", models["teacher"], "--max-tokens", "1024", "--out", out])
+    assert "the 3 questions of" in capsys.readouterr().out
+    rows = read(out)
+    assert [r["question"] for r in rows] == [r["question"] for r in s1k]
+    assert all((r["thinking"], r["attempt"], r["distill_status"]) == ("abc", "51", "ok") for r in rows)
+    assert [r["input_attempt"] for r in rows] == [r["attempt"] for r in s1k]  # the old teacher's answer is kept aside
+    assert all(r["thinking_trajectories"] == k["thinking_trajectories"] and r["solution"] == k["solution"] for r, k in zip(rows, s1k))
+    assert train.to_triples(rows, out) == [(r["question"], "abc", "51") for r in s1k]  # train.py reads the new traces
+    for argv, says in ((["distill", "--out", out], "one of the two"),
+                       (["distill", "--pool", out, "--questions", out, "--out", out], "one of the two")):
+        with pytest.raises(SystemExit):
+            prepare.parse_args(argv)
+        assert says in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"--questions .*row 1: needs a non-empty string 'question'"):
+        prepare.main(["distill", "--questions", write(tmp_path / "bad.jsonl", [s1k[0], {"question": " "}]), "--out", out])
+
+
 def test_interrupted_distill_resumes_without_repeating_or_losing(tmp_path, monkeypatch, capsys):
     pool, out = str(tmp_path / "pool.jsonl"), str(tmp_path / "d.jsonl")
     cache = str(tmp_path / "d.cache.jsonl")
