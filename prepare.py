@@ -9,6 +9,7 @@ Start reading at collect() and distill(); SOURCES is the table of s1's 16 source
     python prepare.py distill --pool pool.jsonl --teacher local --model DIR --out d.jsonl   # through sample.py
     torchrun --nproc-per-node 8 prepare.py distill --pool pool.jsonl --teacher local --model DIR --out d.jsonl
     python prepare.py distill --pool runs/demo/pool.jsonl --teacher mini --out runs/demo/distilled.jsonl
+    python prepare.py distill --questions simplescaling/s1K --out runs/s1.1/s1K-1.1.jsonl   # s1.1: s1K's 1,000 re-traced
 
 collect (s1 data/collect_data.py, add_aime.py): every source is mapped to s1's five columns (question,
 solution, cot_type, source_type, metadata). Sources are read in order; a question sharing a word
@@ -17,7 +18,10 @@ LiveCodeBench release_v4) or with a question kept from an earlier source is drop
 are XWord (1,000) and SciEval (250) sub-sampled; then exact duplicates go. AIME 1983-2022 is appended
 last, unchecked, as s1's add_aime.py did. Any source can be a local file (--local NAME=PATH).
 
-distill (docs/s1.md §2): the teacher sees the raw question, as s1's did. Every reply is appended to a JSONL
+distill (docs/s1.md §2): two recipes. --pool traces a whole pool for curate.py to select from on this
+teacher's lengths and grades (s1 did this with Gemini); --questions re-traces a set already selected,
+as it is (s1.1: s1K's 1,000 questions, chosen with Gemini's features, traced again by DeepSeek-R1).
+The teacher sees the raw question, as s1's did. Every reply is appended to a JSONL
 cache keyed by sha256(question)[:16] the moment it arrives, so a crash or Ctrl-C loses nothing and a
 rerun continues. Empty or malformed replies are kept and marked (distill_status), never dropped.
 A local teacher answers every question left in one sample.py generate call (continuous batching);
@@ -86,6 +90,18 @@ def numina_500():  # s1 kept all aops_forum rows and, of the rest, the 500 probl
     return {r["problem"] for r in hub_rows("simplescaling/numinamath_500")}
 
 
+KEEP_LIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data/s1/tmp_questions_to_keep.json")
+
+
+@cache
+def kept_by_s1():
+    """s1's TMP_QUESTIONS_TO_KEEP (data/collect_data.py l. 18-102; 64 distinct questions, shipped in
+    data/s1/): questions s1 kept past its filters. NuminaMath keeps listed non-aops rows (l. 139),
+    SciEval's 250 and XWord's 1,000 add the listed rows to what they pick (l. 357-358, 382; l. 471-474)."""
+    with open(KEEP_LIST, encoding="utf-8") as f:
+        return frozenset(json.load(f)["questions"])
+
+
 @cache
 def gpqa_diamond():  # GPQA's extended set contains Diamond: those are test questions
     local = benchmarks.BENCHMARKS["gpqa"][3]
@@ -102,9 +118,12 @@ def scieval_row(r, p):
 
 
 def balance_scieval(rows, n=250):
-    """s1's SciEval selection: n questions spread evenly over the tasks, SocraticQA's share evenly over
-    its topics, walking a seeded shuffle."""
-    rows = rows[:]
+    """s1's SciEval selection: the rows on s1's keep list, and n less their number spread evenly over
+    the tasks, SocraticQA's share evenly over its topics, walking a seeded shuffle of the other rows
+    (s1's walk may take a listed row again: a duplicate, dropped later)."""
+    listed = [r for r in rows if r["question"] in kept_by_s1()]
+    rows = [r for r in rows if r["question"] not in kept_by_s1()]
+    n -= len(listed)
     random.Random(42).shuffle(rows)
     meta = [ast.literal_eval(r["metadata"]) for r in rows]
     per_task = {t: math.ceil(n / len({m["task_name"] for m in meta})) for t in {m["task_name"] for m in meta}}
@@ -117,9 +136,9 @@ def balance_scieval(rows, n=250):
             kept.append(r)
             per_task[task] -= 1
             per_topic[topic] = per_topic.get(topic, 0) - (task == "SocraticQA")
-        if len(kept) == n:
+        if len(kept) >= n:
             break
-    return kept
+    return kept + listed  # as s1: concatenate_datasets([selected, samples_to_keep]) (l. 382)
 
 
 def agieval_row(r, p):
@@ -132,8 +151,9 @@ def agieval_row(r, p):
 
 
 def fix_gpqa(rows):
-    """s1's fix_gpqa.py: options shuffled (random.seed(42), in order) into the question, and the letter
-    appended to the explanation."""
+    """s1's fix_gpqa.py, run over the collected pool: options shuffled into the question, and the letter
+    appended to the explanation. One random.seed(42) sequence is drawn row by row (l. 7, 24), so each
+    row's permutation depends on the GPQA rows before it: row order decides the options."""
     rng = random.Random(42)
     for r in rows:
         m = ast.literal_eval(r["metadata"])
@@ -146,9 +166,15 @@ def fix_gpqa(rows):
 
 
 def take_shuffled(n):
-    """s1's ds.shuffle(seed=42).select(range(n)) (data/collect_data.py l. 469-473): the datasets library
-    shuffles with numpy's default_rng(seed).permutation, so the same rows in the same order give s1's n."""
-    return lambda rows: [rows[i] for i in np.random.default_rng(42).permutation(len(rows))[:n]]
+    """s1's XWord pick (data/collect_data.py l. 469-474): ds.shuffle(seed=42), then the first n less the
+    rows on s1's keep list, then those rows (a listed row among the first ones comes twice; the
+    duplicate goes later, as in s1). The datasets library shuffles with numpy's
+    default_rng(seed).permutation, so the same rows in the same order give s1's pick."""
+    def pick(rows):
+        shuffled = [rows[i] for i in np.random.default_rng(42).permutation(len(rows))]
+        listed = [r for r in shuffled if r["question"] in kept_by_s1()]
+        return shuffled[:max(n - len(listed), 0)] + listed
+    return pick
 
 
 SOURCES = [
@@ -164,7 +190,7 @@ SOURCES = [
          to_row=lambda r, p: record(r["Question"], str(r["Answer"]), "math", "TIGER-Lab/TheoremQA/" + r["Answer_type"],
                                     r, ("Question", "Answer"))),
     dict(name="numinamath", hub="AI-MO/NuminaMath-CoT", parts=[part()],
-         keep=lambda r, p: r["source"] == "aops_forum" or r["problem"] in numina_500(),
+         keep=lambda r, p: r["source"] == "aops_forum" or r["problem"] in kept_by_s1() or r["problem"] in numina_500(),
          to_row=lambda r, p: record(r["problem"], r["solution"], "math", "AI-MO/NuminaMath-CoT/" + r["source"],
                                     r, ("problem", "solution", "messages"))),
     dict(name="omnimath", hub="KbsdJames/Omni-MATH", parts=[part(split="test")],
@@ -412,11 +438,27 @@ def teach(args, todo, save):
         api.ask_all(todo, ask, save, args.workers, "distill")
 
 
+def fixed_questions(source):
+    """distill --questions: the rows of a selected set (s1K on the hub, or a local copy), re-traced as
+    they are, in their order, as s1.1 re-traced s1K's 1,000 questions with DeepSeek-R1 (s1 README
+    l. 15): nothing is selected again on the new teacher's lengths or grades."""
+    rows = jsonl.local_or_hub(source, flag="--questions")
+    if not rows:
+        raise SystemExit(f"--questions {source}: no rows")
+    for i, r in enumerate(rows):
+        if not isinstance(r.get("question"), str) or not r["question"].strip():
+            raise SystemExit(f"--questions {source} row {i}: needs a non-empty string 'question'")
+    if parallel.RANK == 0:
+        print(f"distill: the {len(rows)} questions of {source}, re-traced as they are (s1.1's recipe); "
+              "train on the output as it is, with no curate.py select")
+    return rows
+
+
 def distill(args):
     args.teacher_name = {"mini": f"mini (slip rate {args.slip_rate}, seed {args.seed})"}.get(args.teacher, args.model)
     if parallel.WORLD > 1:  # every rank loads its slice of the teacher and runs the same generate calls
         parallel.init_distributed(args.device)
-    rows = jsonl.read_questions(args.pool, "the pool")
+    rows = jsonl.read_questions(args.pool, "the pool") if args.pool else fixed_questions(args.questions)
     cached = {}  # question hash -> the newest record from this teacher
     for r in jsonl.resume(args.cache) if parallel.RANK == 0 else []:
         if r.get("teacher") == args.teacher_name:
@@ -448,7 +490,8 @@ def distill(args):
     for r in rows:
         rec = cached.get(jsonl.question_hash(r["question"]), {"status": "pending", "problem": None, "thinking": None, "attempt": None})
         counts[rec["status"]] = counts.get(rec["status"], 0) + 1
-        out.append(dict(r, thinking=rec["thinking"], attempt=rec["attempt"], distill_status=rec["status"],
+        earlier = {f"input_{k}": r[k] for k in ("thinking", "attempt") if r.get(k) is not None}  # e.g. s1K's Gemini attempt
+        out.append(dict(r, **earlier, thinking=rec["thinking"], attempt=rec["attempt"], distill_status=rec["status"],
                         distill_problem=rec["problem"], teacher=args.teacher_name))
     jsonl.write_jsonl(args.out, out)
     print("distill: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f" -> {args.out}")
@@ -466,7 +509,10 @@ LiveCodeBench release_v4 with word 8-grams, each source also against the sources
 1,000 and SciEval's 250 are picked from what decontamination left; AIME 1983-2022 is appended to the
 finished pool with neither decontamination nor de-duplication, so its 2022 problems, which are in
 aimo-validation-aime, stay. release_v4 contains LiveCodeBench v1-v3, so this removes every
-LiveCodeBench question of the pool, as s1's code, run as written, does.
+LiveCodeBench question of the pool, as s1's code, run as written, does. s1's keep list
+(TMP_QUESTIONS_TO_KEEP, l. 18-102, in data/s1/tmp_questions_to_keep.json) passes NuminaMath's filter
+and is added to SciEval's 250 and XWord's 1,000. GPQA's options are shuffled into the question
+(fix_gpqa.py) over the collected pool's GPQA rows, as s1's README has it run after collecting.
 
 Where we differ from s1, and why:
   - questions under 8 words have no 8-gram; we compare them whole (s1 let them through unchecked);
@@ -476,8 +522,10 @@ Where we differ from s1, and why:
   - SciEval's 250 are spread over tasks and SocraticQA topics by a seeded walk; s1's
     select_examples_scieval walks a differently shuffled copy (and can take a row twice), so the 250
     rows differ from s1's;
-  - GPQA options are shuffled (fix_gpqa.py) over the whole pool's GPQA rows, s1 over s1K's, so the
-    option order differs.
+  - sources keep their file order; s1 shuffled each source without a pick function (ds.shuffle(seed=42),
+    collect_data.py l. 469). Besides the pool's row order and which copy of a duplicate survives, this
+    decides GPQA's options: fix_gpqa.py draws one random.seed(42) sequence row by row (l. 7, 24), so
+    each GPQA row's option permutation depends on its place, and ours differ from s1's.
 """
 
 
@@ -519,7 +567,11 @@ def parse_args(argv=None):
                    help="mini: fewest and most reasoning steps")
     c.add_argument("--out", required=True, help="the pool, JSONL")
     d = sub.add_parser("distill", help="a thinking trace and an answer for every question, cached and resumable")
-    d.add_argument("--pool", required=True, help="JSONL with a 'question' per row (collect's output)")
+    d.add_argument("--pool", help="JSONL with a 'question' per row (collect's output); curate.py then selects "
+                                   "on this teacher's lengths and grades")
+    d.add_argument("--questions", metavar="SOURCE",
+                   help="instead of --pool: a selected set to re-trace as it is, a hub dataset or a local file "
+                        "(simplescaling/s1K: s1.1's recipe, s1K's 1,000 with a new teacher; train on the output)")
     d.add_argument("--out", required=True, help="the pool rows with thinking, attempt and distill_status added")
     d.add_argument("--cache", help="append-only JSONL of replies keyed by question hash (default: OUT.cache.jsonl)")
     d.add_argument("--teacher", choices=["api", "local", "mini"], default="api",
@@ -555,6 +607,9 @@ def parse_args(argv=None):
         if not 1 <= args.steps[0] <= args.steps[1]:
             p.error(f"--steps {args.steps[0]} {args.steps[1]}: need 1 <= MIN <= MAX")
     else:
+        if (args.pool is None) == (args.questions is None):
+            p.error("distill: give --pool (a pool to curate afterwards) or --questions (a selected set, re-traced as "
+                    "it is), one of the two")
         args.cache = args.cache or re.sub(r"\.jsonl$", "", args.out) + ".cache.jsonl"
         if args.teacher == "local":
             args.max_tokens = args.max_tokens or 32768
