@@ -24,6 +24,7 @@ import mini
 import prepare
 import sample
 import serve as server_module
+import sources
 import train
 
 TORCHRUN = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone", "--nproc-per-node", "2"]
@@ -559,7 +560,7 @@ def test_xword_and_scieval_are_subsampled_after_decontamination(tmp_path, capsys
     rows = read(pool)
     picked = [r for r in rows if r["source_type"] == "0xharib/xword1"]
     assert len(picked) == 1000 and len(rows) - len(picked) == 250 and not any(fox in r["question"] for r in rows)
-    clean = [prepare.XWORD + "\n\n" + x["input"].split("### Clue: ")[1] for x in xword if fox not in x["input"]]
+    clean = [sources.XWORD + "\n\n" + x["input"].split("### Clue: ")[1] for x in xword if fox not in x["input"]]
     assert [r["question"] for r in picked] == [clean[i] for i in np.random.default_rng(42).permutation(len(clean))[:1000]]
     out = capsys.readouterr().out
     assert re.search(r"xword\s+1500\s+300\s+0\s+1000  1000 picked of 1200", out)
@@ -569,11 +570,11 @@ def test_xword_and_scieval_are_subsampled_after_decontamination(tmp_path, capsys
 def test_s1s_keep_list_is_shipped_with_its_source():
     # s1 data/collect_data.py l. 18-102: TMP_QUESTIONS_TO_KEEP = [63 questions] + [21 questions], 20 of
     # the 21 repeating the first list (the only new one: a PubMedQA abstract on split-liver transplantation)
-    with open(prepare.KEEP_LIST, encoding="utf-8") as f:
+    with open(sources.KEEP_LIST, encoding="utf-8") as f:
         doc = json.load(f)
     assert "data/collect_data.py" in doc["source"] and "18-102" in doc["source"]
     listed = doc["questions"]
-    assert len(listed) == 84 and len(set(listed)) == 64 and prepare.kept_by_s1() == set(listed)
+    assert len(listed) == 84 and len(set(listed)) == 64 and sources.kept_by_s1() == set(listed)
     assert listed[0].startswith("During the Northern and Southern Dynasties") and listed[-1].endswith("(E) 3520")
     assert listed[63].startswith("Person A and person B") and listed[67].startswith("To assess and compare the value")
     assert sum(q not in listed[:63] for q in listed[63:]) == 1
@@ -602,9 +603,9 @@ def test_fix_gpqa_draws_one_seeded_sequence_row_by_row_so_row_order_decides_the_
         random.setstate(state)
         return out
 
-    ours = prepare.fix_gpqa([dict(r) for r in rows])
+    ours = sources.fix_gpqa([dict(r) for r in rows])
     assert [{k: r[k] for k in ("question", "solution")} for r in ours] == s1_fix_gpqa(rows)
-    backwards = {r["question"].split("\n")[0]: r["question"] for r in prepare.fix_gpqa([dict(r) for r in rows[::-1]])}
+    backwards = {r["question"].split("\n")[0]: r["question"] for r in sources.fix_gpqa([dict(r) for r in rows[::-1]])}
     assert sum(backwards[r["question"].split("\n")[0]] != r["question"] for r in ours) >= 3  # the same rows, reordered
 
 
@@ -613,9 +614,9 @@ KEPT_NUMINA = "Given four lines such that any three of them determine a triangle
 
 
 def test_listed_questions_pass_numinamath_scieval_and_xword_filters(tmp_path, monkeypatch):
-    assert KEPT_SCIEVAL in prepare.kept_by_s1() and KEPT_NUMINA in prepare.kept_by_s1()
+    assert KEPT_SCIEVAL in sources.kept_by_s1() and KEPT_NUMINA in sources.kept_by_s1()
     # NuminaMath (l. 133-141): every aops_forum row; of the rest, numinamath_500's and the listed ones
-    monkeypatch.setattr(prepare, "numina_500", lambda: {"A problem on numinamath_500's list, with enough words to check."})
+    monkeypatch.setattr(sources, "numina_500", lambda: {"A problem on numinamath_500's list, with enough words to check."})
     numina = [{"problem": q, "solution": "s", "source": src, "messages": []} for q, src in (
         ("An aops_forum problem about the sum of the first hundred odd numbers, squared.", "aops_forum"),
         ("A problem on numinamath_500's list, with enough words to check.", "cn_k12"),
@@ -636,12 +637,12 @@ def test_listed_questions_pass_numinamath_scieval_and_xword_filters(tmp_path, mo
     assert len(sci) == 250 and sci[-1] == KEPT_SCIEVAL and sci.count(KEPT_SCIEVAL) == 1
     # XWord (l. 469-474): shuffle(seed=42), the first 1,000 less the listed, then the listed. No listed
     # question is a crossword clue, so the rule is checked with a list of our own
-    clue = lambda i: prepare.XWORD + "\n\n" + f"Sea creature number {i} with eight arms (7)"
+    clue = lambda i: sources.XWORD + "\n\n" + f"Sea creature number {i} with eight arms (7)"
     xword = [{"instruction": "", "output": "OCTOPUS", "input": f"### Clue: Sea creature number {i} with eight arms (7)"}
              for i in range(1500)]
     order = np.random.default_rng(42).permutation(1500)
     late = [int(i) for i in order[1200:1203]]  # far past the first 1,000 of the shuffle
-    monkeypatch.setattr(prepare, "kept_by_s1", lambda: frozenset(clue(i) for i in late))
+    monkeypatch.setattr(sources, "kept_by_s1", lambda: frozenset(clue(i) for i in late))
     prepare.main(["collect", "--sources", "xword", "--local", "xword=" + write(tmp_path / "x.jsonl", xword),
                   "--eval-sets", "math500", "--out", pool])
     assert [r["question"] for r in read(pool)] == [clue(int(i)) for i in order[:997]] + [clue(i) for i in late]
