@@ -14,7 +14,10 @@ Everything is seeded by the question, so the same question always gets the same 
 import random
 import re
 
-FAMILIES = ("sum", "count", "max", "sort")
+FAMILIES = ("sum", "count", "max", "sort", "search")
+GIVE_UP_AFTER = 4   # search: the teacher checks this many candidates, then gives up and guesses...
+GO_ON_RATE = 0.1  # ...except that in this share of give-ups it writes "Wait" and checks the next ones
+RECHECK_RATE = 0.1  # search: after a "yes", this share of traces writes "Wait" and checks it again
 
 
 def question(family, steps, rng):
@@ -25,7 +28,14 @@ def question(family, steps, rng):
         return f"How many {rng.choice('abc')} in {word}?"
     if family == "max":  # steps comparisons
         return "What is the largest of " + " ".join(str(rng.randint(10, 99)) for _ in range(steps + 1)) + "?"
-    return "Sort the digits " + "".join(str(rng.randint(1, 9)) for _ in range(steps + 1)) + "."  # steps insertions
+    if family == "sort":
+        return "Sort the digits " + "".join(str(rng.randint(1, 9)) for _ in range(steps + 1)) + "."  # steps insertions
+    # search: one candidate checked per step, exactly one of them has the target digit sum
+    answer, digit_sum = rng.randint(10, 99), lambda n: n // 10 + n % 10
+    others = [n for n in range(10, 100) if digit_sum(n) != digit_sum(answer)]
+    nums = rng.sample(others, steps)
+    nums.insert(rng.randint(0, steps), answer)
+    return f"Which of {' '.join(map(str, nums))} has digit sum {digit_sum(answer)}?"
 
 
 def solve(question):
@@ -57,20 +67,49 @@ def solve(question):
             steps.append(("", new, slip))
             done = new
         return "sort", steps, int(done)
+    if m := re.fullmatch(r"Which of (\d\d(?: \d\d)+) has digit sum (\d+)\?", question):
+        nums, target = [int(x) for x in m.group(1).split()], int(m.group(2))
+        steps = [(f"{n}: {n // 10}+{n % 10}=", n // 10 + n % 10, None) for n in nums]
+        found = [n for n in nums if n // 10 + n % 10 == target]
+        if len(found) != 1:
+            raise ValueError("not a question of the built-in family: no single number has that digit sum")
+        return "search", steps, found[0]
     raise ValueError("not a question of the built-in family")
 
 
 def teacher(question, slip_rate, seed):
     """(thinking, answer) for a built-in question. Slips are drawn from a generator seeded by the
     question, so the same question always gets the same trace."""
-    _, steps, answer = solve(question)
+    family, steps, answer = solve(question)
     rng, lines = random.Random(f"{seed}/{question}"), []
+    if family == "search":
+        return search_teacher(question, steps, answer, rng)
     for before, result, wrong in steps:
         if wrong is not None and rng.random() < slip_rate:
             lines += [f"{before}{wrong}", f"Wait, {before}{result}"]
         else:
             lines.append(f"{before}{result}")
     return "\n".join(lines), str(answer)
+
+
+def search_teacher(question, steps, answer, rng):
+    """One line per candidate, in the question's order, until one has the target digit sum. After
+    GIVE_UP_AFTER candidates without one the teacher gives up and guesses the next candidate, except
+    that in GO_ON_RATE of give-ups it writes "Wait" and checks GIVE_UP_AFTER more: a teacher that
+    sometimes stops before it has checked. After the "yes", RECHECK_RATE of traces write "Wait" and
+    check it again. No slips: every line's sum is right."""
+    target, lines = int(question.rsplit(" ", 1)[1][:-1]), []
+    for i, (before, result, _) in enumerate(steps):
+        lines.append(f"{before}{result} {'yes' if result == target else 'no'}")
+        if result == target:
+            if rng.random() < RECHECK_RATE:
+                lines += ["Wait", lines[-1]]
+            return "\n".join(lines), str(answer)
+        if (i + 1) % GIVE_UP_AFTER == 0 and i + 1 < len(steps):
+            if rng.random() >= GO_ON_RATE:
+                return "\n".join(lines), steps[i + 1][0].split(":")[0]
+            lines.append("Wait")
+    raise AssertionError("unreachable: solve() found the answer among the candidates")
 
 
 SOLVER_ERROR_RATE = 0.25  # curation's stand-in for Qwen2.5-7B/32B: an unnoticed slip per step
@@ -90,11 +129,13 @@ def rows(n, seed, min_steps, max_steps):
     """n distinct questions in s1's five columns (prepare.py's pool rows), the families in turn, steps
     uniform in [min_steps, max_steps]. `answer` lets eval.py read the file as a benchmark, `domain`
     lets curate.py skip the classifier."""
+    import os  # EXPERIMENT ONLY
+    families = tuple(os.environ.get("MINI_FAMILIES", ",".join(FAMILIES)).split(","))
     rng, out, seen = random.Random(seed), [], set()
     for _ in range(100 * n):
         if len(out) == n:
             break
-        family, steps = FAMILIES[len(out) % len(FAMILIES)], rng.randint(min_steps, max_steps)
+        family, steps = families[len(out) % len(families)], rng.randint(min_steps, max_steps)
         q = question(family, steps, rng)
         if q not in seen:
             seen.add(q)
