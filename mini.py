@@ -16,8 +16,8 @@ import re
 
 FAMILIES = ("sum", "count", "max", "sort", "search")
 GIVE_UP_AFTER = 4   # search: the teacher checks this many candidates, then gives up and guesses...
-GO_ON_RATE = 0.1  # ...except that in this share of give-ups it writes "Wait" and checks the next ones
-RECHECK_RATE = 0.1  # search: after a "yes", this share of traces writes "Wait" and checks it again
+GO_ON_RATE = 0.2  # ...except that in this share of give-ups it writes "Wait" and checks the next ones
+RECHECK_RATE = 0.15  # search: after a "yes", this share of traces writes "Wait" and checks it again
 
 
 def question(family, steps, rng):
@@ -100,7 +100,7 @@ def search_teacher(question, steps, answer, rng):
     check it again. No slips: every line's sum is right."""
     target, lines = int(question.rsplit(" ", 1)[1][:-1]), []
     for i, (before, result, _) in enumerate(steps):
-        lines.append(f"{before}{result} {'yes' if result == target else 'no'}")
+        lines.append(f"{before}{result} vs {target} {'yes' if result == target else 'no'}")
         if result == target:
             if rng.random() < RECHECK_RATE:
                 lines += ["Wait", lines[-1]]

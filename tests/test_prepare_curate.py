@@ -609,3 +609,55 @@ def test_help():
     with pytest.raises(SystemExit) as e:
         curate.parse_args(["features", "--help"])
     assert e.value.code == 0
+
+
+def check_search_trace(question, thinking, answer):
+    """An independent reading of a search trace: (candidates checked, the Waits' positions, gave up).
+    Asserts each line checks the next candidate in the question's order, adds its digits right, says
+    yes exactly when the sum is the target, and that the answer is the match, or after a give-up the
+    next unchecked candidate."""
+    nums, target = re.fullmatch(r"Which of ([\d ]+) has digit sum (\d+)\?", question).groups()
+    nums, target = nums.split(), int(target)
+    checked, waits, lines = [], [], thinking.split("\n")
+    for i, line in enumerate(lines):
+        if line == "Wait":
+            waits.append(len(checked))
+            continue
+        number, a, b, total, verdict = re.fullmatch(r"(\d\d): (\d)\+(\d)=(\d+) (yes|no)", line).groups()
+        recheck = i >= 2 and lines[i - 1] == "Wait" and lines[i - 2] == line
+        assert number == (checked[-1] if recheck else nums[len(checked)]) and a + b == number
+        assert int(total) == int(a) + int(b) and (verdict == "yes") == (int(total) == target)
+        if not recheck:
+            checked.append(number)
+    gave_up = lines[-1].endswith(" no")
+    match = [n for n in nums if int(n[0]) + int(n[1]) == target]
+    assert len(match) == 1
+    assert answer == (nums[len(checked)] if gave_up else match[0])
+    return checked, waits, gave_up
+
+
+def test_mini_search_teacher_checks_in_order_gives_up_by_its_rule_and_goes_on_after_wait():
+    os_env = os.environ.pop("MINI_FAMILIES", None)
+    rows = [r for r in mini.rows(4000, 0, 5, 9) if r["domain"] == "search"]
+    assert len(rows) > 500
+    give_ups = go_ons = finds = rechecks = 0
+    for r in rows:
+        thinking, answer = mini.teacher(r["question"], 0.1, 0)
+        assert (thinking, answer) == mini.teacher(r["question"], 0.1, 0)  # seeded by the question
+        checked, waits, gave_up = check_search_trace(r["question"], thinking, answer)
+        position = r["question"].split().index(r["solution"]) - 2  # the match's place in the list, from 0
+        # the rule: four candidates at a time; after each four without a match, a give-up or a "Wait"
+        rounds = [w for w in waits if w < len(checked) or gave_up]
+        assert all(w % mini.GIVE_UP_AFTER == 0 for w in rounds)
+        if gave_up:
+            assert len(checked) % mini.GIVE_UP_AFTER == 0 and len(checked) <= position
+            give_ups += 1
+        else:
+            assert len(checked) == position + 1
+            finds += 1
+            rechecks += waits[-1:] == [len(checked)]
+        go_ons += sum(1 for w in waits if w < len(checked) or (gave_up and w <= len(checked)))
+    assert abs(go_ons / (go_ons + give_ups) - mini.GO_ON_RATE) < 0.04
+    assert abs(rechecks / finds - mini.RECHECK_RATE) < 0.04
+    if os_env is not None:
+        os.environ["MINI_FAMILIES"] = os_env
