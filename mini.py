@@ -11,10 +11,16 @@ domains. Two programmatic models go with them:
            so it is right on short questions and wrong on long ones, which makes those "hard".
 Everything is seeded by the question, so the same question always gets the same trace and answer.
 """
+import os
 import random
 import re
 
-FAMILIES = ("sum", "count", "max", "sort")
+FAMILIES = ("sum", "count", "max", "sort", "search")
+# search: the teacher checks the candidates in order and, after every GIVE_UP_AFTER without a "yes",
+# gives up and answers the last one it checked (a wrong guess) -- except that in GO_ON_RATE of those
+# moments it writes "Wait" and goes on. After a "yes", RECHECK_RATE of traces write "Wait" and check it again.
+GIVE_UP_AFTER, GO_ON_RATE, RECHECK_RATE = (int(os.environ.get("GIVE_UP_AFTER", 5)), float(os.environ.get("GO_ON_RATE", 0.15)),
+                                           float(os.environ.get("RECHECK_RATE", 0.1)))  # EXPERIMENT hooks
 
 
 def question(family, steps, rng):
@@ -25,7 +31,18 @@ def question(family, steps, rng):
         return f"How many {rng.choice('abc')} in {word}?"
     if family == "max":  # steps comparisons
         return "What is the largest of " + " ".join(str(rng.randint(10, 99)) for _ in range(steps + 1)) + "?"
-    return "Sort the digits " + "".join(str(rng.randint(1, 9)) for _ in range(steps + 1)) + "."  # steps insertions
+    if family == "sort":  # steps insertions
+        return "Sort the digits " + "".join(str(rng.randint(1, 9)) for _ in range(steps + 1)) + "."
+    # search: steps + 1 candidates, exactly one of them over the target
+    if os.environ.get("SEARCH_STYLE") == "letters":
+        target = rng.choice("mnopqrst")
+        nums = rng.sample("abcdefghijklmnopqrstuvwxyz"[:ord(target) - 96], steps)
+        nums.insert(rng.randint(0, steps), rng.choice("abcdefghijklmnopqrstuvwxyz"[ord(target) - 96:]))
+        return f"Which of {' '.join(nums)} is after {target}?"
+    target = rng.randint(60, 89)
+    nums = rng.sample(range(10, target + 1), steps)
+    nums.insert(rng.randint(0, steps), rng.randint(target + 1, 99))
+    return f"Which of {' '.join(map(str, nums))} is over {target}?"
 
 
 def solve(question):
@@ -57,20 +74,53 @@ def solve(question):
             steps.append(("", new, slip))
             done = new
         return "sort", steps, int(done)
+    if m := re.fullmatch(r"Which of ([a-z](?: [a-z])+) is after ([a-z])\?", question):
+        nums, target = m.group(1).split(), m.group(2)
+        over = [n for n in nums if n > target]
+        if len(over) != 1:
+            raise ValueError("not a question of the built-in family: not exactly one letter is after the target")
+        prev = [""] + [n + " " for n in nums]
+        return "search", [(f"{prev[i]}{n} ", "yes" if n > target else "no", None) for i, n in enumerate(nums)], over[0]
+    if m := re.fullmatch(r"Which of (\d\d(?: \d\d)+) is over (\d\d)\?", question):
+        nums, target = [int(x) for x in m.group(1).split()], int(m.group(2))
+        over = [n for n in nums if n > target]
+        if len(over) != 1:
+            raise ValueError("not a question of the built-in family: not exactly one number is over the target")
+        prev = [""] * len(nums) if os.environ.get("SEARCH_STYLE") == "plain" else [""] + [f"{n} " for n in nums]
+        return "search", [(f"{prev[i]}{n} ", "yes" if n > target else "no", None) for i, n in enumerate(nums)], over[0]
     raise ValueError("not a question of the built-in family")
 
 
 def teacher(question, slip_rate, seed):
     """(thinking, answer) for a built-in question. Slips are drawn from a generator seeded by the
     question, so the same question always gets the same trace."""
-    _, steps, answer = solve(question)
+    family, steps, answer = solve(question)
     rng, lines = random.Random(f"{seed}/{question}"), []
+    if family == "search":
+        return search_trace(steps, answer, rng)
     for before, result, wrong in steps:
         if wrong is not None and rng.random() < slip_rate:
             lines += [f"{before}{wrong}", f"Wait, {before}{result}"]
         else:
             lines.append(f"{before}{result}")
     return "\n".join(lines), str(answer)
+
+
+def search_trace(steps, answer, rng):
+    """One line per candidate until the "yes"; the give-ups, go-ons and rechecks of GIVE_UP_AFTER's
+    comment. Every line is right: what the teacher gets wrong is only that it stops too soon."""
+    lines = []
+    for i, (before, result, _) in enumerate(steps):
+        lines.append(before + result)
+        if result == "yes":
+            while rng.random() < RECHECK_RATE:
+                lines += ["Wait", before + result]
+            return "\n".join(lines), str(answer)
+        if (i + 1) % GIVE_UP_AFTER == 0:
+            if rng.random() >= GO_ON_RATE:
+                return "\n".join(lines), before.split()[-1]
+            lines.append("Wait")
+    raise AssertionError("unreachable: solve() found one candidate over the target")
 
 
 SOLVER_ERROR_RATE = 0.25  # curation's stand-in for Qwen2.5-7B/32B: an unnoticed slip per step
@@ -83,10 +133,11 @@ def solver(question, error_rate, seed):
     is a plain chat answer. Seeded by the question, as the teacher."""
     _, steps, answer = solve(question)
     right = random.Random(f"solver/{seed}/{question}").random() < (1 - error_rate) ** len(steps)
-    return f"Answer: {answer if right else answer + 1}"
+    wrong = answer + 1 if isinstance(answer, int) else chr((ord(answer) - 96) % 26 + 97)  # a letter: the next one
+    return f"Answer: {answer if right else wrong}"
 
 
-def rows(n, seed, min_steps, max_steps):
+def rows(n, seed, min_steps, max_steps, families=FAMILIES):
     """n distinct questions in s1's five columns (prepare.py's pool rows), the families in turn, steps
     uniform in [min_steps, max_steps]. `answer` lets eval.py read the file as a benchmark, `domain`
     lets curate.py skip the classifier."""
@@ -94,7 +145,7 @@ def rows(n, seed, min_steps, max_steps):
     for _ in range(100 * n):
         if len(out) == n:
             break
-        family, steps = FAMILIES[len(out) % len(FAMILIES)], rng.randint(min_steps, max_steps)
+        family, steps = families[len(out) % len(families)], rng.randint(min_steps, max_steps)
         q = question(family, steps, rng)
         if q not in seen:
             seen.add(q)
