@@ -1,8 +1,10 @@
 """demo.py: the whole s1 pipeline in miniature on a laptop CPU (`make demo`).
 
-The same stage scripts as the real thing, with small numbers, on built-in task families whose
-harder questions need more reasoning steps (mini.py: prepare.py's "mini" source, with a
-programmatic teacher that writes step-by-step traces and sometimes corrects a slip after "Wait"):
+The same stage scripts as the real thing, with small numbers, on mini.py's search family
+(prepare.py's "mini" source): "Which of e v b h l is after n?", answered by checking the letters
+in order, one line each. Its programmatic teacher sometimes stops before it has found the letter
+and guesses, as a model that stops before it has checked; in some traces it writes "Wait" there
+and goes on. So a cap on thinking cuts the search short, and forcing "Wait" resumes it:
 
     prepare.py collect   held-out questions           -> test.jsonl
     prepare.py collect   a pool of questions, decontaminated against them -> pool.jsonl
@@ -14,7 +16,8 @@ programmatic teacher that writes step-by-step traces and sometimes corrects a sl
     eval.py              held-out questions under budget forcing: thinking caps, then "Wait"s
                          -> eval/results.md, eval/scaling.png
 
-Each stage is skipped when its output exists (rerun with --force to redo it); each command is
+The reading at the end compares the run with README's runs (SPREAD: three training seeds, one
+or two threads, AVX2 or AVX-512 kernels); `demo.py --spread` redoes those. Each stage is skipped when its output exists (rerun with --force to redo it); each command is
 printed before it runs, so any stage can be rerun by hand.
 """
 import argparse
@@ -28,7 +31,6 @@ import time
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 PY = sys.executable
-FAMILIES = os.environ.get("DEMO_FAMILIES", "search").split(",")  # EXPERIMENT hook
 
 
 def parse_args(argv=None):
@@ -87,9 +89,10 @@ def reading(results_path):
 
 def sizes(small):
     """(pool, keep, held-out, epochs, caps)."""
-    # The full demo takes ~14 minutes on 2 cores; --small about one. From scratch, a 0.8M model
+    # The full demo takes ~8 minutes on 2 cores; --small about one. From scratch, a 0.8M model
     # needs a few thousand distinct traces, so the miniature "s1K" keeps 2,000 (measured: 1,000 x 20
-    # epochs scored lower). s1 keeps 1,000, but fine-tunes a pretrained 32B model.
+    # epochs scored lower). s1 keeps 1,000, but fine-tunes a pretrained 32B model. 500 held-out
+    # questions: a standard error of about 2 points.
     if small:
         return 400, 120, 40, 3, ["8", "16", "32", "64"]
     return 8000, 2000, 500, 10, ["8", "16", "24", "32", "48", "64", "96"]
@@ -99,12 +102,13 @@ def data_stages(out, small):
     pool, keep, test, _, _ = sizes(small)
     return [
         # The held-out questions come first, so that the pool is decontaminated against them (docs/s1.md §1.3).
-        # They are as hard as what curation keeps (7-9 steps), as AIME is hard.
+        # They are as hard as what curation keeps (8-10 letters), as AIME is hard. The pool has 5-13
+        # letters, so that traces go past the teacher's give-ups (at every fifth letter) often.
         ("held-out questions", out("test.jsonl"),
-         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(test), "--seed", "1", "--steps", "7", "9", "--families", *FAMILIES,
+         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(test), "--seed", "1", "--steps", "7", "9", "--families", "search",
           "--eval-sets", "aime24", "--out", out("test.jsonl")]),
         ("collect", out("pool.jsonl"),
-         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(pool), "--seed", "0", "--families", *FAMILIES,
+         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(pool), "--seed", "0", "--families", "search", "--steps", "4", "12",
           "--eval-sets", "mini", "--eval-data", f"mini={out('test.jsonl')}", "--out", out("pool.jsonl")]),
         ("distill", out("traces.jsonl"),
          [PY, "prepare.py", "distill", "--teacher", "mini", "--pool", out("pool.jsonl"), "--out", out("traces.jsonl")]),
@@ -137,13 +141,27 @@ def model_stages(data, run, small, seed):
 # What differs between machines: the CPU's vector instructions (which kernels ATen and MKL pick)
 # and the number of threads (how a sum is split). Each changes the order of floating-point
 # additions, so the trained model, not the data. `demo.py --spread` trains once per row.
-SPREAD = [  # (name, training seed, environment)
-    ("seed 42", 42, {}),
-    ("seed 1", 1, {}),
-    ("seed 2", 2, {}),
-    ("seed 42, 1 thread", 42, {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}),
-    ("seed 42, AVX2", 42, {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
+SPREAD = [  # (name, training seed, environment); the thread count is explicit so that a row means the same anywhere
+    ("seed 42, 2 threads", 42, {"OMP_NUM_THREADS": "2"}),
+    ("seed 42, 1 thread", 42, {"OMP_NUM_THREADS": "1"}),
+    ("seed 1, 1 thread", 1, {"OMP_NUM_THREADS": "1"}),
+    ("seed 2, 1 thread", 2, {"OMP_NUM_THREADS": "1"}),
+    ("seed 42, 2 threads, AVX2", 42, {"OMP_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "avx2",
+                                      "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
 ]
+
+
+# README's table: the lowest and highest of SPREAD's five runs (demo.py --spread, 2026-12-05), in points.
+MEASURED = {"no cap": (None, None), "gap": (None, None), "Wait x1": (None, None), "Wait x2": (None, None)}
+
+
+def against_readme(f):
+    """How this run's figures compare with README's runs."""
+    lines = ["\nAgainst README's five runs (three seeds, one or two threads, AVX2 or AVX-512):"]
+    for key, (lo, hi) in MEASURED.items():
+        where = "inside" if lo - 0.05 <= f[key] <= hi + 0.05 else "OUTSIDE"
+        lines.append(f"- {key}: {f[key]:+.1f} points, {where} README's {lo:+.1f} to {hi:+.1f}")
+    return "\n".join(lines)
 
 
 def figures(results_path):
@@ -180,7 +198,7 @@ def main(argv=None):
     if args.spread:
         rows = []
         for name, seed, env in SPREAD:
-            run = lambda *p: os.path.join(args.out, "spread", name.replace(" ", "").replace(",", "_"), *p)
+            run = lambda *p: os.path.join(args.out, "spread", name.replace(",", "").replace(" ", "-"), *p)
             print(f"== {name}: {env or 'this machine as it is'}", flush=True)
             for stage_name, output, cmd in model_stages(out, run, args.small, seed):
                 stage(stage_name, output, cmd, args.force, env)
@@ -192,6 +210,8 @@ def main(argv=None):
     with open(out("eval", "results.md")) as f:
         print("\n" + f.read())
     print(reading(out("eval", "results.json")))
+    if not args.small:
+        print(against_readme(figures(out("eval", "results.json"))))
     print(f"\nplot: {out('eval', 'scaling.png')}")
 
 

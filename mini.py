@@ -1,26 +1,30 @@
 """mini.py: the built-in miniature tasks of `make demo`, standing in for s1's 59K hard questions.
 
-Four families of verifiable questions where a harder question needs more reasoning steps (adding up
-numbers, counting a letter, finding the largest number, sorting digits), standing in for s1's
-domains. Two programmatic models go with them:
+Five families of verifiable questions where a harder question needs more reasoning steps (adding up
+numbers, counting a letter, finding the largest number, sorting digits, and searching a list of
+letters for the one after a target), standing in for s1's domains. `make demo` uses the search
+family alone (README, "Making Wait help"). Two programmatic models go with them:
   teacher  stands in for Gemini / DeepSeek-R1 (prepare.py distill --teacher mini): it reads only the
-           question and writes one short line per step, sometimes slipping and correcting itself
-           after "Wait", as real reasoning traces do;
+           question and writes one short line per step. In the first four families it sometimes
+           slips and corrects itself after "Wait". In search it never slips, but it sometimes stops
+           before it has found the answer and guesses, as a model that stops before it has checked:
+           the premature stops are the teacher's, and forcing "Wait" is what resumes them;
   solver   stands in for Qwen2.5-7B/32B answering without a thinking phase (curate.py features
            --solvers mini): it keeps the running value in its head and slips unnoticed now and then,
            so it is right on short questions and wrong on long ones, which makes those "hard".
 Everything is seeded by the question, so the same question always gets the same trace and answer.
 """
-import os
 import random
 import re
 
 FAMILIES = ("sum", "count", "max", "sort", "search")
-# search: the teacher checks the candidates in order and, after every GIVE_UP_AFTER without a "yes",
-# gives up and answers the last one it checked (a wrong guess) -- except that in GO_ON_RATE of those
-# moments it writes "Wait" and goes on. After a "yes", RECHECK_RATE of traces write "Wait" and check it again.
-GIVE_UP_AFTER, GO_ON_RATE, RECHECK_RATE = (int(os.environ.get("GIVE_UP_AFTER", 5)), float(os.environ.get("GO_ON_RATE", 0.15)),
-                                           float(os.environ.get("RECHECK_RATE", 0.1)))  # EXPERIMENT hooks
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+# search: the teacher checks the letters in order and, after every GIVE_UP_AFTER without a "yes",
+# gives up and answers the last one it checked (a wrong guess), except that at GO_ON_RATE of those
+# moments it writes "Wait" and goes on. After a "yes" it writes "Wait" and checks it again, and
+# again, each time at RECHECK_RATE. Measured (README): at these rates curation keeps traces that go
+# on at 42 % of the give-up moments, so a model trained on them, decoding greedily, stops there.
+GIVE_UP_AFTER, GO_ON_RATE, RECHECK_RATE = 5, 0.12, 0.1
 
 
 def question(family, steps, rng):
@@ -33,16 +37,14 @@ def question(family, steps, rng):
         return "What is the largest of " + " ".join(str(rng.randint(10, 99)) for _ in range(steps + 1)) + "?"
     if family == "sort":  # steps insertions
         return "Sort the digits " + "".join(str(rng.randint(1, 9)) for _ in range(steps + 1)) + "."
-    # search: steps + 1 candidates, exactly one of them over the target
-    if os.environ.get("SEARCH_STYLE") == "letters":
-        target = rng.choice("mnopqrst")
-        nums = rng.sample("abcdefghijklmnopqrstuvwxyz"[:ord(target) - 96], steps)
-        nums.insert(rng.randint(0, steps), rng.choice("abcdefghijklmnopqrstuvwxyz"[ord(target) - 96:]))
-        return f"Which of {' '.join(nums)} is after {target}?"
-    target = rng.randint(60, 89)
-    nums = rng.sample(range(10, target + 1), steps)
-    nums.insert(rng.randint(0, steps), rng.randint(target + 1, 99))
-    return f"Which of {' '.join(map(str, nums))} is over {target}?"
+    # search: steps + 1 distinct letters, exactly one of them after the target in the alphabet.
+    # Letters, not numbers: one byte each, so the next candidate is one look-up of what follows the
+    # last one checked (with two-digit numbers the 0.8M model copied the wrong ones: README).
+    target = rng.choice("mnopqrst")
+    until = LETTERS.index(target) + 1
+    letters = rng.sample(LETTERS[:until], steps)
+    letters.insert(rng.randint(0, steps), rng.choice(LETTERS[until:]))
+    return f"Which of {''.join(letters)} is after {target}?"
 
 
 def solve(question):
@@ -74,20 +76,14 @@ def solve(question):
             steps.append(("", new, slip))
             done = new
         return "sort", steps, int(done)
-    if m := re.fullmatch(r"Which of ([a-z](?: [a-z])+) is after ([a-z])\?", question):
-        nums, target = m.group(1).split(), m.group(2)
-        over = [n for n in nums if n > target]
-        if len(over) != 1:
+    if m := re.fullmatch(r"Which of ([a-z]{2,}) is after ([a-z])\?", question):
+        letters, target = list(m.group(1)), m.group(2)
+        after = [x for x in letters if x > target]
+        if len(after) != 1:
             raise ValueError("not a question of the built-in family: not exactly one letter is after the target")
-        prev = [""] + [n + " " for n in nums]
-        return "search", [(f"{prev[i]}{n} ", "yes" if n > target else "no", None) for i, n in enumerate(nums)], over[0]
-    if m := re.fullmatch(r"Which of (\d\d(?: \d\d)+) is over (\d\d)\?", question):
-        nums, target = [int(x) for x in m.group(1).split()], int(m.group(2))
-        over = [n for n in nums if n > target]
-        if len(over) != 1:
-            raise ValueError("not a question of the built-in family: not exactly one number is over the target")
-        prev = [""] * len(nums) if os.environ.get("SEARCH_STYLE") == "plain" else [""] + [f"{n} " for n in nums]
-        return "search", [(f"{prev[i]}{n} ", "yes" if n > target else "no", None) for i, n in enumerate(nums)], over[0]
+        # a line names the letter checked before it, then the next one: "ev no"
+        before = [""] + letters
+        return "search", [(f"{before[i]}{x} ", "yes" if x > target else "no", None) for i, x in enumerate(letters)], after[0]
     raise ValueError("not a question of the built-in family")
 
 
@@ -107,20 +103,20 @@ def teacher(question, slip_rate, seed):
 
 
 def search_trace(steps, answer, rng):
-    """One line per candidate until the "yes"; the give-ups, go-ons and rechecks of GIVE_UP_AFTER's
-    comment. Every line is right: what the teacher gets wrong is only that it stops too soon."""
+    """One line per letter until the "yes", with the give-ups, go-ons and rechecks of GIVE_UP_AFTER's
+    comment. Every line is right: all the teacher gets wrong is that it sometimes stops too soon."""
     lines = []
     for i, (before, result, _) in enumerate(steps):
         lines.append(before + result)
         if result == "yes":
-            while rng.random() < RECHECK_RATE:
-                lines += ["Wait", before + result]
+            while rng.random() < RECHECK_RATE:  # the recheck names the letter alone: "v yes"
+                lines += ["Wait", before.strip()[-1] + " " + result]
             return "\n".join(lines), str(answer)
         if (i + 1) % GIVE_UP_AFTER == 0:
             if rng.random() >= GO_ON_RATE:
-                return "\n".join(lines), before.split()[-1]
+                return "\n".join(lines), before.strip()[-1]  # the letter it checked last
             lines.append("Wait")
-    raise AssertionError("unreachable: solve() found one candidate over the target")
+    raise AssertionError("unreachable: solve() found one letter after the target")
 
 
 SOLVER_ERROR_RATE = 0.25  # curation's stand-in for Qwen2.5-7B/32B: an unnoticed slip per step
@@ -133,7 +129,7 @@ def solver(question, error_rate, seed):
     is a plain chat answer. Seeded by the question, as the teacher."""
     _, steps, answer = solve(question)
     right = random.Random(f"solver/{seed}/{question}").random() < (1 - error_rate) ** len(steps)
-    wrong = answer + 1 if isinstance(answer, int) else chr((ord(answer) - 96) % 26 + 97)  # a letter: the next one
+    wrong = answer + 1 if isinstance(answer, int) else LETTERS[(LETTERS.index(answer) + 1) % 26]
     return f"Answer: {answer if right else wrong}"
 
 
