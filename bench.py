@@ -12,6 +12,8 @@
                                      # every setting alone (needs make demo's runs/demo)
     python bench.py plan             # not a timing: train.py's memory planner against the peak memory
                                      # of real steps (CPU, fp32, 0.5B shape minus a tiny one; --tokens)
+    python bench.py retry            # not a timing: what rejection sampling's re-prefill of a prompt
+                                     # costs of a retry's tokens (AIME24, MATH500)
     python bench.py export           # not a timing: what a bf16 export would round away of a
                                      # training run with s1's schedule (why train.py saves fp32)
 
@@ -326,7 +328,7 @@ def bench_sweep(args):
     model = hf.from_pretrained(model_dir, dtype=torch.float32).eval()
     tokenizer = chat.load_tokenizer(model_dir)
     questions = [q["prompt"] for q in benchmarks.load_benchmark("mini", data)]
-    names = ["8", "16", "24", "32", "48", "64", "96", "none", "wait1", "wait2"]
+    names = ["8", "16", "24", "32", "48", "64", "96", "nocap", "wait1", "wait2"]
     settings = [parse_setting(s)[1] for s in names]
     fed = {}
 
@@ -425,11 +427,28 @@ def bench_export(args):
     shutil.rmtree(root)
 
 
+def bench_retry(args):
+    """Not a timing: what rejection sampling's retry pays to prefill its prompt again (engine.py keeps
+    no prompt), as a share of the tokens a rejected try feeds: its prompt and the budget + 1 tokens."""
+    import benchmarks
+    import chat
+    tokenizer = chat.load_tokenizer(os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "qwen2.5-tokenizer"))
+    print("\nRejection sampling: a retry's prompt, as a share of the retry's tokens (Qwen2.5's tokenizer, s1's chat template)")
+    print("| benchmark | budget | median prompt | longest prompt | median share | longest share |\n|---|---|---|---|---|---|")
+    for name in ("aime24", "math500"):
+        lengths = sorted(len(tokenizer.encode(chat.prompt_text(q["prompt"]) + chat.completion_text(), add_special_tokens=False))
+                         for q in benchmarks.load_benchmark(name))
+        for budget in (3500, 8000):  # the paper's smallest and a middle rejection-sampling budget (§5.4)
+            share = lambda n: 100 * n / (n + budget + 1)
+            median = statistics.median(lengths)
+            print(f"| {name} | {budget} | {median:.0f} | {lengths[-1]} | {share(median):.1f} % | {share(lengths[-1]):.1f} % |")
+
+
 BENCHES = {"forward": bench_forward, "train": bench_train, "decode": bench_decode, "grade": bench_grade,
            "batching": bench_batching, "serve": bench_serve, "sweep": bench_sweep, "export": bench_export,
-           "plan": bench_plan}
+           "plan": bench_plan, "retry": bench_retry}
 
-if __name__ == "__main__":
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", help=f"benchmarks to run, from {sorted(BENCHES)} (default: all)")
     parser.add_argument("--tokens", type=cli.at_least(16), default=512, help="sequence length")
@@ -438,8 +457,12 @@ if __name__ == "__main__":
     parser.add_argument("--prompts", type=cli.at_least(1), default=64, help="batching: prompts in the mixed workload")
     parser.add_argument("--slots", type=cli.at_least(1), default=16, help="batching: sequences decoded together")
     parser.add_argument("--demo", default="runs/demo", help="sweep: make demo's output directory")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for which in args.which or BENCHES:
         if which not in BENCHES:
             parser.error(f"unknown benchmark {which!r}; choose from {sorted(BENCHES)}")
         BENCHES[which](args)
+
+
+if __name__ == "__main__":
+    main()

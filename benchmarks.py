@@ -21,9 +21,6 @@ import random
 import re
 import threading
 
-from math_verify import parse, verify
-from math_verify.errors import TimeoutException
-
 import chat
 import jsonl
 
@@ -67,7 +64,8 @@ def load_benchmark(name, source=None, limit=0, gpqa_seed=0):
     it. Our file is in the official CSV's row order, assumed to be the hub dataset's."""
     hub, config, split, local = BENCHMARKS.get(name, (None, None, "train", None))  # a benchmark of one's own: source given
     source = source or (local if os.path.exists(local) else hub)
-    rows = jsonl.local_or_hub(source, config if source == hub else None, split)
+    rows = jsonl.local_or_hub(source, config if source == hub else None, split,
+                              hint="--data NAME=PATH points at a local copy")
     rng = random.Random(gpqa_seed)
     questions = []
     for i, row in enumerate(rows):
@@ -143,6 +141,7 @@ def parse_prediction(answer, where):
     """math-verify's parse of an extracted answer: a box's content is re-boxed so that its LaTeX is
     read whole; free text is searched as is, and a single bare word (e.g. "Evelyn") is re-boxed, as
     a sentence would be read as a product of single-letter symbols."""
+    from math_verify import parse  # imported where grading runs: prepare.py needs only the tables and loaders
     if where == "boxed":
         return parse(f"\\boxed{{{answer}}}", raise_on_error=True)
     parsed = parse(answer, raise_on_error=True)
@@ -165,6 +164,8 @@ def as_integer(answer, where):
 def verify_pairs(gold, pred):
     """math-verify's verify, one pair of parses at a time, so that a comparison that raises or times
     out neither hides another that succeeds nor passes silently as a wrong answer."""
+    from math_verify import verify
+    from math_verify.errors import TimeoutException
     errors = []
     for g, t in itertools.product(gold, pred):
         try:
@@ -180,6 +181,8 @@ def math_equal(gold, answer, where):
     unparsed", or "error: ..." (a timeout or an exception): counted, never swallowed."""
     if gold.isdigit() and (n := as_integer(answer, where)) is not None:
         return n == int(gold), "ok"  # AIME (and MATH's integer answers): leading zeros do not matter
+    from math_verify import parse
+    from math_verify.errors import TimeoutException
     try:
         gold_parsed = GOLD_CACHE.get(gold) or GOLD_CACHE.setdefault(gold, parse(f"${gold}$", raise_on_error=True))
         pred = parse_prediction(answer, where)

@@ -21,7 +21,10 @@ ANSWER = IM_START + "answer"  # opens the answer phase (the model's natural end 
 # lm_eval/models/vllm_causallms.py l. 254), after a "\n" only when the thinking does not already end
 # in one (l. 404-409), as the model saw in training ("{thinking}\n<|im_start|>answer").
 FINAL_ANSWER = ANSWER + "\nFinal Answer:"
-EOS = "<|endoftext|>"  # Qwen2.5's generation_config.json lists it beside <|im_end|>; vLLM stops on both
+# Not a stop in s1's code: vLLM 0.6 merges the *evaluated model's* generation_config.json EOS ids into
+# its stop set (SamplingParams.update_from_generation_config). Qwen2.5-Instruct's config lists
+# <|im_end|> and this one; that s1-32B's and s1.1-32B's do too is unverified (no copy reachable here).
+EOS = "<|endoftext|>"
 
 
 def prompt_text(question, system=SYSTEM):

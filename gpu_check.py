@@ -95,7 +95,7 @@ def paged_logits(model, rows, prompt_lens, steps, bs):
 def check_attention(ref, model, seq, steps):
     """Logits and gradients of every attention path against the fp32 CPU model `ref`, on two
     documents of seq/2 tokens: as two rows (SDPA), packed in one row (the varlen kernels), or
-    prefilled and decoded through sample.py's paged KV cache (logits only: inference)."""
+    prefilled and decoded through engine.py's paged KV cache (logits only: inference)."""
     device, cuda, half = model.lm_head.weight.device, model.lm_head.weight.is_cuda, seq // 2
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, ref.cfg.vocab_size, (2, half), generator=gen)
@@ -152,13 +152,13 @@ def check_sdpa(cfg, device, dtype, seq, train_seq):
     profiler records (aten::_scaled_dot_product_flash_attention, _efficient_attention,
     _cudnn_attention or _attention_math; cuDNN's may win over flash on an H100 with cuDNN >= 9.15),
     and on CUDA whether the call runs with only the flash and efficient kernels allowed (never the
-    math kernel, which copies K and V to every query head). The decode calls are sample.py's
+    math kernel, which copies K and V to every query head). The decode calls are engine.py's
     fallback (no paged kernel): one query per row over its gathered keys, no mask."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.profiler import ProfilerActivity, profile
     H, KV, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
 
-    def call(batch, q_len, kv_len, causal):  # laid out as model.py and sample.py call it: (B, T, H, D) transposed
+    def call(batch, q_len, kv_len, causal):  # laid out as model.py and engine.py call it: (B, T, H, D) transposed
         q = torch.randn(batch, q_len, H, D, device=device, dtype=dtype).transpose(1, 2)
         k, v = (torch.randn(batch, kv_len, KV, D, device=device, dtype=dtype).transpose(1, 2) for _ in range(2))
         return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
@@ -360,7 +360,16 @@ def markdown(report):
     return "\n".join(lines) + "\n"
 
 
-def bench_gpu(args):
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
+                   help="cuda (auto means cuda: a GPU check never falls back to a CPU) or cpu (tiny shapes)")
+    p.add_argument("--report-dir", default="runs/gpu-check", help="where report.json and report.md go")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     # A GPU check never quietly runs on a CPU: without a usable GPU it stops in one line (cli.device).
     # Only an explicit --device cpu runs the tiny CPU shapes (CI's run of every line of this check).
     device = cli.device("cpu" if args.device == "cpu" else "cuda")
@@ -402,13 +411,5 @@ def bench_gpu(args):
     shutil.rmtree(tmp)
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
-                   help="cuda (auto means cuda: a GPU check never falls back to a CPU) or cpu (tiny shapes)")
-    p.add_argument("--report-dir", default="runs/gpu-check", help="where report.json and report.md go")
-    return p.parse_args(argv)
-
-
 if __name__ == "__main__":
-    cli.main(lambda: bench_gpu(parse_args()))
+    cli.main(main)

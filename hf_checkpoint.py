@@ -190,7 +190,7 @@ def read_checkpoint(path, expected_shapes, tied, select=None):
     """Yield (name, tensor) from a checkpoint's safetensors, checking every name and shape against
     `expected_shapes`, and that none is missing. Streams one tensor at a time.
     select(name, shape) -> index or None, if given: read only tensor[index] (a tuple of slices) of
-    that tensor, through safetensors' get_slice, so that the rest is never read (sample.py's tensor
+    that tensor, through safetensors' get_slice, so that the rest is never read (parallel.py's tensor
     parallel ranks read only their rows or columns); None reads it whole."""
     from safetensors import safe_open
     seen = set()
@@ -219,7 +219,7 @@ def read_checkpoint(path, expected_shapes, tied, select=None):
 def from_pretrained(name_or_path, device="cpu", dtype=None, select=None):
     """Build on the meta device (no memory, no init), then stream the weights in, checked.
     select(name, shape) -> index or None, if given, picks the part of each tensor to read and keep
-    (see read_checkpoint; sample.py's tensor parallelism keeps only its rank's slice)."""
+    (see read_checkpoint; parallel.py's tensor parallelism keeps only its rank's slice)."""
     path = checkpoint_dir(name_or_path)
     cfg = read_config(os.path.join(path, "config.json"))
     dtype = dtype or getattr(torch, cfg.torch_dtype)

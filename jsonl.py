@@ -65,10 +65,10 @@ def read_rows(path):
     return read_jsonl(path)
 
 
-def local_or_hub(source, config=None, split="train", flag=None):
+def local_or_hub(source, config=None, split="train", flag=None, hint=None):
     """The rows of a local .jsonl, .jsonl.gz, .json or .parquet file, else of a hub dataset (or a
     directory in the hub's layout) through the datasets library, which offline reads its cache.
-    flag: the command-line flag that named source, for the error message."""
+    flag: the command-line flag that named source, hint: what to do instead, for the error message."""
     name = f"{flag} {source}" if flag else source
     if source.endswith((".jsonl", ".jsonl.gz", ".json")) or os.path.isfile(source) and not source.endswith(".parquet"):
         if not os.path.exists(source):
@@ -79,7 +79,8 @@ def local_or_hub(source, config=None, split="train", flag=None):
         rows = (datasets.load_dataset("parquet", data_files=source, split="train") if source.endswith(".parquet")
                 else datasets.load_dataset(source, config, split=split))
     except Exception as e:
-        raise SystemExit(f"{name}: not a local file and cannot be loaded from the hub ({type(e).__name__}: {e})")
+        raise SystemExit(f"{name}: not a local file and cannot be loaded from the hub ({type(e).__name__}: {e})"
+                         + (f"; {hint}" if hint else ""))
     return list(rows)
 
 

@@ -15,7 +15,7 @@ Ways to call it (model = hf_checkpoint.from_pretrained(name_or_dir), or Qwen2(Co
                                         document, and no token attends across documents
                                         (packed_attention: a varlen kernel on CUDA, else SDPA per document)
     model(ids, labels=labels)           per-token training loss, without full fp32 logits
-    model(ids, cache=batch)             decoding: sample.py's paged KV cache says where each new
+    model(ids, cache=batch)             decoding: engine.py's paged KV cache says where each new
                                         token sits (batch.positions), stores k and v and attends
                                         (batch.attend, which picks the decode kernel); returns the
                                         logits of each sequence's last new token (batch.last
@@ -105,7 +105,7 @@ def flash_kernels_run(t):
 
 def packed_attention(q, k, v, cu_seqlens, max_seqlen):
     """Causal attention inside each document of packed tokens (packed training rows, and the
-    prefills of sample.py's KV cache). q: (N, Hq, D), k and v: (N, Hkv, D) for N flattened tokens;
+    prefills of engine.py's KV cache). q: (N, Hq, D), k and v: (N, Hkv, D) for N flattened tokens;
     document i is tokens [cu_seqlens[i], cu_seqlens[i+1]) (int32); max_seqlen, a Python int (a
     tensor would cost a host sync). The kernel: a varlen flash kernel on CUDA in fp16/bf16 (PyTorch's,
     else flash-attn's if installed), else SDPA per document."""

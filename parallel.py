@@ -74,11 +74,13 @@ def broadcast(obj):
 def exit_now(code=0):
     """Leave the process group together with the other ranks, then the process at once. gloo can
     abort at interpreter exit while its threads still hold tensors (seen on CPU); leaving through
-    os._exit after a clean shutdown avoids it. Every stage that may have joined a group ends here."""
+    os._exit after a clean shutdown avoids it. Every stage that may have joined a group ends here;
+    a process that joined none leaves as usual, with exit code `code`."""
     dist = group()
-    if dist is not None:
-        dist.barrier()
-        dist.destroy_process_group()
+    if dist is None:
+        sys.exit(code)
+    dist.barrier()
+    dist.destroy_process_group()
     sys.stdout.flush(), sys.stderr.flush()
     os._exit(code)
 

@@ -2,7 +2,7 @@
 
 One count of a Qwen2.5's parameters, KV cache and activations, and the two memory plans built on it:
     training_plan     bytes per GPU of train.py's FSDP2 step, part by part (train.py --dry-run)
-    generation_plan   bytes per GPU of sample.py's engine under tensor parallelism, and how many
+    generation_plan   bytes per GPU of engine.py's engine under tensor parallelism, and how many
                       full-context rows its KV pool holds (sample.py / eval.py --dry-run)
 Memory is in GiB, as torch reports a GPU's: an "80 GB" H100 has 85.0e9 bytes, 79.1 GiB.
 """
@@ -58,10 +58,13 @@ def activation_bytes(cfg, max_tokens, max_rows, tp=1, dtype_bytes=2):
     calls have no mask, so CUDA's flash kernel takes them, never the math kernel, which would
     repeat them to every query head) and sampling: fp32 logits and log-probabilities, and at the
     peak, nucleus's sort (values, int64 order, masks, the scattered result): 9 fp32-sized copies of
-    rows x vocab (counted, not measured)."""
+    rows x vocab (counted, not measured). In fp32 (dtype_bytes 4, s1's own evaluation dtype) no flash
+    kernel runs: the gathered keys and values go to SDPA's math kernel, which repeats them to every
+    query head."""
     tokens = max(max_tokens, 8192)
     per_token = (4 * cfg.hidden_size + 2 * cfg.hidden_size // tp + 3 * cfg.intermediate_size // tp) * dtype_bytes
-    gathered = 2 * max_rows * max_tokens * cfg.num_key_value_heads // tp * cfg.head_dim * dtype_bytes
+    heads = cfg.num_attention_heads if dtype_bytes == 4 else cfg.num_key_value_heads
+    gathered = 2 * max_rows * max_tokens * heads // tp * cfg.head_dim * dtype_bytes
     return max(tokens * per_token, gathered) + 9 * max_rows * cfg.vocab_size * 4
 
 
@@ -126,7 +129,7 @@ def print_training_plan(cfg, args, gpus, checkpointing, ce_chunk, lengths=None, 
 
 
 # ----------------------------------------------------------------------------------------------
-# Generation: sample.py's engine under tensor parallelism
+# Generation: engine.py under tensor parallelism
 
 def generation_plan(cfg, tp, max_tokens, rows, gpu_gib, dtype_bytes=2):
     """Bytes per GPU: weights (blocks split tp ways; embedding, LM head and norms whole on every
@@ -173,9 +176,9 @@ def print_generation_plan(name, gpus, max_tokens, rows, gpu_gib):
     return best
 
 
-def check_fits(name, world, max_tokens, rows, gpu_gib):
+def check_fits(name, world, max_tokens, rows, gpu_gib, dtype_bytes=2):
     """Stop before loading weights if they and one full-context row cannot fit this GPU."""
-    plan = generation_plan(hf.plan_config(name), world, max_tokens, rows, gpu_gib)
+    plan = generation_plan(hf.plan_config(name), world, max_tokens, rows, gpu_gib, dtype_bytes)
     if plan["rows that fit"] < 1:
         raise SystemExit(f"{name} does not fit {world} GPU(s) with one {max_tokens:,}-token row "
                          f"(weights {plan['weights'] / GIB:.1f} GiB per GPU): run under torchrun with more "

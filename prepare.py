@@ -1,5 +1,5 @@
 """prepare.py: collect s1's question pool, then distill a reasoning trace for every question.
-Start reading at collect() and distill(); SOURCES is the table of s1's 16 sources.
+Start reading at collect() and distill(); sources.py holds the table of s1's 16 sources.
 
     python prepare.py collect --out runs/s1/pool.jsonl                      # s1's 16 sources from the hub
     python prepare.py collect --sources math gsm8k --local gsm8k=gsm8k.jsonl --out pool.jsonl
@@ -9,6 +9,7 @@ Start reading at collect() and distill(); SOURCES is the table of s1's 16 source
     python prepare.py distill --pool pool.jsonl --teacher local --model DIR --out d.jsonl   # through sample.py
     torchrun --nproc-per-node 8 prepare.py distill --pool pool.jsonl --teacher local --model DIR --out d.jsonl
     python prepare.py distill --pool runs/demo/pool.jsonl --teacher mini --out runs/demo/distilled.jsonl
+    python prepare.py distill --questions simplescaling/s1K --out runs/s1.1/s1K-1.1.jsonl   # s1.1: s1K's 1,000 re-traced
 
 collect (s1 data/collect_data.py, add_aime.py): every source is mapped to s1's five columns (question,
 solution, cot_type, source_type, metadata). Sources are read in order; a question sharing a word
@@ -17,200 +18,27 @@ LiveCodeBench release_v4) or with a question kept from an earlier source is drop
 are XWord (1,000) and SciEval (250) sub-sampled; then exact duplicates go. AIME 1983-2022 is appended
 last, unchecked, as s1's add_aime.py did. Any source can be a local file (--local NAME=PATH).
 
-distill (docs/s1.md §2): the teacher sees the raw question, as s1's did. Every reply is appended to a JSONL
+distill (docs/s1.md §2): two recipes. --pool traces a whole pool for curate.py to select from on this
+teacher's lengths and grades (s1 did this with Gemini); --questions re-traces a set already selected,
+as it is (s1.1: s1K's 1,000 questions, chosen with Gemini's features, traced again by DeepSeek-R1).
+The teacher sees the raw question, as s1's did. Every reply is appended to a JSONL
 cache keyed by sha256(question)[:16] the moment it arrives, so a crash or Ctrl-C loses nothing and a
 rerun continues. Empty or malformed replies are kept and marked (distill_status), never dropped.
 A local teacher answers every question left in one sample.py generate call (continuous batching);
 under torchrun each process holds a tensor-parallel slice of it and rank 0 alone reads and writes files.
 """
 import argparse
-import ast
 import json
-import math
 import os
-import random
 import re
-from functools import cache
 
-import numpy as np
 
 import api
 import benchmarks
 import cli
 import jsonl
 import parallel
-
-
-def record(question, solution, cot_type, source_type, raw, used):
-    """s1's five columns; metadata is str() of the remaining original fields (ast.literal_eval reads it)."""
-    return {"question": question, "solution": solution, "cot_type": cot_type, "source_type": source_type,
-            "metadata": str({k: v for k, v in raw.items() if k not in used})}
-
-
-# ----------------------------------------------------------------------------------------------
-# The 16 sources (docs/s1.md §1.2; field names from s1's collect_data.py and add_aime.py). Each:
-# hub dataset, the parts loaded (config, split, data_files), which rows to keep, the mapping to the
-# five columns, and an optional pick over the whole source. to_row and keep get (row, part).
-
-def part(config=None, split="train", data_files=None):
-    return {"config": config, "split": split, "data_files": data_files}
-
-
-OLYMPIC_ARENA = ["Math", "Physics", "Chemistry", "Biology", "Geography", "Astronomy", "CS"]
-OLYMPIADBENCH = ["OE_TO_maths_en_COMP", "OE_TO_physics_en_COMP", "TP_TO_maths_en_COMP", "TP_TO_physics_en_COMP"]
-AGIEVAL = {"sat_en": "english", "sat_math": "math", "lsat_ar": "english", "lsat_lr": "english",
-           "lsat_rc": "english", "logiqa": "math", "aqua_rat": "math", "math_agieval": "math"}
-LIVECODEBENCH = {"test.jsonl": "release_v1", "test2.jsonl": "release_v2", "test3.jsonl": "release_v3"}  # what each adds
-SCIEVAL_COT = {"SocraticQA": "science", "reagent selection": "science", "MedQA": "health science",
-               "PubMedQA": "health science"}
-XWORD = "Solve the crossword puzzle. You are presented with a clue as input and the number of letters in brackets."
-GPQA_TEMPLATE = "{}\nAnswer Choices:\n(A) {}\n(B) {}\n(C) {}\n(D) {}"  # s1's fix_gpqa.py
-
-
-def hub_rows(hub, config=None, split="train", data_files=None, hint="give a local copy with --local NAME=PATH"):
-    """Rows of a hub dataset; offline (HF_HUB_OFFLINE=1) the datasets library reads its own cache."""
-    import datasets
-    try:
-        return list(datasets.load_dataset(hub, config, split=split, data_files=data_files))
-    except Exception as e:
-        raise SystemExit(f"{hub} ({config or 'default'}, {split}): cannot load ({one_line(e)}); offline and not "
-                         f"cached? {hint}")
-
-
-def one_line(e):
-    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
-
-
-@cache
-def numina_500():  # s1 kept all aops_forum rows and, of the rest, the 500 problems of this list
-    return {r["problem"] for r in hub_rows("simplescaling/numinamath_500")}
-
-
-@cache
-def gpqa_diamond():  # GPQA's extended set contains Diamond: those are test questions
-    local = benchmarks.BENCHMARKS["gpqa"][3]
-    rows = jsonl.read_rows(local) if os.path.exists(local) else hub_rows("Idavidrein/gpqa", "gpqa_diamond")
-    return {(r.get("question") or r.get("Question")).strip() for r in rows}
-
-
-def scieval_row(r, p):
-    q = (r["question"].split("\n\nAnswer:")[0].replace("\nOptimal solvent:", "\nWhat is the optimal solvent?")
-         .replace("\nOptimal ligand:", "\nWhat is the optimal ligand?")
-         .replace("\nOptimal reactant:", "\nWhat is the optimal reactant?"))
-    return record(q, r["answer"][0], SCIEVAL_COT[r["task_name"]],
-                  f"OpenDFM/SciEval/{r['category']}/{r['type']}/{r['task_name']}", r, ("question", "answer"))
-
-
-def balance_scieval(rows, n=250):
-    """s1's SciEval selection: n questions spread evenly over the tasks, SocraticQA's share evenly over
-    its topics, walking a seeded shuffle."""
-    rows = rows[:]
-    random.Random(42).shuffle(rows)
-    meta = [ast.literal_eval(r["metadata"]) for r in rows]
-    per_task = {t: math.ceil(n / len({m["task_name"] for m in meta})) for t in {m["task_name"] for m in meta}}
-    topics = {m.get("topic") for m in meta if m["task_name"] == "SocraticQA"}
-    per_topic = {t: math.ceil(per_task.get("SocraticQA", 0) / len(topics)) for t in topics}
-    kept = []
-    for r, m in zip(rows, meta):
-        task, topic = m["task_name"], m.get("topic")
-        if per_task[task] > 0 and (task != "SocraticQA" or per_topic[topic] > 0):
-            kept.append(r)
-            per_task[task] -= 1
-            per_topic[topic] = per_topic.get(topic, 0) - (task == "SocraticQA")
-        if len(kept) == n:
-            break
-    return kept
-
-
-def agieval_row(r, p):
-    c = p["config"]
-    if c in ("aqua_rat", "math_agieval"):
-        q = r["question"]
-    else:  # as s1: (passage + "\n\n").strip() + question, so the strip also eats the separator
-        q = ((r.get("passage") or "") + "\n\n").strip() + r["question"] + "\n" + "\n".join(r["options"])
-    return record(q, r["solution"], AGIEVAL[c], "baber/agieval/" + c, r, ("passage", "question", "options", "solution"))
-
-
-def fix_gpqa(rows):
-    """s1's fix_gpqa.py: options shuffled (random.seed(42), in order) into the question, and the letter
-    appended to the explanation."""
-    rng = random.Random(42)
-    for r in rows:
-        m = ast.literal_eval(r["metadata"])
-        right = m["Correct Answer"].strip("\n")
-        choices = [m[f"Incorrect Answer {k}"].strip("\n") for k in (1, 2, 3)] + [right]
-        rng.shuffle(choices)
-        r["question"] = GPQA_TEMPLATE.format(r["question"], *choices)
-        r["solution"] = f"{r['solution']}\n\nAnswer: {'ABCD'[choices.index(right)]}"
-    return rows
-
-
-def take_shuffled(n):
-    """s1's ds.shuffle(seed=42).select(range(n)) (data/collect_data.py l. 469-473): the datasets library
-    shuffles with numpy's default_rng(seed).permutation, so the same rows in the same order give s1's n."""
-    return lambda rows: [rows[i] for i in np.random.default_rng(42).permutation(len(rows))[:n]]
-
-
-SOURCES = [
-    dict(name="math", hub="simplescaling/openaimath", parts=[part()],  # train: the 12K that are not MATH500
-         to_row=lambda r, p: record(r["problem"], r["solution"], "math", "simplescaling/openaimath/" + r["subject"],
-                                    r, ("problem", "solution"))),
-    dict(name="olympicarena", hub="GAIR/OlympicArena",
-         parts=[part(s, split) for split in ("test", "val") for s in OLYMPIC_ARENA],
-         keep=lambda r, p: r["language"] == "EN" and r["modality"] == "text-only",
-         to_row=lambda r, p: record(r["problem"], r["solution"], {"Math": "math", "CS": "coding"}.get(r["subject"], "science"),
-                                    "GAIR/OlympicArena/" + r["subject"], r, ("problem", "solution"))),
-    dict(name="theoremqa", hub="TIGER-Lab/TheoremQA", parts=[part(split="test")], keep=lambda r, p: r["Picture"] is None,
-         to_row=lambda r, p: record(r["Question"], str(r["Answer"]), "math", "TIGER-Lab/TheoremQA/" + r["Answer_type"],
-                                    r, ("Question", "Answer"))),
-    dict(name="numinamath", hub="AI-MO/NuminaMath-CoT", parts=[part()],
-         keep=lambda r, p: r["source"] == "aops_forum" or r["problem"] in numina_500(),
-         to_row=lambda r, p: record(r["problem"], r["solution"], "math", "AI-MO/NuminaMath-CoT/" + r["source"],
-                                    r, ("problem", "solution", "messages"))),
-    dict(name="omnimath", hub="KbsdJames/Omni-MATH", parts=[part(split="test")],
-         to_row=lambda r, p: record(r["problem"], r["solution"], "math", "KbsdJames/Omni-MATH", r, ("problem", "solution"))),
-    dict(name="scieval", hub="OpenDFM/SciEval", parts=[part(split="test"), part(split="validation")],
-         keep=lambda r, p: r["answer"] is not None, to_row=scieval_row, pick=balance_scieval),
-    dict(name="olympiadbench", hub="Hothan/OlympiadBench", parts=[part(c) for c in OLYMPIADBENCH],
-         to_row=lambda r, p: record(r["question"], r["solution"][0], "math",
-                                    f"Hothan/OlympiadBench/{r['question_type']}/{r['subject']}", r, ("question", "solution"))),
-    dict(name="jeebench", hub="daman1209arora/jeebench", parts=[part(split="test")],
-         to_row=lambda r, p: record(r["question"], r["gold"], {"chem": "science"}.get(r["subject"], "math"),
-                                    "daman1209arora/jeebench/" + r["subject"], r, ("question", "gold"))),
-    dict(name="agieval", hub="baber/agieval", parts=[part(c, s) for c in AGIEVAL for s in ("test", "few_shot")],
-         keep=lambda r, p: p["config"] != "math_agieval" or r["level"] == 5, to_row=agieval_row),  # level 5 only
-    dict(name="statsqual", hub="simplescaling/s1-prob", parts=[part()],
-         to_row=lambda r, p: record(r["question"], r["solution"], "math", "simplescaling/s1-prob", r, ("question", "solution"))),
-    dict(name="gpqa", hub="Idavidrein/gpqa", parts=[part("gpqa_extended")],
-         keep=lambda r, p: r["Question"].strip() not in gpqa_diamond(),
-         to_row=lambda r, p: record(r["Question"], r["Explanation"], "science", "Idavidrein/gpqa", r, ("Question", "Explanation")),
-         pick=fix_gpqa),
-    dict(name="xword", hub="0xharib/xword1", parts=[part()], pick=take_shuffled(1000),
-         to_row=lambda r, p: record(XWORD + "\n\n" + r["input"].split("### Clue: ")[1], r["output"], "crossword",
-                                    "0xharib/xword1", r, ("input", "output"))),
-    dict(name="usaco", hub="codegenning/usacobench_formatted", parts=[part(split="test")],
-         to_row=lambda r, p: record(r["question"].strip(), None, "coding", "codegenning/usacobench_formatted", r, ("question",))),
-    dict(name="quant", hub="simplescaling/s1-teasers", parts=[part()],
-         to_row=lambda r, p: record(r["Question"].strip(), r["Answer"], "math", "simplescaling/s1-teasers", r, ("Question", "Answer"))),
-    dict(name="livecodebench", hub="livecodebench/code_generation_lite", parts=[part(data_files=f) for f in LIVECODEBENCH],
-         keep=lambda r, p: r["difficulty"] == "hard",
-         to_row=lambda r, p: record(r["question_content"].strip(), None, "coding",
-                                    "LiveCodeBench/" + LIVECODEBENCH[p["data_files"]], r, ("question_content",))),
-    dict(name="aime", hub="qq8933/AIME_1983_2024", parts=[part()], keep=lambda r, p: int(r["ID"].split("-")[0]) <= 2022,
-         to_row=lambda r, p: record(r["Question"], str(r["Answer"]), "math", "qq8933/AIME_1983_2024", r, ("Question", "Answer"))),
-]
-S1_SOURCES = [s["name"] for s in SOURCES]
-
-
-def generic_row(r, name, path, i):
-    """A row of a local file for a source of one's own: question, and solution (or answer)."""
-    question = next((r[k] for k in ("question", "problem", "Question", "Problem") if isinstance(r.get(k), str)), None)
-    if not question or not question.strip():
-        raise SystemExit(f"{path} row {i}: no question (looked for question, problem; the row has {sorted(r)})")
-    solution = next((str(r[k]) for k in ("solution", "answer", "Answer", "gold") if r.get(k) is not None), None)
-    if "cot_type" in r and "source_type" in r:  # already in s1's five columns (e.g. an earlier pool): as is
-        return dict(r, question=question, solution=solution, metadata=r.get("metadata", "{}"))
-    return record(question, solution, "math", name, r, ("question", "problem", "Question", "Problem", "solution"))
+import sources
 
 
 def load_source(name, local, args):
@@ -219,19 +47,19 @@ def load_source(name, local, args):
     if name == "mini" and not local:
         import mini  # the demo's built-in miniature tasks
         return mini.rows(args.n, args.seed, *args.steps, args.families), None
-    source = next((s for s in SOURCES if s["name"] == name), None)
+    source = next((s for s in sources.SOURCES if s["name"] == name), None)
     if local:
-        raw = [(r, (source or {"parts": [part()]})["parts"][0]) for r in jsonl.read_input(local)]
+        raw = [(r, (source or {"parts": [sources.part()]})["parts"][0]) for r in jsonl.read_input(local)]
     elif source is None:
-        raise SystemExit(f"--sources {name}: not one of {S1_SOURCES + ['mini']}; give its file with --local {name}=PATH")
+        raise SystemExit(f"--sources {name}: not one of {sources.S1_SOURCES + ['mini']}; give its file with --local {name}=PATH")
     else:
-        raw = [(r, p) for p in source["parts"] for r in hub_rows(source["hub"], **p)]
+        raw = [(r, p) for p in source["parts"] for r in sources.hub_rows(source["hub"], **p)]
     if args.limit:
         raw = raw[:args.limit]
     rows, mapped = [], 0
     for i, (r, p) in enumerate(raw):
         if source is None or ("cot_type" in r and "source_type" in r):
-            rows.append(generic_row(r, name, local, i))
+            rows.append(sources.generic_row(r, name, local, i))
             continue
         mapped += 1
         try:
@@ -273,10 +101,10 @@ def hub_eval_questions(name, path=None):
         try:  # offline (HF_HUB_OFFLINE=1) this returns the cached copy, or fails
             paths = [hf_hub_download(hub, f, repo_type="dataset") for f in files]
         except Exception as e:
-            raise SystemExit(f"{hub} ({', '.join(files)}): cannot load ({one_line(e)}); offline and not cached? {hint}")
+            raise SystemExit(f"{hub} ({', '.join(files)}): cannot load ({sources.one_line(e)}); offline and not cached? {hint}")
         # large files (test cases): read a line at a time, keeping only the questions
         return [r[key] for p in paths for _, r in jsonl.numbered(p)]
-    rows = jsonl.read_rows(path) if path else hub_rows(hub, hint=hint)
+    rows = jsonl.read_rows(path) if path else sources.hub_rows(hub, hint=hint)
     questions = [next((r[k] for k in (key, "question", "problem") if isinstance(r.get(k), str)), None) for r in rows]
     if None in questions:
         raise SystemExit(f"{path or hub} row {questions.index(None)}: no {key!r} (--eval-sets {name})")
@@ -412,11 +240,27 @@ def teach(args, todo, save):
         api.ask_all(todo, ask, save, args.workers, "distill")
 
 
+def fixed_questions(source):
+    """distill --questions: the rows of a selected set (s1K on the hub, or a local copy), re-traced as
+    they are, in their order, as s1.1 re-traced s1K's 1,000 questions with DeepSeek-R1 (s1 README
+    l. 15): nothing is selected again on the new teacher's lengths or grades."""
+    rows = jsonl.local_or_hub(source, flag="--questions")
+    if not rows:
+        raise SystemExit(f"--questions {source}: no rows")
+    for i, r in enumerate(rows):
+        if not isinstance(r.get("question"), str) or not r["question"].strip():
+            raise SystemExit(f"--questions {source} row {i}: needs a non-empty string 'question'")
+    if parallel.RANK == 0:
+        print(f"distill: the {len(rows)} questions of {source}, re-traced as they are (s1.1's recipe); "
+              "train on the output as it is, with no curate.py select")
+    return rows
+
+
 def distill(args):
     args.teacher_name = {"mini": f"mini (slip rate {args.slip_rate}, seed {args.seed})"}.get(args.teacher, args.model)
     if parallel.WORLD > 1:  # every rank loads its slice of the teacher and runs the same generate calls
         parallel.init_distributed(args.device)
-    rows = jsonl.read_questions(args.pool, "the pool")
+    rows = jsonl.read_questions(args.pool, "the pool") if args.pool else fixed_questions(args.questions)
     cached = {}  # question hash -> the newest record from this teacher
     for r in jsonl.resume(args.cache) if parallel.RANK == 0 else []:
         if r.get("teacher") == args.teacher_name:
@@ -448,7 +292,8 @@ def distill(args):
     for r in rows:
         rec = cached.get(jsonl.question_hash(r["question"]), {"status": "pending", "problem": None, "thinking": None, "attempt": None})
         counts[rec["status"]] = counts.get(rec["status"], 0) + 1
-        out.append(dict(r, thinking=rec["thinking"], attempt=rec["attempt"], distill_status=rec["status"],
+        earlier = {f"input_{k}": r[k] for k in ("thinking", "attempt") if r.get(k) is not None}  # e.g. s1K's Gemini attempt
+        out.append(dict(r, **earlier, thinking=rec["thinking"], attempt=rec["attempt"], distill_status=rec["status"],
                         distill_problem=rec["problem"], teacher=args.teacher_name))
     jsonl.write_jsonl(args.out, out)
     print("distill: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f" -> {args.out}")
@@ -466,7 +311,10 @@ LiveCodeBench release_v4 with word 8-grams, each source also against the sources
 1,000 and SciEval's 250 are picked from what decontamination left; AIME 1983-2022 is appended to the
 finished pool with neither decontamination nor de-duplication, so its 2022 problems, which are in
 aimo-validation-aime, stay. release_v4 contains LiveCodeBench v1-v3, so this removes every
-LiveCodeBench question of the pool, as s1's code, run as written, does.
+LiveCodeBench question of the pool, as s1's code, run as written, does. s1's keep list
+(TMP_QUESTIONS_TO_KEEP, l. 18-102, in data/s1/tmp_questions_to_keep.json) passes NuminaMath's filter
+and is added to SciEval's 250 and XWord's 1,000. GPQA's options are shuffled into the question
+(fix_gpqa.py) over the collected pool's GPQA rows, as s1's README has it run after collecting.
 
 Where we differ from s1, and why:
   - questions under 8 words have no 8-gram; we compare them whole (s1 let them through unchecked);
@@ -476,8 +324,10 @@ Where we differ from s1, and why:
   - SciEval's 250 are spread over tasks and SocraticQA topics by a seeded walk; s1's
     select_examples_scieval walks a differently shuffled copy (and can take a row twice), so the 250
     rows differ from s1's;
-  - GPQA options are shuffled (fix_gpqa.py) over the whole pool's GPQA rows, s1 over s1K's, so the
-    option order differs.
+  - sources keep their file order; s1 shuffled each source without a pick function (ds.shuffle(seed=42),
+    collect_data.py l. 469). Besides the pool's row order and which copy of a duplicate survives, this
+    decides GPQA's options: fix_gpqa.py draws one random.seed(42) sequence row by row (l. 7, 24), so
+    each GPQA row's option permutation depends on its place, and ours differ from s1's.
 """
 
 
@@ -496,8 +346,8 @@ def parse_args(argv=None):
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("collect", help="the question pool: load, map, decontaminate, de-duplicate",
                        description=COLLECT_VS_S1, formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("--sources", nargs="+", default=S1_SOURCES,
-                   help=f"in this order (later ones are checked against earlier ones): {' '.join(S1_SOURCES)}, "
+    c.add_argument("--sources", nargs="+", default=sources.S1_SOURCES,
+                   help=f"in this order (later ones are checked against earlier ones): {' '.join(sources.S1_SOURCES)}, "
                         "mini (the built-in miniature tasks), or a name of one's own given with --local")
     c.add_argument("--local", action="append", default=[], metavar="NAME=PATH",
                    help="read source NAME from a local .jsonl/.json(.gz): rows in the hub's layout, in s1's five "
@@ -521,7 +371,11 @@ def parse_args(argv=None):
                    choices=["sum", "count", "max", "sort", "search"], help="mini: the task families, in turn")
     c.add_argument("--out", required=True, help="the pool, JSONL")
     d = sub.add_parser("distill", help="a thinking trace and an answer for every question, cached and resumable")
-    d.add_argument("--pool", required=True, help="JSONL with a 'question' per row (collect's output)")
+    d.add_argument("--pool", help="JSONL with a 'question' per row (collect's output); curate.py then selects "
+                                   "on this teacher's lengths and grades")
+    d.add_argument("--questions", metavar="SOURCE",
+                   help="instead of --pool: a selected set to re-trace as it is, a hub dataset or a local file "
+                        "(simplescaling/s1K: s1.1's recipe, s1K's 1,000 with a new teacher; train on the output)")
     d.add_argument("--out", required=True, help="the pool rows with thinking, attempt and distill_status added")
     d.add_argument("--cache", help="append-only JSONL of replies keyed by question hash (default: OUT.cache.jsonl)")
     d.add_argument("--teacher", choices=["api", "local", "mini"], default="api",
@@ -557,6 +411,9 @@ def parse_args(argv=None):
         if not 1 <= args.steps[0] <= args.steps[1]:
             p.error(f"--steps {args.steps[0]} {args.steps[1]}: need 1 <= MIN <= MAX")
     else:
+        if (args.pool is None) == (args.questions is None):
+            p.error("distill: give --pool (a pool to curate afterwards) or --questions (a selected set, re-traced as "
+                    "it is), one of the two")
         args.cache = args.cache or re.sub(r"\.jsonl$", "", args.out) + ".cache.jsonl"
         if args.teacher == "local":
             args.max_tokens = args.max_tokens or 32768

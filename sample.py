@@ -266,12 +266,15 @@ def generate(model, tokenizer, questions, max_thinking_tokens=None, num_ignore=0
     on_token(row) after each token; stats, if a dict, gets the engine's counts (tokens fed, ...)."""
     from tqdm import tqdm
     settings = settings or [dict(max_thinking_tokens=max_thinking_tokens, num_ignore=num_ignore)]
+    if any(s.get("think", think) != think for s in settings):  # eval.py's "none" is think=False, run on its own
+        raise ValueError(f"every setting of one generate call needs think={think}: {settings}")
     runner = engine.Engine(model, max_tokens, batch_size, len(tokenizer), kv_memory_gb, block_size, on_token)
     texts, prompts = encode_prompts(tokenizer, questions, max_tokens, think)
     per_question = n * len(settings)
     for q, prompt in enumerate(prompts):
-        rows = make_rows(tokenizer, questions[q], len(prompt), max_tokens, settings, range(n), q * per_question,
-                         think, temperature, top_p, seed, ignore_str)
+        rows = make_rows(tokenizer, questions[q], len(prompt), max_tokens, settings, samples=range(n),
+                         first_index=q * per_question, think=think, temperature=temperature, top_p=top_p, seed=seed,
+                         ignore_str=ignore_str)
         for group in [rows] if share else [[r] for r in rows]:
             runner.add(prompt, group)
     results = [None] * (len(questions) * per_question)
@@ -297,7 +300,8 @@ def rejection_sample(model, tokenizer, questions, max_thinking_tokens, max_tries
     """Sample until the thinking ends by itself within the budget, at most max_tries times (the
     harness loops forever). Each result records its tries and whether it was accepted; after
     max_tries the last sample is kept, marked not accepted. A retry prefills its prompt again: at
-    the paper's smallest budget (3,500 tokens on AIME24) that is 3.5 % of a retry's tokens (README)."""
+    the paper's smallest budget (3,500 tokens on AIME24) that is 3.5 % of a retry's tokens
+    (python bench.py retry)."""
     if not isinstance(max_thinking_tokens, int):
         raise ValueError(f"rejection sampling needs an integer thinking budget, not {max_thinking_tokens!r}")
     runner = engine.Engine(model, max_tokens, batch_size, len(tokenizer), kv_memory_gb)
@@ -305,8 +309,8 @@ def rejection_sample(model, tokenizer, questions, max_thinking_tokens, max_tries
     # the harness generates B + 1 tokens and accepts at most B, counting the delimiter it stopped on (l. 299)
     setting = [dict(max_thinking_tokens=max_thinking_tokens + 1, num_ignore=num_ignore)]
     try_ = lambda q, attempt: runner.add(prompts[q], make_rows(
-        tokenizer, questions[q], len(prompts[q]), max_tokens, setting, [f"try{attempt}"], q, True, temperature, top_p,
-        seed, ignore_str))
+        tokenizer, questions[q], len(prompts[q]), max_tokens, setting, samples=[f"try{attempt}"], first_index=q,
+        temperature=temperature, top_p=top_p, seed=seed, ignore_str=ignore_str))
     for q in range(len(questions)):
         try_(q, 0)
     final, tries = [None] * len(questions), [1] * len(questions)
@@ -364,7 +368,8 @@ def load_for_generation(name, device="auto", dtype="auto", max_tokens=32768, row
     device, world, rank = parallel.init_distributed(device, timeout_min)
     dtype = getattr(torch, resolve_dtype(dtype, device))
     if device.type == "cuda":
-        plan.check_fits(name, world, max_tokens, rows, torch.cuda.get_device_properties(device).total_memory / 1024 ** 3)
+        gpu_gib = torch.cuda.get_device_properties(device).total_memory / 1024 ** 3
+        plan.check_fits(name, world, max_tokens, rows, gpu_gib, dtype.itemsize)
     model = load_model(name, device, dtype, world, rank)
     return model, chat.load_tokenizer(tokenizer or model.source_dir), world, rank
 

@@ -2,12 +2,13 @@
 Start reading at main(): the loop and its loss normalisation are there, inline; plan_steps
 says which rows each rank runs at each step.
 
-The defaults are s1.1's run (s1's train/sft.sh, with the block size its README gives for s1.1 "to
-avoid OOM"): full fine-tune of Qwen2.5-32B-Instruct on s1K-1.1 (DeepSeek-R1 traces), sequences cut
-at 20,000 tokens, 5 epochs at global batch 16 (315 steps), lr 1e-5 with 5 % warm-up then cosine to
-0, AdamW(0.9, 0.95, wd 1e-4), bf16 compute on fp32 master weights, saved in fp32 as s1's
-trainer.save_model did. The paper's s1 run is the same on s1K (Gemini traces) at 32,768 tokens,
-26 minutes on 16 H100s.
+The defaults are s1.1's run as s1's files state it (the recipe of s1's train/sft.sh; the block size
+from s1's README prose only, "to avoid OOM": the sft.sh line it links, l. 17, says 32768, and sft.sh
+trains on s1K): full fine-tune of Qwen2.5-32B-Instruct on s1K-1.1 (DeepSeek-R1 traces), sequences
+cut at 20,000 tokens, 5 epochs at global batch 16 (315 steps) in s1's data order, lr 1e-5 with 5 %
+warm-up then cosine to 0, AdamW(0.9, 0.95, wd 1e-4), bf16 compute on fp32 master weights, saved in
+fp32 as s1's trainer.save_model did. The paper's s1 run is the same on s1K (Gemini traces) at 32,768
+tokens, 26 minutes on 16 H100s.
 
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 train.py   # s1.1
     torchrun --nnodes 2 --nproc-per-node 8 ... train.py --data simplescaling/s1K --block-size 32768    # s1
@@ -73,7 +74,8 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=cli.at_least(1), default=5)
     p.add_argument("--global-batch", type=cli.at_least(1), default=16, help="sequences per optimizer step")
     p.add_argument("--block-size", type=cli.at_least(16), default=20000,
-                   help="longest sequence; longer ones are cut on the right (s1.1: 20000, s1: 32768)")
+                   help="longest sequence; longer ones are cut on the right (s1.1: 20000, from s1's README prose; "
+                        "s1: 32768, train/sft.sh l. 17)")
     p.add_argument("--lr", type=cli.above(0), default=1e-5)
     p.add_argument("--warmup-ratio", type=cli.between(0, 1), default=0.05, help="linear warm-up share of the steps")
     p.add_argument("--weight-decay", type=cli.at_least(0, float), default=1e-4,
@@ -103,6 +105,9 @@ def parse_args(argv=None):
     p.add_argument("--dist-timeout-min", type=cli.above(0), default=60,
                    help="collective timeout; torch's default 10 min is less than rank 0 may need to read or "
                         "write 131 GB of fp32 weights on a slow disk while the other ranks wait")
+    p.add_argument("--probe-longest", action=argparse.BooleanOptionalAction, default=True,
+                   help="after step 1, a forward and backward on the run's longest row whose gradient is dropped, "
+                        "so that a row too long for memory fails at once; the trained weights are the same")
     p.add_argument("--stop-at", type=cli.at_least(0), default=0,
                    help="stop (with a checkpoint) once this step is done; the schedule is that of the full run")
     cli.add_dry_run_flags(p, gpus=16)
@@ -165,12 +170,12 @@ def plan_steps(lengths, global_batch, world, epochs, seed, pack, block_size):
     steps_per_epoch = math.ceil(n / global_batch)
     steps = []
     for epoch in range(epochs):
+        # s1's order: HF Trainer (transformers 4.46.1) seeds torch with 42 (trainer.py l. 425) and hands a
+        # RandomSampler to accelerate 1.0.1, whose SeedableRandomSampler reseeds a generator with
+        # initial_seed + epoch each epoch (data_loader.py l. 84-94): one randperm per epoch, as here.
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-        if epoch == 0:  # the longest example in the first step: if memory runs out, it does at step 1
-            j = order.index(max(range(n), key=lengths.__getitem__))
-            order[0], order[j] = order[j], order[0]
-        # Fill the last batch by wrapping around, as torch's DistributedSampler did for s1
-        # (1,000 examples, 16 GPUs: 63 steps of 16 per epoch, 315 in all).
+        # accelerate's BatchSamplerShard deals batch k to rank k % world and fills the last step from
+        # the epoch's first indices (l. 209-254): 1,000 examples on 16 GPUs give 63 steps of 16, 315 in all.
         order = (order * 2)[:steps_per_epoch * global_batch]
         for s in range(steps_per_epoch):
             batch = sorted(order[s * global_batch:(s + 1) * global_batch], key=lambda i: -lengths[i])
@@ -210,6 +215,22 @@ def make_row(examples, row, device):
     doc = [d for d, i in enumerate(row) for _ in examples[i][0]]
     as_row = lambda xs: torch.tensor([xs], dtype=torch.long, device=device)
     return as_row(ids), as_row(labels), as_row(pos), as_row(doc)[0]
+
+
+def probe_longest(model, examples, steps, device, pack):
+    """Forward and backward on the longest row of the run, on every rank, the gradient then dropped:
+    a row too long for memory fails in the first minutes, not at step 200. It runs after the first
+    optimizer step, when AdamW's state exists as at every later step, and changes no weight, no
+    optimizer state and no step of the schedule, so the data order stays s1's."""
+    rows = [row for step in steps for rank_rows in step for row in rank_rows]
+    row = max(rows, key=lambda r: sum(len(examples[i][0]) for i in r))
+    ids, labels, pos, doc = make_row(examples, row, device)
+    t0 = time.perf_counter()
+    model(ids, position_ids=pos if pack else None, labels=labels, ce_chunk=CE_CHUNK)[0].sum().backward()
+    model.zero_grad(set_to_none=True)
+    peak = f", peak {torch.cuda.max_memory_allocated() / 1024 ** 3:.1f} GiB" if device.type == "cuda" else ""
+    print0(f"probe: the longest row, example{'s' * (len(row) > 1)} {', '.join(map(str, row))} ({len(ids[0])} tokens): "
+           f"forward and backward on every rank in {time.perf_counter() - t0:.1f} s{peak}; gradient dropped")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -464,6 +485,8 @@ def main(argv=None):
             jsonl.write_line(log, record)
             bar.update(1)
             bar.write(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+        if step == start and args.probe_longest:
+            probe_longest(model, examples, steps, device, args.pack)
         if args.save_every and (step + 1) % args.save_every == 0 and step + 1 < len(steps):
             save_checkpoint(model, opt, step + 1, args.out, args.keep_checkpoints)
     bar.close()

@@ -5,7 +5,6 @@ Bad flags go through each script's own parse_args in-process (every CLI parses i
 anything else, and a subprocess costs 1-4 s of torch import per case); one bad flag per script also
 runs as a real subprocess. Bad files run through the real CLIs as subprocesses."""
 import concurrent.futures
-import gzip
 import json
 import os
 import shutil

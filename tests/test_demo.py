@@ -1,7 +1,6 @@
 """The miniature pipeline end to end (demo.py --small): every stage runs through the real scripts,
 every output exists, and budget forcing respects its caps."""
 import json
-import os
 import sys
 
 from conftest import run

@@ -239,6 +239,7 @@ def test_decode_fallback_calls_sdpa_without_a_mask(tiny, monkeypatch):
     the math kernel, which copies K and V to every query head). Here: the arguments; on CUDA, the
     next test runs them with only the flash and efficient kernels allowed."""
     model, _ = tiny
+    kernels(monkeypatch)  # a GPU in fp16/bf16 without a paged kernel (a CPU, or fp32, takes one masked call)
     sdpa, calls = F.scaled_dot_product_attention, []
 
     def recording(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):

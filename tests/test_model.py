@@ -11,7 +11,6 @@ from conftest import tiny_hf_model
 import engine
 import hf_checkpoint
 import model as M
-import sample
 
 
 def max_diff(a, b):

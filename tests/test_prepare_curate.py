@@ -24,6 +24,7 @@ import mini
 import prepare
 import sample
 import serve as server_module
+import sources
 import train
 
 TORCHRUN = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone", "--nproc-per-node", "2"]
@@ -219,6 +220,32 @@ def test_split_reply():
     assert prepare.split_reply({"content": "just an answer"})[2] == "empty: no thinking"
     assert prepare.split_reply({"reasoning_content": "t", "content": ""})[2] == "empty: no answer"
     assert prepare.split_reply({"content": "<think>t"})[2] == "malformed: <think> is never closed"
+
+
+def test_distill_questions_retraces_a_selected_set_as_it_is_for_training(models, tmp_path, capsys):
+    """s1.1's recipe (s1 README l. 15): s1K's 1,000 questions, chosen with Gemini's features, traced again
+    by DeepSeek-R1, nothing re-selected. Here: three rows in s1K's layout (a trace as a list, Gemini's
+    attempt), re-traced by the hand-built teacher, in their order, every column kept, ready for train.py."""
+    s1k = [{"question": q, "solution": s, "cot_type": "math", "source_type": "qq8933/AIME_1983_2024", "metadata": "{}",
+            "cot": None, "thinking_trajectories": [f"Gemini thinks about {q}"], "attempt": f"Gemini says {s}"}
+           for q, s in (("What is 17 times 3?", "51"), ("What is 50 plus 1?", "51"), ("What is 3 cubed?", "27"))]
+    out = str(tmp_path / "s1K-1.1.jsonl")
+    prepare.main(["distill", "--questions", write(tmp_path / "s1K.jsonl", s1k), "--teacher", "local",
+                  "--model", models["teacher"], "--max-tokens", "1024", "--out", out])
+    assert "the 3 questions of" in capsys.readouterr().out
+    rows = read(out)
+    assert [r["question"] for r in rows] == [r["question"] for r in s1k]
+    assert all((r["thinking"], r["attempt"], r["distill_status"]) == ("abc", "51", "ok") for r in rows)
+    assert [r["input_attempt"] for r in rows] == [r["attempt"] for r in s1k]  # the old teacher's answer is kept aside
+    assert all(r["thinking_trajectories"] == k["thinking_trajectories"] and r["solution"] == k["solution"] for r, k in zip(rows, s1k))
+    assert train.to_triples(rows, out) == [(r["question"], "abc", "51") for r in s1k]  # train.py reads the new traces
+    for argv, says in ((["distill", "--out", out], "one of the two"),
+                       (["distill", "--pool", out, "--questions", out, "--out", out], "one of the two")):
+        with pytest.raises(SystemExit):
+            prepare.parse_args(argv)
+        assert says in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"--questions .*row 1: needs a non-empty string 'question'"):
+        prepare.main(["distill", "--questions", write(tmp_path / "bad.jsonl", [s1k[0], {"question": " "}]), "--out", out])
 
 
 def test_interrupted_distill_resumes_without_repeating_or_losing(tmp_path, monkeypatch, capsys):
@@ -535,11 +562,92 @@ def test_xword_and_scieval_are_subsampled_after_decontamination(tmp_path, capsys
     rows = read(pool)
     picked = [r for r in rows if r["source_type"] == "0xharib/xword1"]
     assert len(picked) == 1000 and len(rows) - len(picked) == 250 and not any(fox in r["question"] for r in rows)
-    clean = [prepare.XWORD + "\n\n" + x["input"].split("### Clue: ")[1] for x in xword if fox not in x["input"]]
+    clean = [sources.XWORD + "\n\n" + x["input"].split("### Clue: ")[1] for x in xword if fox not in x["input"]]
     assert [r["question"] for r in picked] == [clean[i] for i in np.random.default_rng(42).permutation(len(clean))[:1000]]
     out = capsys.readouterr().out
     assert re.search(r"xword\s+1500\s+300\s+0\s+1000  1000 picked of 1200", out)
     assert re.search(r"scieval\s+400\s+80\s+0\s+250  250 picked of 320", out)
+
+
+def test_s1s_keep_list_is_shipped_with_its_source():
+    # s1 data/collect_data.py l. 18-102: TMP_QUESTIONS_TO_KEEP = [63 questions] + [21 questions], 20 of
+    # the 21 repeating the first list (the only new one: a PubMedQA abstract on split-liver transplantation)
+    with open(sources.KEEP_LIST, encoding="utf-8") as f:
+        doc = json.load(f)
+    assert "data/collect_data.py" in doc["source"] and "18-102" in doc["source"]
+    listed = doc["questions"]
+    assert len(listed) == 84 and len(set(listed)) == 64 and sources.kept_by_s1() == set(listed)
+    assert listed[0].startswith("During the Northern and Southern Dynasties") and listed[-1].endswith("(E) 3520")
+    assert listed[63].startswith("Person A and person B") and listed[67].startswith("To assess and compare the value")
+    assert sum(q not in listed[:63] for q in listed[63:]) == 1
+    # the second list spells some characters literally where the first escapes them: the same strings
+    assert "Given the complex number $z= \\frac {1}{i(i+1)}$, then $|z|=$ \uff08\u3000\u3000\uff09" in listed[63:][9]
+
+
+def test_fix_gpqa_draws_one_seeded_sequence_row_by_row_so_row_order_decides_the_options():
+    # s1 data/fix_gpqa.py: random.seed(42) once (l. 7); per GPQA row, in order, random.shuffle of the three
+    # wrong answers and the right one (l. 17-24); question = TEMPLATE, solution += "\n\nAnswer: " + letter
+    meta = lambda k: str({"Correct Answer": f"right {k}\n", **{f"Incorrect Answer {j}": f"wrong {k}.{j}" for j in (1, 2, 3)}})
+    rows = [{"question": f"Q{k}", "solution": f"E{k}", "source_type": "Idavidrein/gpqa", "metadata": meta(k)} for k in range(6)]
+
+    def s1_fix_gpqa(rows):  # written from s1's file, with its global random
+        state = random.getstate()
+        random.seed(42)
+        out = []
+        for ex in rows:
+            m = eval(ex["metadata"])
+            choices = [m["Incorrect Answer 1"].strip("\n"), m["Incorrect Answer 2"].strip("\n"),
+                       m["Incorrect Answer 3"].strip("\n"), m["Correct Answer"].strip("\n")]
+            random.shuffle(choices)
+            letter = chr(65 + choices.index(m["Correct Answer"].strip("\n")))
+            out.append({"question": "{}\nAnswer Choices:\n(A) {}\n(B) {}\n(C) {}\n(D) {}".format(ex["question"], *choices),
+                        "solution": ex["solution"] + "\n\n" + "Answer: " + letter})
+        random.setstate(state)
+        return out
+
+    ours = sources.fix_gpqa([dict(r) for r in rows])
+    assert [{k: r[k] for k in ("question", "solution")} for r in ours] == s1_fix_gpqa(rows)
+    backwards = {r["question"].split("\n")[0]: r["question"] for r in sources.fix_gpqa([dict(r) for r in rows[::-1]])}
+    assert sum(backwards[r["question"].split("\n")[0]] != r["question"] for r in ours) >= 3  # the same rows, reordered
+
+
+KEPT_SCIEVAL = "What is compartmentalization of a cell?\n\nA. Cell compartmentalization\nB. Cell communication\nC. Cell division\nD. Cell fusion"
+KEPT_NUMINA = "Given four lines such that any three of them determine a triangle, prove that the orthocenters of these four triangles are collinear."
+
+
+def test_listed_questions_pass_numinamath_scieval_and_xword_filters(tmp_path, monkeypatch):
+    assert KEPT_SCIEVAL in sources.kept_by_s1() and KEPT_NUMINA in sources.kept_by_s1()
+    # NuminaMath (l. 133-141): every aops_forum row; of the rest, numinamath_500's and the listed ones
+    monkeypatch.setattr(sources, "numina_500", lambda: {"A problem on numinamath_500's list, with enough words to check."})
+    numina = [{"problem": q, "solution": "s", "source": src, "messages": []} for q, src in (
+        ("An aops_forum problem about the sum of the first hundred odd numbers, squared.", "aops_forum"),
+        ("A problem on numinamath_500's list, with enough words to check.", "cn_k12"),
+        (KEPT_NUMINA, "olympiads"),
+        ("A cn_k12 problem on neither list about the area of a triangle with sides three four five.", "cn_k12"))]
+    # SciEval (l. 355-383): the listed rows plus 250 less their number, picked by the walk
+    tasks = ["SocraticQA", "reagent selection", "MedQA", "PubMedQA"]
+    scieval = [{"question": f"In case {i} of study {t}, which option holds best of all?\n\nAnswer:", "answer": ["A"],
+                "task_name": t, "category": "Biology", "type": "mc", "topic": ("cells", "genes")[i % 2] if t == "SocraticQA" else None}
+               for t in tasks for i in range(100)]
+    scieval[5] = dict(scieval[5], question=KEPT_SCIEVAL + "\n\nAnswer:")  # cleaned as s1 does, then matched
+    pool = str(tmp_path / "pool.jsonl")
+    prepare.main(["collect", "--sources", "numinamath", "scieval", "--local", "numinamath=" + write(tmp_path / "n.jsonl", numina),
+                  "--local", "scieval=" + write(tmp_path / "s.jsonl", scieval), "--eval-sets", "math500", "--out", pool])
+    rows = read(pool)
+    assert [r["question"] for r in rows[:3]] == [numina[k]["problem"] for k in range(3)]
+    sci = [r["question"] for r in rows if r["source_type"].startswith("OpenDFM/SciEval")]
+    assert len(sci) == 250 and sci[-1] == KEPT_SCIEVAL and sci.count(KEPT_SCIEVAL) == 1
+    # XWord (l. 469-474): shuffle(seed=42), the first 1,000 less the listed, then the listed. No listed
+    # question is a crossword clue, so the rule is checked with a list of our own
+    clue = lambda i: sources.XWORD + "\n\n" + f"Sea creature number {i} with eight arms (7)"
+    xword = [{"instruction": "", "output": "OCTOPUS", "input": f"### Clue: Sea creature number {i} with eight arms (7)"}
+             for i in range(1500)]
+    order = np.random.default_rng(42).permutation(1500)
+    late = [int(i) for i in order[1200:1203]]  # far past the first 1,000 of the shuffle
+    monkeypatch.setattr(sources, "kept_by_s1", lambda: frozenset(clue(i) for i in late))
+    prepare.main(["collect", "--sources", "xword", "--local", "xword=" + write(tmp_path / "x.jsonl", xword),
+                  "--eval-sets", "math500", "--out", pool])
+    assert [r["question"] for r in read(pool)] == [clue(int(i)) for i in order[:997]] + [clue(i) for i in late]
 
 
 def featurized_rows(tmp_path, models, grader, *extra):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, run, tiny_hf_model
+from conftest import run, tiny_hf_model
 
 import chat
 import engine

@@ -41,8 +41,6 @@ def test_plan_gives_s1s_315_steps_and_balances_ranks():
         seen = [i for step in steps[63 * epoch:63 * (epoch + 1)] for rows in step for row in rows for i in row]
         assert len(seen) == 63 * 16 and set(seen) == set(range(1000))
     assert all(len(rows) == 1 and len(rows[0]) == 1 for step in steps for rows in step)
-    longest = max(range(1000), key=lengths.__getitem__)
-    assert steps[0][0][0] == [longest]  # step 1, rank 0's first row: an OOM comes at step 1, not step 200
     # Packed, 2 ranks: every row fits the block, ranks run the same number of micro-steps, and the
     # longest-first assignment keeps the two ranks' token counts within one sequence of each other.
     packed = train.plan_steps(lengths, global_batch=16, world=2, epochs=1, seed=0, pack=True, block_size=20000)
@@ -51,6 +49,36 @@ def test_plan_gives_s1s_315_steps_and_balances_ranks():
         assert all(sum(lengths[i] for i in row) <= 20000 for rows in step for row in rows)
         load = [sum(lengths[i] for row in rows for i in row) for rows in step]
         assert abs(load[0] - load[1]) <= max(lengths)
+
+
+def accelerate_shards(n, world, epoch, seed=42):
+    """What each of `world` ranks trained on at each step of an epoch in s1's run, by the rules of the
+    libraries it ran, written out here: transformers 4.46.1's Trainer seeds torch with 42 (trainer.py
+    l. 425) and gives accelerate a RandomSampler (l. 940); accelerate 1.0.1's SeedableRandomSampler
+    seeds its generator with torch.initial_seed() + epoch before each pass (data_loader.py l. 84-94);
+    BatchSamplerShard (batch 1 per GPU, even_batches) gives batch k to rank k % world and completes
+    the last round with the first batches of the pass (l. 209-254)."""
+    sampler = torch.utils.data.RandomSampler(range(n), generator=torch.Generator().manual_seed(seed + epoch))
+    batches = [[i] for i in sampler]  # a BatchSampler of size 1
+    initial = [i for b in batches[:world] for i in b]
+    per_rank = [[] for _ in range(world)]
+    for k, b in enumerate(batches):
+        per_rank[k % world].append(b[0])
+    k, cycle = len(batches), 0
+    while k % world:
+        per_rank[k % world].append(initial[cycle])
+        cycle, k = cycle + 1, k + 1
+    return [sorted(rank[s] for rank in per_rank) for s in range(len(per_rank[0]))]
+
+
+def test_data_order_is_s1s_accelerate_sampler():
+    lengths = [100 + (i * 7919) % 9000 for i in range(1000)]
+    steps = train.plan_steps(lengths, global_batch=16, world=16, epochs=5, seed=42, pack=False, block_size=32768)
+    ours = [sorted(i for rows in step for row in rows for i in row) for step in steps]
+    assert ours == [s for epoch in range(5) for s in accelerate_shards(1000, 16, epoch)]
+    # 1 process with accumulation runs the same sequences per step as 16 GPUs
+    one = train.plan_steps(lengths, global_batch=16, world=1, epochs=5, seed=42, pack=False, block_size=32768)
+    assert [sorted(i for rows in step for row in rows for i in row) for step in one] == ours
 
 
 def test_loss_starts_at_the_think_token_with_the_real_tokenizer():
@@ -114,10 +142,11 @@ def runs(tiny_sft, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     common = ["--model", model, "--data", data, "--device", "cpu", "--dtype", "float32",
               "--global-batch", "2", "--epochs", "1", "--lr", "1e-3", "--save-every", "3"]
-    paths = {name: str(out / name) for name in ("one", "two", "resumed", "packed", "ac", "token")}
-    run([PY, "train.py", *common, "--out", paths["one"]])  # 1 process, gradient accumulation 2
-    run([TORCHRUN, "--standalone", "--nproc-per-node", "2", "train.py", *common, "--out", paths["two"],
-         "--keep-checkpoints", "1"])
+    paths = {name: str(out / name) for name in ("one", "two", "resumed", "packed", "ac", "token", "noprobe")}
+    paths["one stdout"] = run([PY, "train.py", *common, "--out", paths["one"]]).stdout  # 1 process, accumulation 2
+    paths["two stdout"] = run([TORCHRUN, "--standalone", "--nproc-per-node", "2", "train.py", *common, "--out",
+                               paths["two"], "--keep-checkpoints", "1"]).stdout
+    run([PY, "train.py", *common, "--out", paths["noprobe"], "--no-probe-longest"])
     # As if killed during step 6: steps 4 and 5 are logged, but the newest checkpoint is step 3's.
     run([PY, "train.py", *common, "--out", paths["resumed"], "--stop-at", "5"])
     shutil.rmtree(os.path.join(paths["resumed"], "checkpoints", "step_000005"))
@@ -138,6 +167,24 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(runs):
     assert losses(runs["resumed"]) == losses(runs["one"])
     with open(os.path.join(runs["resumed"], "log.jsonl")) as f:  # appended, never truncated: steps 1-5, then 4-8
         assert [json.loads(line)["step"] for line in f] == [1, 2, 3, 4, 5, 4, 5, 6, 7, 8]
+
+
+def test_the_probe_runs_the_longest_example_and_changes_nothing(runs, tiny_sft):
+    """--probe-longest (on by default): after step 1, a forward and backward on the longest example,
+    gradient dropped. The run without it logs the same losses and lrs and saves the same weights,
+    bit for bit; the resumed run probes after its first step (4) and still equals the whole run."""
+    from safetensors.torch import load_file
+    model, data = tiny_sft
+    examples, _ = train.tokenize(train.to_triples(jsonl.read_input(data), data), chat.load_tokenizer(model), 20000)
+    longest = max(range(len(examples)), key=lambda i: len(examples[i][0]))
+    for name in ("one stdout", "two stdout"):
+        assert f"probe: the longest row, example {longest} ({len(examples[longest][0])} tokens)" in runs[name]
+    assert train.read_log(os.path.join(runs["noprobe"], "log.jsonl")) != []
+    strip = lambda path: [{k: r[k] for k in ("step", "loss", "lr", "grad_norm", "loss_tokens", "tokens")}
+                          for r in train.read_log(os.path.join(path, "log.jsonl"))]
+    assert strip(runs["noprobe"]) == strip(runs["one"])
+    with_probe, without = (load_file(os.path.join(runs[n], "final", "model.safetensors")) for n in ("one", "noprobe"))
+    assert with_probe.keys() == without.keys() and all(torch.equal(with_probe[k], without[k]) for k in without)
 
 
 def test_resume_refuses_a_changed_plan_and_drops_a_torn_log_line(runs, tiny_sft, tmp_path):
@@ -282,7 +329,8 @@ def test_logged_lr_is_transformers_cosine_schedule_at_every_step(runs):
 
 def test_defaults_are_s1_1s_run():
     args = train.parse_args([])
-    # s1 README l. 209: s1.1 uses block size 20000 "to avoid OOM"; train/sft.sh l. 4-8, 16-38: the rest
+    # s1 README l. 209: s1.1 uses block size 20000 "to avoid OOM" (prose only: the train/sft.sh line it
+    # links, l. 17, says --block_size=32768, and sft.sh trains on s1K); train/sft.sh l. 4-8, 16-38: the rest
     assert (args.data, args.block_size, args.model) == ("simplescaling/s1K-1.1", 20000, "Qwen/Qwen2.5-32B-Instruct")
     assert (args.epochs, args.global_batch, args.lr, args.warmup_ratio, args.weight_decay) == (5, 16, 1e-5, 0.05, 1e-4)
     assert tuple(args.betas) == (0.9, 0.95) and args.seed == 42
