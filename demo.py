@@ -1,7 +1,7 @@
 """demo.py: the whole s1 pipeline in miniature on a laptop CPU (`make demo`).
 
 The same stage scripts as the real thing, with small numbers, on mini.py's search family
-(prepare.py's "mini" source): "Which of e v b h l is after n?", answered by checking the letters
+(prepare.py's "mini" source): "Which of evbhl is after n?", answered by checking the letters
 in order, one line each. Its programmatic teacher sometimes stops before it has found the letter
 and guesses, as a model that stops before it has checked; in some traces it writes "Wait" there
 and goes on. So a cap on thinking cuts the search short, and forcing "Wait" resumes it:
@@ -16,9 +16,10 @@ and goes on. So a cap on thinking cuts the search short, and forcing "Wait" resu
     eval.py              held-out questions under budget forcing: thinking caps, then "Wait"s
                          -> eval/results.md, eval/scaling.png
 
-The reading at the end compares the run with README's runs (SPREAD: three training seeds, one
-or two threads, AVX2 or AVX-512 kernels); `demo.py --spread` redoes those. Each stage is skipped when its output exists (rerun with --force to redo it); each command is
-printed before it runs, so any stage can be rerun by hand.
+The reading at the end compares the run with README's runs (SPREAD: three training seeds, one or
+two threads, AVX2 or AVX-512 kernels); `demo.py --spread` redoes those. Each stage is skipped when
+its output exists (rerun with --force to redo it); each command is printed before it runs, so any
+stage can be rerun by hand.
 """
 import argparse
 import json
@@ -29,6 +30,8 @@ import subprocess
 import sys
 import time
 
+import cli
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 PY = sys.executable
 
@@ -38,7 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/demo", help="where every stage writes")
     p.add_argument("--force", action="store_true", help="redo every stage, even those already done")
     p.add_argument("--small", action="store_true", help="a few-minute version (the CI test)")
-    p.add_argument("--seed", type=int, default=42, help="training seed: the model's initialisation and the order of its batches")
+    p.add_argument("--seed", type=cli.at_least(0), default=42, help="training seed: the model's initialisation and the order of its batches")
     p.add_argument("--spread", action="store_true",
                    help="train and evaluate once per seed and CPU path of SPREAD (under --out/spread/) and print "
                         "the table README's figures come from: how far the result moves between machines")
@@ -157,10 +160,11 @@ MEASURED = {"no cap": (None, None), "gap": (None, None), "Wait x1": (None, None)
 
 def against_readme(f):
     """How this run's figures compare with README's runs."""
-    lines = ["\nAgainst README's five runs (three seeds, one or two threads, AVX2 or AVX-512):"]
+    lines = ["Against README's five runs (three seeds, one or two threads, AVX2 or AVX-512):"]
     for key, (lo, hi) in MEASURED.items():
         where = "inside" if lo - 0.05 <= f[key] <= hi + 0.05 else "OUTSIDE"
-        lines.append(f"- {key}: {f[key]:+.1f} points, {where} README's {lo:+.1f} to {hi:+.1f}")
+        unit = (lambda x: f"{x:.1f} %") if key == "no cap" else (lambda x: f"{x:+.1f} points")
+        lines.append(f"- {key}: {unit(f[key])}, {where} README's range, {unit(lo)} to {unit(hi)}")
     return "\n".join(lines)
 
 
@@ -177,7 +181,9 @@ def figures(results_path):
 
 
 def spread_table(rows):
-    """rows: [(name, figures)] -> a markdown table, one row per run, then mean and min-max."""
+    """rows: [(name, figures)] -> a markdown table, one row per run, then mean and min-max, then the
+    goals of issue 24 against them (no cap - smallest cap >= 30 and Wait x2 >= +5 with more than two
+    paired SE on every run; no-cap spread <= 6 points)."""
     keys = ["no cap", "smallest cap", "gap", "Wait x1", "Wait x2"]
     lines = ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, f in rows:
@@ -186,6 +192,11 @@ def spread_table(rows):
     stats = lambda k: [f[k] for _, f in rows]
     lines.append("| mean | " + " | ".join(f"{sum(stats(k)) / len(rows):.1f}" for k in keys) + " |")
     lines.append("| min-max | " + " | ".join(f"{min(stats(k)):.1f} to {max(stats(k)):.1f}" for k in keys) + " |")
+    met = lambda ok: "met" if ok else "NOT met"
+    lines.append(f"\ngap >= 30 on every run: {met(min(stats('gap')) >= 30)}; no-cap spread "
+                 f"{max(stats('no cap')) - min(stats('no cap')):.1f} <= 6: {met(max(stats('no cap')) - min(stats('no cap')) <= 6)}; "
+                 f"Wait x2 >= +5 and > 2 SE on every run: "
+                 f"{met(all(f['Wait x2'] >= 5 and f['Wait x2'] > 2 * f['Wait x2 SE'] for _, f in rows))}")
     return "\n".join(lines)
 
 
@@ -211,7 +222,7 @@ def main(argv=None):
         print("\n" + f.read())
     print(reading(out("eval", "results.json")))
     if not args.small:
-        print(against_readme(figures(out("eval", "results.json"))))
+        print("\n" + against_readme(figures(out("eval", "results.json"))))
     print(f"\nplot: {out('eval', 'scaling.png')}")
 
 

@@ -21,9 +21,10 @@ FAMILIES = ("sum", "count", "max", "sort", "search")
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 # search: the teacher checks the letters in order and, after every GIVE_UP_AFTER without a "yes",
 # gives up and answers the last one it checked (a wrong guess), except that at GO_ON_RATE of those
-# moments it writes "Wait" and goes on. After a "yes" it writes "Wait" and checks it again, and
-# again, each time at RECHECK_RATE. Measured (README): at these rates curation keeps traces that go
-# on at 42 % of the give-up moments, so a model trained on them, decoding greedily, stops there.
+# moments it writes "Wait" and goes on. After a "yes" it writes "Wait" and checks the letter again,
+# and again, each time at RECHECK_RATE. Curation prefers long traces, so the demo's s1K goes on at
+# 37 % of its give-up moments (384 of 1,045): under 50 %, so a model trained on it, decoding
+# greedily, stops there; and 384 traces that go on teach it to resume after "Wait".
 GIVE_UP_AFTER, GO_ON_RATE, RECHECK_RATE = 5, 0.12, 0.1
 
 
@@ -38,8 +39,9 @@ def question(family, steps, rng):
     if family == "sort":  # steps insertions
         return "Sort the digits " + "".join(str(rng.randint(1, 9)) for _ in range(steps + 1)) + "."
     # search: steps + 1 distinct letters, exactly one of them after the target in the alphabet.
-    # Letters, not numbers: one byte each, so the next candidate is one look-up of what follows the
-    # last one checked (with two-digit numbers the 0.8M model copied the wrong ones: README).
+    # Letters, not numbers, written without spaces: each is one byte, so the next letter to check
+    # is one look-up of the pair "last checked, next" in the question (with two-digit numbers, or
+    # letters apart, the 0.8M model copied the wrong ones: README, "Making Wait help").
     target = rng.choice("mnopqrst")
     until = LETTERS.index(target) + 1
     letters = rng.sample(LETTERS[:until], steps)

@@ -722,30 +722,29 @@ def test_help():
 
 
 def read_search_trace(question, thinking, answer):
-    """An independent reading of a search trace: (candidates checked, go-ons, rechecks, gave up).
-    Asserts that each line names the candidate checked before it (none on the first line), then the
-    next candidate in the question's order, then "yes" exactly when that letter comes after the
-    target; that a "Wait" follows only a GIVE_UP_AFTER-th "no" or a "yes" (then the "yes" line
-    again); and that the answer is the "yes" letter, or after a give-up the last letter checked."""
-    letters, target = re.fullmatch(r"Which of ([a-z](?: [a-z])+) is after ([a-z])\?", question).groups()
-    letters = letters.split()
+    """An independent reading of a search trace: (letters checked, go-ons, rechecks, gave up).
+    Asserts that each line is the letter checked before it (none on the first line) and the next
+    letter of the question's list, then "yes" exactly when that letter comes after the target; that a
+    "Wait" follows only a GIVE_UP_AFTER-th "no" (then the search goes on) or a "yes" (then the letter
+    found, alone, is checked again); and that the answer is the "yes" letter, or after a give-up the
+    last letter checked."""
+    letters, target = re.fullmatch(r"Which of ([a-z]+) is after ([a-z])\?", question).groups()
     assert [c > target for c in letters].count(True) == 1
     checked, go_ons, rechecks, lines = [], 0, 0, thinking.split("\n")
     for i, line in enumerate(lines):
         if line == "Wait":
             if lines[i - 1].endswith(" yes"):
-                assert lines[i + 1] == lines[i - 1]
+                assert lines[i + 1] == checked[-1] + " yes"
                 rechecks += 1
             else:
-                assert len(checked) % mini.GIVE_UP_AFTER == 0 and lines[i + 1] != lines[i - 1]
+                assert len(checked) % mini.GIVE_UP_AFTER == 0 and lines[i - 1].endswith(" no")
                 go_ons += 1
             continue
-        if i > 0 and lines[i - 1] == "Wait" and line.endswith(" yes") and line == lines[i - 2]:
+        if i > 0 and lines[i - 1] == "Wait" and lines[i - 2].endswith(" yes"):
             continue  # a recheck
-        previous = checked[-1:]
-        expected = previous + [letters[len(checked)], "yes" if letters[len(checked)] > target else "no"]
-        assert line.split() == expected, (question, thinking)
-        checked.append(letters[len(checked)])
+        letter = letters[len(checked)]
+        assert line == "".join(checked[-1:]) + letter + (" yes" if letter > target else " no"), (question, thinking)
+        checked.append(letter)
     gave_up = lines[-1].endswith(" no")
     assert answer == checked[-1] and (gave_up or answer > target)
     return checked, go_ons, rechecks, gave_up
