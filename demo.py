@@ -1,8 +1,10 @@
 """demo.py: the whole s1 pipeline in miniature on a laptop CPU (`make demo`).
 
-The same stage scripts as the real thing, with small numbers, on built-in task families whose
-harder questions need more reasoning steps (mini.py: prepare.py's "mini" source, with a
-programmatic teacher that writes step-by-step traces and sometimes corrects a slip after "Wait"):
+The same stage scripts as the real thing, with small numbers, on mini.py's search family
+(prepare.py's "mini" source): "Which of evbhl is after n?", answered by checking the letters
+in order, one line each. Its programmatic teacher sometimes stops before it has found the letter
+and guesses, as a model that stops before it has checked; in some traces it writes "Wait" there
+and goes on. So a cap on thinking cuts the search short, and forcing "Wait" resumes it:
 
     prepare.py collect   held-out questions           -> test.jsonl
     prepare.py collect   a pool of questions, decontaminated against them -> pool.jsonl
@@ -14,8 +16,10 @@ programmatic teacher that writes step-by-step traces and sometimes corrects a sl
     eval.py              held-out questions under budget forcing: thinking caps, then "Wait"s
                          -> eval/results.md, eval/scaling.png
 
-Each stage is skipped when its output exists (rerun with --force to redo it); each command is
-printed before it runs, so any stage can be rerun by hand.
+The reading at the end compares the run with README's runs (SPREAD: three training seeds, one or
+two threads, AVX2 or AVX-512 kernels); `demo.py --spread` redoes those. Each stage is skipped when
+its output exists (rerun with --force to redo it); each command is printed before it runs, so any
+stage can be rerun by hand.
 """
 import argparse
 import json
@@ -26,6 +30,8 @@ import subprocess
 import sys
 import time
 
+import cli
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 PY = sys.executable
 
@@ -35,10 +41,14 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/demo", help="where every stage writes")
     p.add_argument("--force", action="store_true", help="redo every stage, even those already done")
     p.add_argument("--small", action="store_true", help="a few-minute version (the CI test)")
+    p.add_argument("--seed", type=cli.at_least(0), default=42, help="training seed: the model's initialisation and the order of its batches")
+    p.add_argument("--spread", action="store_true",
+                   help="train and evaluate once per seed and CPU path of SPREAD (under --out/spread/) and print "
+                        "the table README's figures come from: how far the result moves between machines")
     return p.parse_args(argv)
 
 
-def stage(name, output, cmd, force):
+def stage(name, output, cmd, force, env=None):
     """Run one stage's command unless its output already exists."""
     if os.path.exists(output) and not force:
         print(f"== {name}: done already ({output}); --force redoes it", flush=True)
@@ -47,7 +57,7 @@ def stage(name, output, cmd, force):
         shutil.rmtree(os.path.dirname(output))  # train.py refuses to overwrite a run it was not told to resume
     print(f"== {name}\n$ {shlex.join(cmd)}", flush=True)
     t0 = time.time()
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    subprocess.run(cmd, cwd=ROOT, check=True, env=None if env is None else {**os.environ, **env})
     print(f"== {name}: {time.time() - t0:.0f} s", flush=True)
 
 
@@ -80,23 +90,28 @@ def reading(results_path):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    out = lambda *p: os.path.join(args.out, *p)
-    os.makedirs(args.out, exist_ok=True)
-    # Sizes: the full demo takes ~14 minutes on 2 cores; --small about one. From scratch, a 0.8M model
+def sizes(small):
+    """(pool, keep, held-out, epochs, caps)."""
+    # The full demo takes ~8 minutes on 2 cores; --small about one. From scratch, a 0.8M model
     # needs a few thousand distinct traces, so the miniature "s1K" keeps 2,000 (measured: 1,000 x 20
-    # epochs scored lower). s1 keeps 1,000, but fine-tunes a pretrained 32B model.
-    pool, keep, test, epochs = (400, 120, 40, 3) if args.small else (8000, 2000, 200, 10)
-    caps = ["8", "16", "32", "64"] if args.small else ["8", "16", "24", "32", "48", "64", "96"]
-    stages = [
+    # epochs scored lower). s1 keeps 1,000, but fine-tunes a pretrained 32B model. 500 held-out
+    # questions: a standard error of about 2 points.
+    if small:
+        return 400, 120, 40, 3, ["8", "16", "32", "64"]
+    return 8000, 2000, 500, 10, ["8", "16", "24", "32", "48", "64", "96"]
+
+
+def data_stages(out, small):
+    pool, keep, test, _, _ = sizes(small)
+    return [
         # The held-out questions come first, so that the pool is decontaminated against them (docs/s1.md §1.3).
-        # They are as hard as what curation keeps (7-9 steps), as AIME is hard.
+        # They are as hard as what curation keeps (8-10 letters), as AIME is hard. The pool has 5-13
+        # letters, so that traces go past the teacher's give-ups (at every fifth letter) often.
         ("held-out questions", out("test.jsonl"),
-         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(test), "--seed", "1", "--steps", "7", "9",
+         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(test), "--seed", "1", "--steps", "7", "9", "--families", "search",
           "--eval-sets", "aime24", "--out", out("test.jsonl")]),
         ("collect", out("pool.jsonl"),
-         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(pool), "--seed", "0",
+         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(pool), "--seed", "0", "--families", "search", "--steps", "4", "12",
           "--eval-sets", "mini", "--eval-data", f"mini={out('test.jsonl')}", "--out", out("pool.jsonl")]),
         ("distill", out("traces.jsonl"),
          [PY, "prepare.py", "distill", "--teacher", "mini", "--pool", out("pool.jsonl"), "--out", out("traces.jsonl")]),
@@ -106,22 +121,108 @@ def main(argv=None):
         ("select", out("s1K.jsonl"),
          [PY, "curate.py", "select", "--data", out("features.jsonl"), "--n", str(keep), "--seed", "0",
           "--out", out("s1K.jsonl")]),
+    ]
+
+
+def model_stages(data, run, small, seed):
+    """train and eval: data(...) names the data stages' files, run(...) where this model goes."""
+    _, _, _, epochs, caps = sizes(small)
+    return [
         # --pack: the same updates, 1.5x faster on a CPU. No periodic checkpoints: on CPU, every step
         # after a DCP save of the optimizer ran ~1.7x slower (measured on a 2-core CPU).
-        ("train", out("train", "final"),
-         [PY, "train.py", "--model", "data/demo-model", "--init", "random", "--data", out("s1K.jsonl"),
-          "--out", out("train"), "--device", "cpu", "--dtype", "float32", "--save-dtype", "float32", "--pack",
-          "--epochs", str(epochs), "--global-batch", "16", "--lr", "3e-3", "--block-size", "512"]),
-        ("eval", out("eval", "results.json"),
-         [PY, "eval.py", "--model", out("train", "final"), "--benchmarks", "mini", "--data", f"mini={out('test.jsonl')}",
+        ("train", run("train", "final"),
+         [PY, "train.py", "--model", "data/demo-model", "--init", "random", "--data", data("s1K.jsonl"),
+          "--out", run("train"), "--device", "cpu", "--dtype", "float32", "--save-dtype", "float32", "--pack",
+          "--epochs", str(epochs), "--global-batch", "16", "--lr", "3e-3", "--block-size", "512", "--seed", str(seed)]),
+        ("eval", run("eval", "results.json"),
+         [PY, "eval.py", "--model", run("train", "final"), "--benchmarks", "mini", "--data", f"mini={data('test.jsonl')}",
           "--settings", *caps, "nocap", "wait1", "wait2", "--max-tokens", "512", "--dtype", "float32",
-          "--batch-size", "64", "--out", out("eval")]),
+          "--batch-size", "64", "--out", run("eval")]),
     ]
-    for name, output, cmd in stages:
+
+
+# What differs between machines: the CPU's vector instructions (which kernels ATen and MKL pick)
+# and the number of threads (how a sum is split). Each changes the order of floating-point
+# additions, so the trained model, not the data. `demo.py --spread` trains once per row.
+SPREAD = [  # (name, training seed, environment); the thread count is explicit so that a row means the same anywhere
+    ("seed 42, 2 threads", 42, {"OMP_NUM_THREADS": "2"}),
+    ("seed 42, 1 thread", 42, {"OMP_NUM_THREADS": "1"}),
+    ("seed 1, 1 thread", 1, {"OMP_NUM_THREADS": "1"}),
+    ("seed 2, 1 thread", 2, {"OMP_NUM_THREADS": "1"}),
+    ("seed 42, 2 threads, AVX2", 42, {"OMP_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "avx2",
+                                      "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
+]
+
+
+# README's table: the lowest and highest of SPREAD's five runs (demo.py --spread, 2026-12-05), in points.
+MEASURED = {"no cap": (28.4, 43.8), "gap": (15.4, 37.8), "Wait x1": (20.0, 49.4), "Wait x2": (20.2, 47.8)}
+
+
+def against_readme(f):
+    """How this run's figures compare with README's runs."""
+    lines = ["Against README's five runs (three seeds, one or two threads, AVX2 or AVX-512):"]
+    for key, (lo, hi) in MEASURED.items():
+        where = "inside" if lo - 0.05 <= f[key] <= hi + 0.05 else "OUTSIDE"
+        unit = (lambda x: f"{x:.1f} %") if key == "no cap" else (lambda x: f"{x:+.1f} points")
+        lines.append(f"- {key}: {unit(f[key])}, {where} README's range, {unit(lo)} to {unit(hi)}")
+    return "\n".join(lines)
+
+
+def figures(results_path):
+    """The demo's headline numbers from eval.py's results.json, in accuracy points."""
+    with open(results_path) as f:
+        results = json.load(f)
+    acc = {r["setting"]: 100 * r["accuracy"] for r in results["runs"]}
+    caps = [s for s in acc if s.isdigit()]
+    gains = {g["setting"]: (100 * g["difference"], 100 * g["se"]) for g in results["gains"]}
+    return {"no cap": acc["nocap"], "smallest cap": acc[caps[0]], "gap": acc["nocap"] - acc[caps[0]],
+            "Wait x1": gains["wait1"][0], "Wait x2": gains["wait2"][0],
+            "Wait x1 SE": gains["wait1"][1], "Wait x2 SE": gains["wait2"][1]}
+
+
+def spread_table(rows):
+    """rows: [(name, figures)] -> a markdown table, one row per run, then mean and min-max, then the
+    goals of issue 24 against them (no cap - smallest cap >= 30 and Wait x2 >= +5 with more than two
+    paired SE on every run; no-cap spread <= 6 points)."""
+    keys = ["no cap", "smallest cap", "gap", "Wait x1", "Wait x2"]
+    lines = ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, f in rows:
+        lines.append(f"| {name} | {f['no cap']:.1f} | {f['smallest cap']:.1f} | {f['gap']:+.1f} | "
+                     f"{f['Wait x1']:+.1f} ± {f['Wait x1 SE']:.1f} | {f['Wait x2']:+.1f} ± {f['Wait x2 SE']:.1f} |")
+    stats = lambda k: [f[k] for _, f in rows]
+    lines.append("| mean | " + " | ".join(f"{sum(stats(k)) / len(rows):.1f}" for k in keys) + " |")
+    lines.append("| min-max | " + " | ".join(f"{min(stats(k)):.1f} to {max(stats(k)):.1f}" for k in keys) + " |")
+    met = lambda ok: "met" if ok else "NOT met"
+    lines.append(f"\ngap >= 30 on every run: {met(min(stats('gap')) >= 30)}; no-cap spread "
+                 f"{max(stats('no cap')) - min(stats('no cap')):.1f} <= 6: {met(max(stats('no cap')) - min(stats('no cap')) <= 6)}; "
+                 f"Wait x2 >= +5 and > 2 SE on every run: "
+                 f"{met(all(f['Wait x2'] >= 5 and f['Wait x2'] > 2 * f['Wait x2 SE'] for _, f in rows))}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = lambda *p: os.path.join(args.out, *p)
+    os.makedirs(args.out, exist_ok=True)
+    for name, output, cmd in data_stages(out, args.small):
+        stage(name, output, cmd, args.force)
+    if args.spread:
+        rows = []
+        for name, seed, env in SPREAD:
+            run = lambda *p: os.path.join(args.out, "spread", name.replace(",", "").replace(" ", "-"), *p)
+            print(f"== {name}: {env or 'this machine as it is'}", flush=True)
+            for stage_name, output, cmd in model_stages(out, run, args.small, seed):
+                stage(stage_name, output, cmd, args.force, env)
+            rows.append((name, figures(run("eval", "results.json"))))
+        print("\n" + spread_table(rows))
+        return
+    for name, output, cmd in model_stages(out, out, args.small, args.seed):
         stage(name, output, cmd, args.force)
     with open(out("eval", "results.md")) as f:
         print("\n" + f.read())
     print(reading(out("eval", "results.json")))
+    if not args.small:
+        print("\n" + against_readme(figures(out("eval", "results.json"))))
     print(f"\nplot: {out('eval', 'scaling.png')}")
 
 

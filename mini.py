@@ -1,11 +1,14 @@
 """mini.py: the built-in miniature tasks of `make demo`, standing in for s1's 59K hard questions.
 
-Four families of verifiable questions where a harder question needs more reasoning steps (adding up
-numbers, counting a letter, finding the largest number, sorting digits), standing in for s1's
-domains. Two programmatic models go with them:
+Five families of verifiable questions where a harder question needs more reasoning steps (adding up
+numbers, counting a letter, finding the largest number, sorting digits, and searching a list of
+letters for the one after a target), standing in for s1's domains. `make demo` uses the search
+family alone (README, "Making Wait help"). Two programmatic models go with them:
   teacher  stands in for Gemini / DeepSeek-R1 (prepare.py distill --teacher mini): it reads only the
-           question and writes one short line per step, sometimes slipping and correcting itself
-           after "Wait", as real reasoning traces do;
+           question and writes one short line per step. In the first four families it sometimes
+           slips and corrects itself after "Wait". In search it never slips, but it sometimes stops
+           before it has found the answer and guesses, as a model that stops before it has checked:
+           the premature stops are the teacher's, and forcing "Wait" is what resumes them;
   solver   stands in for Qwen2.5-7B/32B answering without a thinking phase (curate.py features
            --solvers mini): it keeps the running value in its head and slips unnoticed now and then,
            so it is right on short questions and wrong on long ones, which makes those "hard".
@@ -14,7 +17,15 @@ Everything is seeded by the question, so the same question always gets the same 
 import random
 import re
 
-FAMILIES = ("sum", "count", "max", "sort")
+FAMILIES = ("sum", "count", "max", "sort", "search")
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+# search: the teacher checks the letters in order and, after every GIVE_UP_AFTER without a "yes",
+# gives up and answers the last one it checked (a wrong guess), except that at GO_ON_RATE of those
+# moments it writes "Wait" and goes on. After a "yes" it writes "Wait" and checks the letter again,
+# and again, each time at RECHECK_RATE. Curation prefers long traces, so the demo's s1K goes on at
+# 37 % of its give-up moments (384 of 1,045): under 50 %, so a model trained on it, decoding
+# greedily, stops there; and 384 traces that go on teach it to resume after "Wait".
+GIVE_UP_AFTER, GO_ON_RATE, RECHECK_RATE = 5, 0.12, 0.1
 
 
 def question(family, steps, rng):
@@ -25,7 +36,17 @@ def question(family, steps, rng):
         return f"How many {rng.choice('abc')} in {word}?"
     if family == "max":  # steps comparisons
         return "What is the largest of " + " ".join(str(rng.randint(10, 99)) for _ in range(steps + 1)) + "?"
-    return "Sort the digits " + "".join(str(rng.randint(1, 9)) for _ in range(steps + 1)) + "."  # steps insertions
+    if family == "sort":  # steps insertions
+        return "Sort the digits " + "".join(str(rng.randint(1, 9)) for _ in range(steps + 1)) + "."
+    # search: steps + 1 distinct letters, exactly one of them after the target in the alphabet.
+    # Letters, not numbers, written without spaces: each is one byte, so the next letter to check
+    # is one look-up of the pair "last checked, next" in the question (with two-digit numbers, or
+    # letters apart, the 0.8M model copied the wrong ones: README, "Making Wait help").
+    target = rng.choice("mnopqrst")
+    until = LETTERS.index(target) + 1
+    letters = rng.sample(LETTERS[:until], steps)
+    letters.insert(rng.randint(0, steps), rng.choice(LETTERS[until:]))
+    return f"Which of {''.join(letters)} is after {target}?"
 
 
 def solve(question):
@@ -57,20 +78,47 @@ def solve(question):
             steps.append(("", new, slip))
             done = new
         return "sort", steps, int(done)
+    if m := re.fullmatch(r"Which of ([a-z]{2,}) is after ([a-z])\?", question):
+        letters, target = list(m.group(1)), m.group(2)
+        after = [x for x in letters if x > target]
+        if len(after) != 1:
+            raise ValueError("not a question of the built-in family: not exactly one letter is after the target")
+        # a line names the letter checked before it, then the next one: "ev no"
+        before = [""] + letters
+        return "search", [(f"{before[i]}{x} ", "yes" if x > target else "no", None) for i, x in enumerate(letters)], after[0]
     raise ValueError("not a question of the built-in family")
 
 
 def teacher(question, slip_rate, seed):
     """(thinking, answer) for a built-in question. Slips are drawn from a generator seeded by the
     question, so the same question always gets the same trace."""
-    _, steps, answer = solve(question)
+    family, steps, answer = solve(question)
     rng, lines = random.Random(f"{seed}/{question}"), []
+    if family == "search":
+        return search_trace(steps, answer, rng)
     for before, result, wrong in steps:
         if wrong is not None and rng.random() < slip_rate:
             lines += [f"{before}{wrong}", f"Wait, {before}{result}"]
         else:
             lines.append(f"{before}{result}")
     return "\n".join(lines), str(answer)
+
+
+def search_trace(steps, answer, rng):
+    """One line per letter until the "yes", with the give-ups, go-ons and rechecks of GIVE_UP_AFTER's
+    comment. Every line is right: all the teacher gets wrong is that it sometimes stops too soon."""
+    lines = []
+    for i, (before, result, _) in enumerate(steps):
+        lines.append(before + result)
+        if result == "yes":
+            while rng.random() < RECHECK_RATE:  # the recheck names the letter alone: "v yes"
+                lines += ["Wait", before.strip()[-1] + " " + result]
+            return "\n".join(lines), str(answer)
+        if (i + 1) % GIVE_UP_AFTER == 0:
+            if rng.random() >= GO_ON_RATE:
+                return "\n".join(lines), before.strip()[-1]  # the letter it checked last
+            lines.append("Wait")
+    raise AssertionError("unreachable: solve() found one letter after the target")
 
 
 SOLVER_ERROR_RATE = 0.25  # curation's stand-in for Qwen2.5-7B/32B: an unnoticed slip per step
@@ -83,10 +131,11 @@ def solver(question, error_rate, seed):
     is a plain chat answer. Seeded by the question, as the teacher."""
     _, steps, answer = solve(question)
     right = random.Random(f"solver/{seed}/{question}").random() < (1 - error_rate) ** len(steps)
-    return f"Answer: {answer if right else answer + 1}"
+    wrong = answer + 1 if isinstance(answer, int) else LETTERS[(LETTERS.index(answer) + 1) % 26]
+    return f"Answer: {answer if right else wrong}"
 
 
-def rows(n, seed, min_steps, max_steps):
+def rows(n, seed, min_steps, max_steps, families=FAMILIES):
     """n distinct questions in s1's five columns (prepare.py's pool rows), the families in turn, steps
     uniform in [min_steps, max_steps]. `answer` lets eval.py read the file as a benchmark, `domain`
     lets curate.py skip the classifier."""
@@ -94,7 +143,7 @@ def rows(n, seed, min_steps, max_steps):
     for _ in range(100 * n):
         if len(out) == n:
             break
-        family, steps = FAMILIES[len(out) % len(FAMILIES)], rng.randint(min_steps, max_steps)
+        family, steps = families[len(out) % len(families)], rng.randint(min_steps, max_steps)
         q = question(family, steps, rng)
         if q not in seen:
             seen.add(q)

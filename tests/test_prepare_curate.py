@@ -335,9 +335,11 @@ def test_local_solver_under_torchrun_matches_one_process(random_lm, tmp_path):
 
 
 def test_mini_family_is_seeded_verifiable_and_its_teacher_is_right():
-    rows = mini.rows(400, 0, 1, 9)
-    assert rows == mini.rows(400, 0, 1, 9) and rows != mini.rows(400, 1, 1, 9)
-    assert {r["domain"]: 100 for r in rows} == {f: 100 for f in mini.FAMILIES}
+    """The four step-by-step families (search has its own test below)."""
+    four = ("sum", "count", "max", "sort")
+    rows = mini.rows(400, 0, 1, 9, families=four)
+    assert rows == mini.rows(400, 0, 1, 9, families=four) and rows != mini.rows(400, 1, 1, 9, families=four)
+    assert {r["domain"]: 100 for r in rows} == {f: 100 for f in four}
     steps_total = slips = 0
     for r in rows:
         q, steps = r["question"], eval(r["metadata"])["steps"]
@@ -717,3 +719,46 @@ def test_help():
     with pytest.raises(SystemExit) as e:
         curate.parse_args(["features", "--help"])
     assert e.value.code == 0
+
+
+def read_search_trace(question, thinking, answer):
+    """An independent reading of a search trace: (letters checked, go-ons, rechecks, gave up).
+    Asserts that each line is the letter checked before it (none on the first line) and the next
+    letter of the question's list, then "yes" exactly when that letter comes after the target; that a
+    "Wait" follows only a GIVE_UP_AFTER-th "no" (then the search goes on) or a "yes" (then the letter
+    found, alone, is checked again); and that the answer is the "yes" letter, or after a give-up the
+    last letter checked."""
+    letters, target = re.fullmatch(r"Which of ([a-z]+) is after ([a-z])\?", question).groups()
+    assert [c > target for c in letters].count(True) == 1
+    checked, go_ons, rechecks, lines = [], 0, 0, thinking.split("\n")
+    for i, line in enumerate(lines):
+        if line == "Wait":
+            if lines[i - 1].endswith(" yes"):
+                assert lines[i + 1] == checked[-1] + " yes"
+                rechecks += 1
+            else:
+                assert len(checked) % mini.GIVE_UP_AFTER == 0 and lines[i - 1].endswith(" no")
+                go_ons += 1
+            continue
+        if i > 0 and lines[i - 1] == "Wait" and lines[i - 2].endswith(" yes"):
+            continue  # a recheck
+        letter = letters[len(checked)]
+        assert line == "".join(checked[-1:]) + letter + (" yes" if letter > target else " no"), (question, thinking)
+        checked.append(letter)
+    gave_up = lines[-1].endswith(" no")
+    assert answer == checked[-1] and (gave_up or answer > target)
+    return checked, go_ons, rechecks, gave_up
+
+
+def test_mini_search_teacher_stops_too_soon_by_its_rule_and_goes_on_after_wait():
+    rows = mini.rows(3000, 0, 1, 9, families=("search",))
+    give_ups = go_ons = finds = rechecks = 0
+    for r in rows:
+        thinking, answer = mini.teacher(r["question"], 0.1, 0)
+        assert (thinking, answer) == mini.teacher(r["question"], 0.1, 0)  # seeded by the question
+        checked, go_on, recheck, gave_up = read_search_trace(r["question"], thinking, answer)
+        assert (answer == r["answer"]) == (not gave_up)
+        give_ups, go_ons, finds, rechecks = give_ups + gave_up, go_ons + go_on, finds + (not gave_up), rechecks + recheck
+    # every GIVE_UP_AFTER-th "no" is a give-up or a go-on; a "yes" is rechecked again and again at RECHECK_RATE
+    assert abs(go_ons / (go_ons + give_ups) - mini.GO_ON_RATE) < 0.03
+    assert abs(rechecks / (finds + rechecks) - mini.RECHECK_RATE) < 0.03
