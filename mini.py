@@ -84,8 +84,8 @@ def solve(question):
         if len(after) != 1:
             raise ValueError("not a question of the built-in family: not exactly one letter is after the target")
         # a line names the letter checked before it, then the next one: "ev no"
-        before = [""] + letters
-        return "search", [(f"{before[i]}{x} ", "yes" if x > target else "no", None) for i, x in enumerate(letters)], after[0]
+        before = [""] + letters  # experiment: the answer is the letter's place, which needs the scan
+        return "search", [(f"{i + 1} {before[i]}{x} ", "yes" if x > target else "no", None) for i, x in enumerate(letters)], letters.index(after[0]) + 1
     raise ValueError("not a question of the built-in family")
 
 
@@ -112,11 +112,11 @@ def search_trace(steps, answer, rng):
         lines.append(before + result)
         if result == "yes":
             while rng.random() < RECHECK_RATE:  # the recheck names the letter alone: "v yes"
-                lines += ["Wait", before.strip()[-1] + " " + result]
+                lines += ["Wait", before.split()[0] + " " + result]
             return "\n".join(lines), str(answer)
         if (i + 1) % GIVE_UP_AFTER == 0:
             if rng.random() >= GO_ON_RATE:
-                return "\n".join(lines), before.strip()[-1]  # the letter it checked last
+                return "\n".join(lines), before.split()[0]  # the place of the letter it checked last
             lines.append("Wait")
     raise AssertionError("unreachable: solve() found one letter after the target")
 
