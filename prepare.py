@@ -37,6 +37,7 @@ import api
 import benchmarks
 import cli
 import jsonl
+import mini  # the demo's built-in miniature tasks
 import parallel
 import sources
 
@@ -45,7 +46,6 @@ def load_source(name, local, args):
     """(rows of one source in s1's columns, its pick or None): from the hub, the built-in family, or a
     local file. The pick is collect's to apply: s1 sub-sampled after decontamination."""
     if name == "mini" and not local:
-        import mini  # the demo's built-in miniature tasks
         return mini.rows(args.n, args.seed, *args.steps, args.families), None
     source = next((s for s in sources.SOURCES if s["name"] == name), None)
     if local:
@@ -202,7 +202,6 @@ def teach(args, todo, save):
                 "problem": problem, "question": q, "thinking": thinking, "attempt": answer}
 
     if args.teacher == "mini":
-        import mini  # the demo's built-in miniature tasks
         for q in todo:
             try:
                 save(rec(q, *mini.teacher(q, args.slip_rate, args.seed), None))
@@ -367,8 +366,8 @@ def parse_args(argv=None):
     c.add_argument("--seed", type=cli.at_least(0), default=0, help="mini: generator seed")
     c.add_argument("--steps", type=cli.at_least(1), nargs=2, default=(1, 9), metavar=("MIN", "MAX"),
                    help="mini: fewest and most reasoning steps")
-    c.add_argument("--families", nargs="+", default=["sum", "count", "max", "sort", "search"],
-                   choices=["sum", "count", "max", "sort", "search"], help="mini: the task families, in turn")
+    c.add_argument("--families", nargs="+", default=list(mini.FAMILIES), choices=mini.FAMILIES,
+                   help="mini: the task families, in turn")
     c.add_argument("--out", required=True, help="the pool, JSONL")
     d = sub.add_parser("distill", help="a thinking trace and an answer for every question, cached and resumable")
     d.add_argument("--pool", help="JSONL with a 'question' per row (collect's output); curate.py then selects "
