@@ -2,7 +2,7 @@
 
 Five families of verifiable questions where a harder question needs more reasoning steps (adding up
 numbers, counting a letter, finding the largest number, sorting digits, and searching a list of
-letters for the one after a target), standing in for s1's domains. `make demo` uses the search
+letters for the one after m), standing in for s1's domains. `make demo` uses the search
 family alone (README, "Making Wait help"). Two programmatic models go with them:
   teacher  stands in for Gemini / DeepSeek-R1 (prepare.py distill --teacher mini): it reads only the
            question and writes one short line per step. In the first four families it sometimes
@@ -22,10 +22,19 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 # search: the teacher checks the letters in order and, after every GIVE_UP_AFTER without a "yes",
 # gives up and answers the last one it checked (a wrong guess), except that at GO_ON_RATE of those
 # moments it writes "Wait" and goes on. After a "yes" it writes "Wait" and checks the letter again,
-# and again, each time at RECHECK_RATE. Curation prefers long traces, so the demo's s1K goes on at
-# 37 % of its give-up moments (384 of 1,045): under 50 %, so a model trained on it, decoding
-# greedily, stops there; and 384 traces that go on teach it to resume after "Wait".
-GIVE_UP_AFTER, GO_ON_RATE, RECHECK_RATE = 5, 0.12, 0.1
+# and again, each time at RECHECK_RATE. The demo's s1K goes on at 36 % of its give-up moments (267
+# of 734): under 50 %, so a model trained on it, decoding greedily, stops there; and 267 traces
+# that go on teach it to resume after "Wait".
+GIVE_UP_AFTER, GO_ON_RATE, RECHECK_RATE = 5, 0.35, 0.1
+# One target: whether a letter comes after m is then a fixed property of the letter (n-z), which
+# the model learns on every seed. With eight targets (m-t) it missed letters just after the target
+# (r after p) on 7-9 % of questions, and which ones moved with the seed (README, s14-s16).
+TARGET = "m"
+# And after any other "no" it stops at STOP_RATE, guessing the same way. Too rare to be where a model
+# decoding greedily stops, but it shows that a search cut short is answered with the last letter
+# checked: without it, every trace that ends before the fifth "no" has found the letter, and some
+# seeds answered a capped search with the letter after m read straight from the question (README, s17).
+STOP_RATE = 0.05
 
 
 def question(family, steps, rng):
@@ -38,15 +47,14 @@ def question(family, steps, rng):
         return "What is the largest of " + " ".join(str(rng.randint(10, 99)) for _ in range(steps + 1)) + "?"
     if family == "sort":  # steps insertions
         return "Sort the digits " + "".join(str(rng.randint(1, 9)) for _ in range(steps + 1)) + "."
-    # search: steps + 1 distinct letters, exactly one of them after the target in the alphabet.
+    # search: steps + 1 distinct letters, exactly one of them after TARGET in the alphabet.
     # Letters, not numbers, written without spaces: each is one byte, so the next letter to check
     # is one look-up of the pair "last checked, next" in the question (with two-digit numbers, or
     # letters apart, the 0.8M model copied the wrong ones: README, "Making Wait help").
-    target = rng.choice("mnopqrst")
-    until = LETTERS.index(target) + 1
+    until = LETTERS.index(TARGET) + 1
     letters = rng.sample(LETTERS[:until], steps)
     letters.insert(rng.randint(0, steps), rng.choice(LETTERS[until:]))
-    return f"Which of {''.join(letters)} is after {target}?"
+    return f"Which of {''.join(letters)} is after {TARGET}?"
 
 
 def solve(question):
@@ -91,17 +99,21 @@ def solve(question):
 
 def teacher(question, slip_rate, seed):
     """(thinking, answer) for a built-in question. Slips are drawn from a generator seeded by the
-    question, so the same question always gets the same trace."""
+    question, so the same question always gets the same trace. The answer is written "Final Answer: 7",
+    the words a thinking cap forces (sample.py), so that a capped model answers in the form it learned
+    (with "Answer: 7", a demo model went on after a forced "Final Answer: x" with a second answer of
+    its own: README, "Making Wait help", s15)."""
     family, steps, answer = solve(question)
     rng, lines = random.Random(f"{seed}/{question}"), []
     if family == "search":
-        return search_trace(steps, answer, rng)
+        thinking, answer = search_trace(steps, answer, rng)
+        return thinking, "Final Answer: " + answer
     for before, result, wrong in steps:
         if wrong is not None and rng.random() < slip_rate:
             lines += [f"{before}{wrong}", f"Wait, {before}{result}"]
         else:
             lines.append(f"{before}{result}")
-    return "\n".join(lines), str(answer)
+    return "\n".join(lines), f"Final Answer: {answer}"
 
 
 def search_trace(steps, answer, rng):
@@ -118,6 +130,8 @@ def search_trace(steps, answer, rng):
             if rng.random() >= GO_ON_RATE:
                 return "\n".join(lines), before.strip()[-1]  # the letter it checked last
             lines.append("Wait")
+        elif rng.random() < STOP_RATE:  # a stop anywhere else: the answer is still the last letter checked
+            return "\n".join(lines), before.strip()[-1]
     raise AssertionError("unreachable: solve() found one letter after the target")
 
 

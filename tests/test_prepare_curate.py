@@ -361,7 +361,7 @@ def test_mini_family_is_seeded_verifiable_and_its_teacher_is_right():
             expected = max(map(int, re.findall(r"\d+", q)))
         else:
             expected = int("".join(sorted(re.search(r"\d+", q).group())))
-        assert answer == r["solution"] == r["answer"] == str(expected)
+        assert answer == "Final Answer: " + r["solution"] and r["solution"] == r["answer"] == str(expected)
         if steps == 9:
             assert len(thinking.encode()) < 200 and len(q) < 60
     assert 0.05 < slips / steps_total < 0.15
@@ -752,13 +752,22 @@ def read_search_trace(question, thinking, answer):
 
 def test_mini_search_teacher_stops_too_soon_by_its_rule_and_goes_on_after_wait():
     rows = mini.rows(3000, 0, 1, 9, families=("search",))
-    give_ups = go_ons = finds = rechecks = 0
+    give_ups = go_ons = finds = rechecks = stops = chances_to_stop = 0
     for r in rows:
         thinking, answer = mini.teacher(r["question"], 0.1, 0)
         assert (thinking, answer) == mini.teacher(r["question"], 0.1, 0)  # seeded by the question
+        forced = chat.FINAL_ANSWER.split("\n")[-1]  # the words a cap forces: a capped model has seen them
+        assert answer.startswith(forced + " ")
+        answer = answer.removeprefix(forced + " ")
         checked, go_on, recheck, gave_up = read_search_trace(r["question"], thinking, answer)
         assert (answer == r["answer"]) == (not gave_up)
-        give_ups, go_ons, finds, rechecks = give_ups + gave_up, go_ons + go_on, finds + (not gave_up), rechecks + recheck
-    # every GIVE_UP_AFTER-th "no" is a give-up or a go-on; a "yes" is rechecked again and again at RECHECK_RATE
+        at_rule = gave_up and len(checked) % mini.GIVE_UP_AFTER == 0  # else it stopped anywhere (STOP_RATE)
+        noes = len(checked) - (not gave_up)
+        give_ups, go_ons, finds, rechecks = give_ups + at_rule, go_ons + go_on, finds + (not gave_up), rechecks + recheck
+        stops += gave_up and not at_rule
+        chances_to_stop += noes - noes // mini.GIVE_UP_AFTER
+    # every GIVE_UP_AFTER-th "no" is a give-up or a go-on; any other "no" is a stop at STOP_RATE; a
+    # "yes" is rechecked again and again at RECHECK_RATE
     assert abs(go_ons / (go_ons + give_ups) - mini.GO_ON_RATE) < 0.03
+    assert abs(stops / chances_to_stop - mini.STOP_RATE) < 0.01
     assert abs(rechecks / (finds + rechecks) - mini.RECHECK_RATE) < 0.03
