@@ -108,10 +108,10 @@ def data_stages(out, small):
         # They are as hard as what curation keeps (8-10 letters), as AIME is hard. The pool has 5-13
         # letters, so that traces go past the teacher's give-ups (at every fifth letter) often.
         ("held-out questions", out("test.jsonl"),
-         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(test), "--seed", "1", "--steps", "7", "9", "--families", "search",
+         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(test), "--seed", "1", "--steps", "1", "10", "--families", "search",
           "--eval-sets", "aime24", "--out", out("test.jsonl")]),
         ("collect", out("pool.jsonl"),
-         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(pool), "--seed", "0", "--families", "search", "--steps", "4", "12",
+         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(pool), "--seed", "0", "--families", "search", "--steps", "1", "13",
           "--eval-sets", "mini", "--eval-data", f"mini={out('test.jsonl')}", "--out", out("pool.jsonl")]),
         ("distill", out("traces.jsonl"),
          [PY, "prepare.py", "distill", "--teacher", "mini", "--pool", out("pool.jsonl"), "--out", out("traces.jsonl")]),

@@ -38,14 +38,13 @@ def question(family, steps, rng):
         return "What is the largest of " + " ".join(str(rng.randint(10, 99)) for _ in range(steps + 1)) + "?"
     if family == "sort":  # steps insertions
         return "Sort the digits " + "".join(str(rng.randint(1, 9)) for _ in range(steps + 1)) + "."
-    # search: steps + 1 distinct letters, exactly one of them after the target in the alphabet.
-    # Letters, not numbers, written without spaces: each is one byte, so the next letter to check
-    # is one look-up of the pair "last checked, next" in the question (with two-digit numbers, or
-    # letters apart, the 0.8M model copied the wrong ones: README, "Making Wait help").
-    target = rng.choice("mnopqrst")
+    # search: the answer is `steps` letters after the target in the alphabet, and the list holds it and
+    # 4-8 letters up to the target. The teacher counts up from the target (o, p, q, ...) and looks
+    # each letter up in the list, so a step is one look-up of a letter in the question, wherever it is.
+    target = rng.choice([t for t in "hijklmnopqrst" if LETTERS.index(t) + steps <= 25])
     until = LETTERS.index(target) + 1
-    letters = rng.sample(LETTERS[:until], steps)
-    letters.insert(rng.randint(0, steps), rng.choice(LETTERS[until:]))
+    letters = rng.sample(LETTERS[:until], rng.randint(4, 8))
+    letters.insert(rng.randint(0, len(letters)), LETTERS[until - 1 + steps])
     return f"Which of {''.join(letters)} is after {target}?"
 
 
@@ -83,9 +82,9 @@ def solve(question):
         after = [x for x in letters if x > target]
         if len(after) != 1:
             raise ValueError("not a question of the built-in family: not exactly one letter is after the target")
-        # a line names the letter checked before it, then the next one: "ev no"
-        before = [""] + letters
-        return "search", [(f"{before[i]}{x} ", "yes" if x > target else "no", None) for i, x in enumerate(letters)], after[0]
+        # one line per letter from the one after the target up, alphabetically: "o no", "p no", "q yes"
+        candidates = LETTERS[LETTERS.index(target) + 1:LETTERS.index(after[0]) + 1]
+        return "search", [(f"{x} ", "yes" if x == after[0] else "no", None) for x in candidates], after[0]
     raise ValueError("not a question of the built-in family")
 
 
@@ -112,7 +111,7 @@ def search_trace(steps, answer, rng):
         lines.append(before + result)
         if result == "yes":
             while rng.random() < RECHECK_RATE:  # the recheck names the letter alone: "v yes"
-                lines += ["Wait", before.strip()[-1] + " " + result]
+                lines += ["Wait", before + result]
             return "\n".join(lines), str(answer)
         if (i + 1) % GIVE_UP_AFTER == 0:
             if rng.random() >= GO_ON_RATE:

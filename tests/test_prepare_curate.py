@@ -723,11 +723,10 @@ def test_help():
 
 def read_search_trace(question, thinking, answer):
     """An independent reading of a search trace: (letters checked, go-ons, rechecks, gave up).
-    Asserts that each line is the letter checked before it (none on the first line) and the next
-    letter of the question's list, then "yes" exactly when that letter comes after the target; that a
-    "Wait" follows only a GIVE_UP_AFTER-th "no" (then the search goes on) or a "yes" (then the letter
-    found, alone, is checked again); and that the answer is the "yes" letter, or after a give-up the
-    last letter checked."""
+    Asserts that each line is the next letter of the alphabet (the first: the one after the target),
+    then "yes" exactly when that letter is in the question's list; that a "Wait" follows only a
+    GIVE_UP_AFTER-th "no" (then the search goes on) or a "yes" (then that letter is checked again);
+    and that the answer is the "yes" letter, or after a give-up the last letter checked."""
     letters, target = re.fullmatch(r"Which of ([a-z]+) is after ([a-z])\?", question).groups()
     assert [c > target for c in letters].count(True) == 1
     checked, go_ons, rechecks, lines = [], 0, 0, thinking.split("\n")
@@ -742,8 +741,8 @@ def read_search_trace(question, thinking, answer):
             continue
         if i > 0 and lines[i - 1] == "Wait" and lines[i - 2].endswith(" yes"):
             continue  # a recheck
-        letter = letters[len(checked)]
-        assert line == "".join(checked[-1:]) + letter + (" yes" if letter > target else " no"), (question, thinking)
+        letter = chr(ord(checked[-1] if checked else target) + 1)
+        assert line == letter + (" yes" if letter in letters else " no"), (question, thinking)
         checked.append(letter)
     gave_up = lines[-1].endswith(" no")
     assert answer == checked[-1] and (gave_up or answer > target)
