@@ -92,7 +92,7 @@ def reading(results_path):
 
 def sizes(small):
     """(pool, keep, held-out, epochs, caps)."""
-    # The full demo takes ~6 minutes on 2 cores (7.5 with .venv); --small about one. From scratch, a 0.8M model
+    # The full demo takes ~4.5 minutes on 2 cores (5.5 with .venv); --small about one. From scratch, a 0.8M model
     # needs a few thousand distinct traces, so the miniature "s1K" keeps 2,000 (measured: 1,000 x 20
     # epochs scored lower). s1 keeps 1,000, but fine-tunes a pretrained 32B model. It keeps them from a
     # pool of 2,300, not 8,000: s1's selection prefers long traces, and from 8,000 it kept almost no

@@ -107,18 +107,19 @@ def teacher(question, slip_rate, seed):
     rng, lines = random.Random(f"{seed}/{question}"), []
     if family == "search":
         thinking, answer = search_trace(steps, answer, rng)
-        return thinking, "Final Answer: " + answer
-    for before, result, wrong in steps:
-        if wrong is not None and rng.random() < slip_rate:
-            lines += [f"{before}{wrong}", f"Wait, {before}{result}"]
-        else:
-            lines.append(f"{before}{result}")
-    return "\n".join(lines), f"Final Answer: {answer}"
+    else:
+        for before, result, wrong in steps:
+            if wrong is not None and rng.random() < slip_rate:
+                lines += [f"{before}{wrong}", f"Wait, {before}{result}"]
+            else:
+                lines.append(f"{before}{result}")
+        thinking = "\n".join(lines)
+    return thinking, f"Final Answer: {answer}"
 
 
 def search_trace(steps, answer, rng):
     """One line per letter until the "yes", with the give-ups, go-ons and rechecks of GIVE_UP_AFTER's
-    comment. Every line is right: all the teacher gets wrong is that it sometimes stops too soon."""
+    comment and the stops of STOP_RATE's. Every line is right: all the teacher gets wrong is that it sometimes stops too soon."""
     lines = []
     for i, (before, result, _) in enumerate(steps):
         lines.append(before + result)
