@@ -119,7 +119,8 @@ def teacher(question, slip_rate, seed):
 
 def search_trace(steps, answer, rng):
     """One line per letter until the "yes", with the give-ups, go-ons and rechecks of GIVE_UP_AFTER's
-    comment and the stops of STOP_RATE's. Every line is right: all the teacher gets wrong is that it sometimes stops too soon."""
+    comment and the stops of STOP_RATE's. Every line is right: all the teacher gets wrong is that it
+    sometimes stops too soon."""
     lines = []
     for i, (before, result, _) in enumerate(steps):
         lines.append(before + result)
@@ -127,12 +128,11 @@ def search_trace(steps, answer, rng):
             while rng.random() < RECHECK_RATE:  # the recheck names the letter alone: "v yes"
                 lines += ["Wait", before.strip()[-1] + " " + result]
             return "\n".join(lines), str(answer)
-        if (i + 1) % GIVE_UP_AFTER == 0:
-            if rng.random() >= GO_ON_RATE:
-                return "\n".join(lines), before.strip()[-1]  # the letter it checked last
+        at_give_up = (i + 1) % GIVE_UP_AFTER == 0
+        if at_give_up and rng.random() < GO_ON_RATE:
             lines.append("Wait")
-        elif rng.random() < STOP_RATE:  # a stop anywhere else: the answer is still the last letter checked
-            return "\n".join(lines), before.strip()[-1]
+        elif at_give_up or rng.random() < STOP_RATE:  # a give-up, or a stop anywhere else
+            return "\n".join(lines), before.strip()[-1]  # the letter it checked last
     raise AssertionError("unreachable: solve() found one letter after the target")
 
 
