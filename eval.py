@@ -411,17 +411,23 @@ def main(argv=None):
     config = {k: getattr(args, k) for k in ("model", "tokenizer", "dtype", "max_tokens", "temperature", "top_p",
                                             "ignore_str", "seed", "gpqa_seed")}
     config_path = os.path.join(args.out, "eval_config.json")
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            old = json.load(f)
+    old = jsonl.read_json(config_path)
+    if old:
         for k in ("model", "tokenizer"):  # a rerun without --model continues with the stored one
             config[k] = config[k] if getattr(args, k) else old[k]
-        # a file that records no gpqa_seed was made with seed 0, the default
-        jsonl.same_settings(config_path, config, f"use another --out than {args.out}", defaults={"gpqa_seed": 0})
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    # Which weights made the samples, so that another model at the same path (retrained there) is
+    # refused rather than scored from the old one's samples. A hub name is its own key; a directory
+    # that is gone leaves the samples to be reported as they are. Rank 0 reads the files (once).
+    import hf_checkpoint
+    fingerprint = hf_checkpoint.fingerprint_for_resume(config["model"], old.get("weights_fingerprint"))
+    config["weights"] = fingerprint and fingerprint["sha256"]
+    if old:  # a file that records no gpqa_seed was made with seed 0, the default
+        jsonl.same_settings(config_path, config, f"use another --out than {args.out}, or delete it",
+                            defaults={"gpqa_seed": 0}, ignore=() if rank == 0 else ("weights",))
     args.model, args.tokenizer = config["model"], config["tokenizer"]
 
     path = os.path.join(args.out, "samples.jsonl")
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     done = read_samples(path) if rank == 0 else {}
     wanted = [(b, s, i, q) for b in args.benchmarks for s in args.settings for i in range(args.n) for q in questions[b]]
     todo = [t for t in wanted if (t[0], t[1], t[3]["id"], t[2]) not in done]
@@ -432,7 +438,7 @@ def main(argv=None):
         print(f"{len(wanted) - len(todo)} of {len(wanted)} samples already in {path}; generating {len(todo)}")
     if todo:
         if rank == 0:
-            jsonl.write_atomic(config_path, json.dumps(config, indent=1) + "\n")
+            jsonl.write_atomic(config_path, json.dumps(dict(config, weights_fingerprint=fingerprint), indent=1) + "\n")
         generate_missing(args, todo, path, done, *load_model(args), rank=rank)
     if world > 1:
         parallel.workers_leave()  # ranks other than 0 exit here: the report is rank 0's

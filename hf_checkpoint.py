@@ -7,6 +7,7 @@ the tokenizer files. In the order they appear:
     config_json(cfg)                    config.json as we write it (the 4.x spelling Qwen2.5 uses)
     known_shape(name) -> Config | None  the Qwen2.5 sizes by hub name, for memory plans without a download
     checkpoint_dir(name_or_path)        a local directory as is, else a hub download (once per node)
+    weights_fingerprint(path)           the sha256 of each safetensors file: which weights made an output
     read_checkpoint(path, shapes, ...)  stream (name, tensor) out of the safetensors, checked
     from_pretrained(name_or_path)       a Qwen2 with the checkpoint's weights
     save_pretrained(model, out_dir)     write a checkpoint that transformers and vLLM load
@@ -28,33 +29,43 @@ from model import Config, Qwen2
 # config.json
 
 def read_config(path):
-    """Config from config.json, accepting transformers 4.x and 5.x spellings."""
+    """Config from config.json, accepting transformers 4.x and 5.x spellings. A config the
+    architecture cannot run stops with one line naming the file and the field."""
     with open(path) as f:
-        raw = json.load(f)
+        try:
+            raw = json.load(f)
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"{path}: not JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise SystemExit(f"{path}: not a JSON object")
     if raw.get("model_type", "qwen2") != "qwen2":
-        raise ValueError(f"{path}: model_type is {raw['model_type']!r}; model.py implements qwen2 only")
+        raise SystemExit(f"{path}: model_type is {raw['model_type']!r}; model.py implements qwen2 only")
     if raw.get("use_sliding_window"):
-        raise ValueError(f"{path}: use_sliding_window=true is not supported (no Qwen2.5 checkpoint uses it)")
+        raise SystemExit(f"{path}: use_sliding_window=true is not supported (no Qwen2.5 checkpoint uses it)")
     # 4.x writes rope_theta and torch_dtype at the top level; 5.x writes rope_parameters and dtype.
     rope_theta = raw.get("rope_theta", (raw.get("rope_parameters") or {}).get("rope_theta"))
     scaling = raw.get("rope_scaling") or (raw.get("rope_parameters") or {})
     if scaling.get("rope_type", scaling.get("type", "default")) not in ("default", None):
-        raise ValueError(f"{path}: rope scaling {scaling} is not supported")
+        raise SystemExit(f"{path}: rope scaling {scaling} is not supported")
     fields = {}
     for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                  "num_attention_heads", "num_key_value_heads"):
         if name not in raw:
-            raise KeyError(f"{path}: config has no {name!r}")
+            raise SystemExit(f"{path}: config has no {name!r}")
         fields[name] = raw[name]
-    if "head_dim" in raw and raw["head_dim"] != raw["hidden_size"] // raw["num_attention_heads"]:
-        raise ValueError(f"{path}: head_dim {raw['head_dim']} != hidden_size / num_attention_heads")
-    return Config(**fields,
-                  rms_norm_eps=raw.get("rms_norm_eps", 1e-6),
-                  rope_theta=float(rope_theta if rope_theta is not None else 1_000_000.0),
-                  tie_word_embeddings=raw.get("tie_word_embeddings", False),
-                  max_position_embeddings=raw.get("max_position_embeddings", 32768),
-                  torch_dtype=raw.get("torch_dtype", raw.get("dtype")) or "bfloat16",
-                  bos_token_id=raw.get("bos_token_id"), eos_token_id=raw.get("eos_token_id"))
+    try:
+        cfg = Config(**fields,
+                     rms_norm_eps=raw.get("rms_norm_eps", 1e-6),
+                     rope_theta=float(rope_theta if rope_theta is not None else 1_000_000.0),
+                     tie_word_embeddings=raw.get("tie_word_embeddings", False),
+                     max_position_embeddings=raw.get("max_position_embeddings", 32768),
+                     torch_dtype=raw.get("torch_dtype", raw.get("dtype")) or "bfloat16",
+                     bos_token_id=raw.get("bos_token_id"), eos_token_id=raw.get("eos_token_id"))
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"{path}: {e}") from None
+    if raw.get("head_dim", cfg.head_dim) != cfg.head_dim:
+        raise SystemExit(f"{path}: head_dim {raw['head_dim']} != hidden_size / num_attention_heads ({cfg.head_dim})")
+    return cfg
 
 
 def config_json(cfg, dtype=None):
@@ -184,6 +195,43 @@ def safetensors_files(path):
     if os.path.exists(single):
         return [single]
     raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")
+
+
+def weights_fingerprint(path, earlier=None):
+    """Which weights a local checkpoint holds, for outputs that must not mix two models (eval.py's and
+    sample.py's resume): {"sha256": one digest, "files": {file: its sha256}, "stat": {file: [bytes,
+    mtime_ns]}}. The digest is the file's sha256 (what `sha256sum model.safetensors` prints) when
+    there is one file, else the sha256 of the listing `sha256sum` prints for the shards. Files are
+    hashed in parallel (hashlib releases the GIL). earlier: a fingerprint of the same directory made
+    before; when no file's size or modification time has changed it is returned as is, so that a
+    resumed run does not read 65 GB again."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+    files = safetensors_files(path)
+    stat = {os.path.basename(f): [os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in files}
+    if earlier and earlier.get("stat") == stat:
+        return earlier
+
+    def sha256(file):
+        h = hashlib.sha256()
+        with open(file, "rb") as f:
+            while chunk := f.read(16 << 20):
+                h.update(chunk)
+        return h.hexdigest()
+    with ThreadPoolExecutor(min(8, len(files))) as pool:
+        digests = dict(zip(stat, pool.map(sha256, files)))
+    listing = "".join(f"{d}  {name}\n" for name, d in digests.items())
+    one = next(iter(digests.values())) if len(digests) == 1 else hashlib.sha256(listing.encode()).hexdigest()
+    return {"sha256": one, "files": digests, "stat": stat}
+
+
+def fingerprint_for_resume(model, earlier=None):
+    """The fingerprint a resumable output records of the weights that made it (eval.py, sample.py):
+    weights_fingerprint for a local directory, read by rank 0 only (the other ranks keep earlier);
+    earlier as it is for a hub name (its name is the key) or a directory that is gone."""
+    if model and os.path.isdir(model) and int(os.environ.get("RANK", 0)) == 0:
+        return weights_fingerprint(model, earlier)
+    return earlier
 
 
 def read_checkpoint(path, expected_shapes, tied, select=None):

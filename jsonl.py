@@ -51,6 +51,14 @@ def read_jsonl(path):
     return [r for _, r in numbered(path)]
 
 
+def read_json(path):
+    """A small JSON file beside an output (its config), or {} when there is none yet."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def read_rows(path):
     """The rows of a local .jsonl, .jsonl.gz or .json (one list of objects) file."""
     if path.endswith(".json") and os.path.isfile(path):
@@ -143,15 +151,15 @@ def parses(line):
         return False
 
 
-def same_settings(config_path, config, hint, defaults=None):
+def same_settings(config_path, config, hint, defaults=None, ignore=()):
     """Stop if config_path, saved beside a resumable output, records other settings than config: an
     output resumed with other settings would mix rows made two ways. The message names each change.
-    defaults: the value of a setting that older files do not record."""
+    defaults: the value of a setting that older files do not record; ignore: keys not compared."""
     if not os.path.exists(config_path):
         return
     with open(config_path, encoding="utf-8") as f:
         old = {**(defaults or {}), **json.load(f)}
-    changed = [f"{k} {old.get(k)!r} (now {v!r})" for k, v in config.items() if old.get(k) != v]
+    changed = [f"{k} {old.get(k)!r} (now {v!r})" for k, v in config.items() if old.get(k) != v and k not in ignore]
     if changed:
         raise SystemExit(f"{config_path}: made with {', '.join(changed)}; {hint}")
 

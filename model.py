@@ -60,6 +60,27 @@ class Config:
     bos_token_id: int | None = 151643
     eos_token_id: int | list | None = 151645
 
+    def __post_init__(self):
+        """A size the architecture cannot run is a ValueError naming the field, here rather than as a
+        shape mismatch deep in a forward pass (hf_checkpoint.read_config adds the file's name)."""
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
+                             f"{self.num_attention_heads}")
+        if self.head_dim % 2:  # rotary positions rotate pairs of a head's channels
+            raise ValueError(f"hidden_size / num_attention_heads = {self.head_dim} must be even (rotary "
+                             f"positions pair a head's channels): hidden_size {self.hidden_size}, "
+                             f"num_attention_heads {self.num_attention_heads}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+                             f"num_key_value_heads {self.num_key_value_heads} (grouped-query attention)")
+        if not self.rms_norm_eps > 0 or not self.rope_theta > 0:
+            raise ValueError(f"rms_norm_eps and rope_theta must be positive, got {self.rms_norm_eps}, {self.rope_theta}")
+
     @property
     def head_dim(self):
         return self.hidden_size // self.num_attention_heads

@@ -6,6 +6,8 @@ One count of a Qwen2.5's parameters, KV cache and activations, and the two memor
                       full-context rows its KV pool holds (sample.py / eval.py --dry-run)
 Memory is in GiB, as torch reports a GPU's: an "80 GB" H100 has 85.0e9 bytes, 79.1 GiB.
 """
+import os
+
 import hf_checkpoint as hf
 import parallel
 
@@ -31,6 +33,14 @@ def root_params(cfg):
 
 def num_params(cfg):
     return cfg.num_hidden_layers * block_params(cfg) + root_params(cfg)
+
+
+def in_units(n):
+    """A count as people say it: 32.76B, 0.82M, 4.1K."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size or unit == "M" and n >= 1e5:
+            return f"{n / size:.2f}{unit}" if n < 100 * size else f"{n / size:.0f}{unit}"
+    return str(n)
 
 
 def matmul_params(cfg):
@@ -103,24 +113,30 @@ def print_training_plan(cfg, args, gpus, checkpointing, ce_chunk, lengths=None, 
     """train.py's plan: memory per GPU at the longest row, the disk --out needs, and (with the data)
     the time at ASSUMED_MFU. Returns whether it fits."""
     n_params = num_params(cfg)
+    cpu = getattr(args, "device", None) == "cpu"  # one process in the machine's memory, not GPUs
+    gpus = 1 if cpu else gpus
     # the longest row decides: a full block when packing or when the data is unknown, else the longest example
     seq_len = args.block_size if args.pack or not lengths else min(args.block_size, max(lengths))
-    parts = training_plan(cfg, gpus, seq_len, checkpointing, ce_chunk, compute_bytes=2 if args.dtype == "bfloat16" else 4)
-    total, usable = sum(parts.values()), 0.95 * args.gpu_memory_gib * GIB  # 5 %: the allocator's fragmentation
+    parts = training_plan(cfg, gpus, seq_len, checkpointing, ce_chunk, compute_bytes=2 if args.dtype == "bfloat16" else 4,
+                          cuda=not cpu)
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB if cpu else args.gpu_memory_gib
+    total, usable = sum(parts.values()), 0.95 * memory_gib * GIB  # 5 %: the allocator's fragmentation
     print0 = parallel.print0
-    print0(f"memory per GPU at {seq_len} tokens/row ({'the longest example' if seq_len < args.block_size else '--block-size'}), "
-           f"{gpus} GPUs, activation checkpointing {'on' if checkpointing else 'off'}:")
+    where = "one CPU process (--device cpu)" if cpu else f"{gpus} GPUs"
+    print0(f"memory per {'process' if cpu else 'GPU'} at {seq_len} tokens/row "
+           f"({'the longest example' if seq_len < args.block_size else '--block-size'}), "
+           f"{where}, activation checkpointing {'on' if checkpointing else 'off'}:")
     for name, nbytes in parts.items():
         print0(f"  {name:50s} {nbytes / GIB:8.1f} GiB")
     verdict = "fits" if total <= usable else "does NOT fit"
-    print0(f"  {'total':50s} {total / GIB:8.1f} GiB of {args.gpu_memory_gib:.1f} GiB (95 % usable) -> {verdict}")
+    print0(f"  {'total':50s} {total / GIB:8.1f} GiB of {memory_gib:.1f} GiB (95 % usable) -> {verdict}")
     checkpoint, final = 12 * n_params, (4 if args.save_dtype == "float32" else 2) * n_params  # fp32 weights + AdamW m, v
     at_once = args.keep_checkpoints + 1 if args.save_every else 1  # the kept ones and the one being written
-    print0(f"disk in --out: {checkpoint / 1e9:.0f} GB per checkpoint (fp32 weights and AdamW state), up to {at_once} "
+    print0(f"disk in --out: {checkpoint / 1e9:.3g} GB per checkpoint (fp32 weights and AdamW state), up to {at_once} "
            f"at once with --keep-checkpoints {args.keep_checkpoints}" + ("" if args.save_every else " (--save-every 0: "
-           "only at --stop-at)") + f", final model {final / 1e9:.0f} GB ({args.save_dtype}): "
-           f"{(at_once * checkpoint + final) / 1e12:.2f} TB at most")
-    if lengths is not None and steps is not None:
+           "only at --stop-at)") + f", final model {final / 1e9:.3g} GB ({args.save_dtype}): "
+           f"{(at_once * checkpoint + final) / 1e12:.3g} TB at most")
+    if lengths is not None and steps is not None and not cpu:
         flops = args.epochs * sum(train_flops(cfg, n) for n in lengths)
         seconds = flops / (gpus * H100_BF16_TFLOPS * 1e12 * ASSUMED_MFU)
         print0(f"time: {len(steps)} steps, {args.epochs * sum(lengths) / 1e6:.1f}M tokens, {flops / 1e18:.1f} EFLOP "

@@ -24,6 +24,7 @@ the command line. engine.py runs the rows: it draws, and asks each row what to f
 """
 import argparse
 import json
+import os
 import re
 import sys
 import weakref
@@ -449,7 +450,11 @@ def main(argv=None):
         args.dtype = resolve_dtype(args.dtype, args.device)
         config = {k: getattr(args, k) for k in SETTINGS}
         config_path = re.sub(r"\.jsonl$", "", args.output) + ".config.json"
-        jsonl.same_settings(config_path, config, f"use another --output than {args.output}")
+        # which weights made the rows: another model at the same path (retrained there) is refused
+        fingerprint = hf.fingerprint_for_resume(args.model, jsonl.read_json(config_path).get("weights_fingerprint"))
+        config["weights"] = fingerprint and fingerprint["sha256"]
+        jsonl.same_settings(config_path, config, f"use another --output than {args.output}, or delete it",
+                            ignore=() if int(os.environ.get("RANK", 0)) == 0 else ("weights",))
     model, tokenizer, world, rank = load_for_generation(args.model, args.device, args.dtype, args.max_tokens,
                                                         args.batch_size, args.tokenizer, args.dist_timeout_min)
     prompt_of = lambda q: control_prompt(q, args.control, args.control_value)
@@ -472,7 +477,7 @@ def main(argv=None):
                 print(f"--- answer ({out['answer_tokens']} tokens)\n{out['answer']}")
         return
     if rank == 0:
-        jsonl.write_atomic(config_path, json.dumps(config, indent=1) + "\n")
+        jsonl.write_atomic(config_path, json.dumps(dict(config, weights_fingerprint=fingerprint), indent=1) + "\n")
     # every rank runs the same rows; ids already in the output are skipped (jsonl.resume cuts a torn last line)
     done = parallel.broadcast({r["id"] for r in jsonl.resume(args.output)} if rank == 0 else None)
     todo = [r for r in rows if r["id"] not in done]

@@ -398,7 +398,7 @@ def main(argv=None):
     checkpointing = args.activation_checkpointing == "on" or (args.activation_checkpointing == "auto" and n_params > 1e9)
 
     if args.dry_run:  # without the data (or its tokenizer), memory is planned for full rows and time is not estimated
-        print0(f"{args.model}: {n_params / 1e9:.2f}B parameters")
+        print0(f"{args.model}: {n_params:,} parameters ({plan.in_units(n_params)})")
         lengths = steps = None
         try:
             triples = to_triples(jsonl.local_or_hub(args.data, flag="--data"), args.data)
@@ -420,7 +420,7 @@ def main(argv=None):
     steps = plan_steps(lengths, args.global_batch, world, args.epochs, args.seed, args.pack, args.block_size)
 
     print0(json.dumps(vars(args), indent=1))
-    print0(f"world {world} on {device.type}; {cfg.num_hidden_layers} layers, {n_params / 1e6:.1f}M parameters; "
+    print0(f"world {world} on {device.type}; {cfg.num_hidden_layers} layers, {n_params:,} parameters ({plan.in_units(n_params)}); "
            f"activation checkpointing {'on' if checkpointing else 'off'}")
     print0(f"data: {len(examples)} examples, {sum(lengths):,} tokens, {sum(loss_tokens):,} loss tokens, "
            f"longest {max(lengths)}, {cut} cut at {args.block_size}; {len(steps)} steps, "

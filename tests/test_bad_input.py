@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run
+from conftest import ROOT, run, tiny_hf_model
 
 import curate
 import eval as E
@@ -178,3 +178,11 @@ def test_a_sample_output_is_not_resumed_with_other_settings(tiny_sft, tmp_path):
     assert "samples.config.json: made with max_thinking_tokens 8 (now 16); use another --output" in proc.stderr
     proc = run(cmd + ["--max-thinking-tokens", "8"])
     assert "2 questions, 2 already in" in proc.stderr and out.read_text() == before
+    # another model at the same path (retrained there): refused, naming the weights
+    shutil.copytree(model, tmp_path / "model")
+    cmd = [a if a != model else str(tmp_path / "model") for a in cmd] + ["--max-thinking-tokens", "8"]
+    cmd[cmd.index(str(out))] = str(tmp_path / "other.jsonl")
+    run(cmd)
+    tiny_hf_model(vocab=320, hidden=64, layers=2, heads=4, kv_heads=2, seed=1).save_pretrained(tmp_path / "model")
+    proc = run(cmd, check=False)
+    assert proc.returncode == 1 and "other.config.json: made with weights '" in proc.stderr, proc.stderr[-500:]

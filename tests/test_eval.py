@@ -228,6 +228,26 @@ def test_sweep_with_a_tiny_model_writes_table_samples_and_plot(tmp_path, tiny_mo
     assert "4 of 4 samples already" in again.stdout and "generating 0" in again.stdout, proc.stdout
 
 
+def test_a_model_retrained_at_the_same_path_is_refused_not_scored_from_old_samples(tmp_path, tiny_model):
+    """Samples are keyed on the weights that made them (the sha256 of the safetensors, as `sha256sum`
+    prints it), not on the model's path: retraining into the same directory and rerunning eval.py
+    stops in one line naming the weights instead of reporting the old model's samples."""
+    import shutil
+    import subprocess
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    argv = ["--model", str(model), "--benchmarks", "aime25", "--limit", "1", "--settings", "8", "--max-tokens", "300",
+            "--device", "cpu", "--dtype", "float32", "--out", str(tmp_path / "run")]
+    E.main(argv)
+    sha = subprocess.run(["sha256sum", str(model / "model.safetensors")], capture_output=True, text=True).stdout.split()[0]
+    assert json.load(open(tmp_path / "run" / "eval_config.json"))["weights"] == sha
+    os.utime(model / "model.safetensors")  # touched, same bytes: hashed again, same weights, resumed
+    E.main(argv)
+    tiny_hf_model(vocab=320, hidden=64, layers=2, heads=4, kv_heads=2, seed=1).save_pretrained(model)  # "retrained"
+    with pytest.raises(SystemExit, match=f"eval_config.json: made with weights '{sha}' \\(now '[0-9a-f]{{64}}'\\)"):
+        E.main(argv)
+
+
 def test_none_is_s1s_nottc_no_thinking_prefix(tmp_path, tiny_model, monkeypatch):
     """"none" (s1's nottc, commands.sh l. 22) runs in a sample.generate call of its own with
     think=False: its prompt ends at "<|im_start|>assistant\n", with no "<|im_start|>think" and nothing

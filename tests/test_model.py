@@ -185,7 +185,7 @@ def test_config_accepts_transformers_4_and_5_spellings(tmp_path):
         cfg = hf_checkpoint.read_config(str(tmp_path / f"{i}.json"))
         assert (cfg.rope_theta, cfg.torch_dtype, cfg.head_dim) == (10000.0, "bfloat16", 16)
     (tmp_path / "bad.json").write_text(json.dumps({k: v for k, v in v4.items() if k != "hidden_size"}))
-    with pytest.raises(KeyError, match="bad.json.*hidden_size"):
+    with pytest.raises(SystemExit, match="bad.json.*hidden_size"):
         hf_checkpoint.read_config(str(tmp_path / "bad.json"))
     # What a real Qwen2.5 config.json (written by transformers 4.x) carries besides
     real = dict(v4, sliding_window=131072, use_sliding_window=False, max_window_layers=21, rope_scaling=None,
@@ -196,7 +196,17 @@ def test_config_accepts_transformers_4_and_5_spellings(tmp_path):
                        (dict(real, rope_scaling={"type": "yarn", "factor": 4.0}), "rope scaling"),
                        (dict(real, model_type="llama"), "model_type"), (dict(real, head_dim=32), "head_dim")):
         (tmp_path / "bad.json").write_text(json.dumps(bad))
-        with pytest.raises(ValueError, match=error):
+        with pytest.raises(SystemExit, match=error):
+            hf_checkpoint.read_config(str(tmp_path / "bad.json"))
+    # Sizes the architecture cannot run, each named by its field (a head of 33 channels used to fail
+    # inside the rotary embedding with "size of tensor a (33) must match ... (34)")
+    for bad, error in ((dict(base, hidden_size=132), "must be even"),
+                       (dict(base, num_attention_heads=3), "not a multiple of num_attention_heads"),
+                       (dict(base, num_key_value_heads=3), "not a multiple of num_key_value_heads"),
+                       (dict(base, vocab_size=0), "vocab_size must be a positive integer"),
+                       (dict(base, num_hidden_layers="2"), "num_hidden_layers must be a positive integer")):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(SystemExit, match=f"bad.json: .*{error}"):
             hf_checkpoint.read_config(str(tmp_path / "bad.json"))
 
 

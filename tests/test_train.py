@@ -119,7 +119,7 @@ def test_dry_run_32b_fits_16_gpus_not_8_without_checkpointing(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps(config))
     base = ["--dry-run", "--model", str(tmp_path), "--data", str(tmp_path / "none.jsonl")]
     assert train.main(base + ["--gpus", "16"]) is True
-    assert "32.76B parameters" in capsys.readouterr().out
+    assert "32,763,876,352 parameters (32.76B)" in capsys.readouterr().out
     assert train.main(base + ["--gpus", "8", "--activation-checkpointing", "off"]) is False
     assert "does NOT fit" in capsys.readouterr().out
 
@@ -130,9 +130,23 @@ def test_dry_run_works_offline_from_the_shipped_shapes(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert train.main(["--dry-run", "--gpus", "16", "--data", "missing.jsonl"]) is True
     out = capsys.readouterr().out
-    assert "Qwen/Qwen2.5-32B-Instruct: 32.76B parameters" in out and "no time estimate: --data missing.jsonl" in out
+    assert "Qwen/Qwen2.5-32B-Instruct: 32,763,876,352 parameters (32.76B)" in out and "no time estimate: --data missing.jsonl" in out
     assert "20000 tokens/row (--block-size)" in out and "CUDA context + NCCL" in out and "GiB of 79.1 GiB" in out
     assert "393 GB per checkpoint" in out and "0 min" not in out
+
+
+def test_dry_run_of_the_demo_model_on_cpu(capsys):
+    """The demo's 0.8M model: its exact parameter count (transformers' count of the same config is the
+    oracle) and a plan for one CPU process, not sixteen GPUs."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    raw = json.load(open(os.path.join(ROOT, "data", "demo-model", "config.json")))
+    with torch.device("meta"):
+        expected = sum(p.numel() for p in Qwen2ForCausalLM(Qwen2Config(**raw)).parameters())
+    assert train.main(["--dry-run", "--model", os.path.join(ROOT, "data", "demo-model"), "--device", "cpu", "--dtype", "float32",
+                       "--data", "missing.jsonl"]) is True
+    out = capsys.readouterr().out
+    assert f"demo-model: {expected:,} parameters (0.8" in out
+    assert "one CPU process (--device cpu)" in out and "GPU" not in out.split("parameters")[1].split("disk")[0]
 
 
 @pytest.fixture(scope="module")
