@@ -57,11 +57,13 @@ def render(tokenizer, question, thinking=None, answer=None):
     return prompt_ids + completion_ids, [0] * len(prompt_ids) + [target] * len(completion_ids)
 
 
-def build_byte_tokenizer(out_dir):
+def build_byte_tokenizer(out_dir, words=()):
     """A byte-level tokenizer (256 byte tokens) plus Qwen's special tokens, saved in transformers
     format: tiny models trained from scratch (tests, the demo) need ~260 rows, not Qwen's 151,936.
+    words: whole strings that become one token each wherever they occur, as a trained BPE makes
+    its frequent words (the demo's: the chat template's words and its question's, mini.WORDS).
     The chat format renders the same strings; only the ids differ."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(alphabet))}, merges=[]))
@@ -69,6 +71,7 @@ def build_byte_tokenizer(out_dir):
     backend.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=IM_END, pad_token="<|endoftext|>",
                                         additional_special_tokens=[IM_START])
+    tokenizer.add_tokens([AddedToken(w, normalized=False, special=False) for w in words])
     tokenizer.save_pretrained(out_dir)
     return tokenizer
 

@@ -16,12 +16,14 @@ and goes on. So a cap on thinking cuts the search short, and forcing "Wait" resu
     eval.py              held-out questions under budget forcing: thinking caps, then "Wait"s
                          -> eval/results.md, eval/scaling.png
 
-The reading at the end compares the run with README's runs (SPREAD: three training seeds, one or
-two threads, AVX2 or AVX-512 kernels); `demo.py --spread` redoes those. Each stage is skipped when
-its output exists (rerun with --force to redo it); each command is printed before it runs, so any
-stage can be rerun by hand.
+Every stage runs on one pinned numeric path (PINNED), so that any x86-64 machine trains the same
+model bit for bit; the run ends by printing its weights' sha256 next to README's. A stage is
+skipped when its output exists and was made by the same command from the same code; once one
+stage runs, every later one runs too. Each command is printed, so any stage can be rerun by hand.
+docs/demo.md explains the design and keeps the record of how it was found.
 """
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -34,144 +36,186 @@ import cli
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 PY = sys.executable
+MODEL = os.path.join("data", "demo-model")  # the demo model's config.json and its tokenizer
+
+# ----------------------------------------------------------------------------------------------
+# The miniature's recipe (docs/demo.md: why each number is what it is)
+
+POOL, KEEP, HELD_OUT = 2300, 2000, 500  # s1: 59K -> 1,000; the held-out questions stand in for AIME
+EPOCHS, LR, GLOBAL_BATCH = 10, 1e-3, 16  # s1: 5 epochs at 1e-5 (a pretrained 32B; ours starts from random)
+BLOCK_SIZE = 4096                        # --pack: a whole global batch in one row, one forward per step
+CAPS = ["8", "16", "24", "32", "48", "64", "96"]  # thinking budgets in tokens, then no cap, then "Wait"s
+SMALL = dict(pool=400, keep=120, held_out=40, epochs=12, caps=["8", "16", "32", "64"])  # --small: the CI test
+
+# The numeric path, pinned before torch loads, so that training gives the same bits on every x86-64
+# machine (docs/demo.md, "The same model everywhere"): MKL's reproducible branch that Intel documents
+# for Intel and AMD processors alike, ATen's kernels without machine-specific vector code, and a
+# fixed thread count (a sum split over threads is added in another order). It costs about 2x.
+PINNED = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default"}
+THREADS = 2
+
+# What `make demo` trains on the pinned path with 2 threads, torch 2.13.0's CPU wheel, x86-64.
+README_SHA256 = "46241e582d3c452e18d85131d6ab5ad2174a73092dab4ea12390d101219c906b"
+# The lowest and highest of SPREAD_SEEDS's runs (demo.py --spread, 2026-12-06; docs/demo.md), in points.
+MEASURED = {"no cap": (53.8, 54.6), "gap": (42.8, 43.6), "Wait x1": (44.0, 46.2), "Wait x2": (45.0, 46.2)}
+SPREAD_SEEDS = (42, 1, 2, 3, 4, 5, 6, 7)  # training seeds stand in for machines of other kinds
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/demo", help="where every stage writes")
-    p.add_argument("--force", action="store_true", help="redo every stage, even those already done")
-    p.add_argument("--small", action="store_true", help="a few-minute version (the CI test)")
-    p.add_argument("--seed", type=cli.at_least(0), default=42, help="training seed: the model's initialisation and the order of its batches")
-    p.add_argument("--spread", action="store_true",
-                   help="train and evaluate once per seed and CPU path of SPREAD (under --out/spread/) and print "
-                        "the table README's figures come from: how far the result moves between machines")
-    return p.parse_args(argv)
+# ----------------------------------------------------------------------------------------------
+# The story
 
-
-def stage(name, output, cmd, force, env=None):
-    """Run one stage's command unless its output already exists."""
-    if os.path.exists(output) and not force:
-        print(f"== {name}: done already ({output}); --force redoes it", flush=True)
+def main(argv=None):
+    args, train_flags = parse_args(argv)
+    model = model_dir(args.model_config, args.out)
+    env = {**PINNED, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    if args.unpinned:
+        env = {"OMP_NUM_THREADS": str(args.threads)}
+    out = lambda *p: os.path.join(args.out, *p)
+    sizes = SMALL if args.small else dict(pool=POOL, keep=KEEP, held_out=HELD_OUT, epochs=EPOCHS, caps=CAPS)
+    stages = data_stages(out, sizes)
+    if not args.spread:
+        run_stages(stages + model_stages(out, out, sizes, model, args.seed, train_flags), env, model, args.force)
+        print(report(args.out, model, args.small))
         return
-    if force and name == "train" and os.path.isdir(os.path.dirname(output)):
-        shutil.rmtree(os.path.dirname(output))  # train.py refuses to overwrite a run it was not told to resume
-    print(f"== {name}\n$ {shlex.join(cmd)}", flush=True)
-    t0 = time.time()
-    subprocess.run(cmd, cwd=ROOT, check=True, env=None if env is None else {**os.environ, **env})
-    print(f"== {name}: {time.time() - t0:.0f} s", flush=True)
+    rows = []
+    for seed in SPREAD_SEEDS:
+        run = lambda *p: os.path.join(args.out, "spread", f"seed-{seed}", *p)
+        print(f"== seed {seed}", flush=True)
+        run_stages(stages + model_stages(out, run, sizes, model, seed, train_flags), env, model, args.force)
+        rows.append((f"seed {seed}", figures(run("eval", "results.json"))))
+        stages = []  # the data stages once
+    print("\n" + spread_table(rows))
 
 
-def reading(results_path):
-    """A few plain sentences on what the curve shows, from eval.py's results.json."""
-    with open(results_path) as f:
-        results = json.load(f)
-    runs = results["runs"]
-    caps = [r for r in runs if r["setting"].isdigit()]
-    natural = next((r for r in runs if r["setting"] == "nocap"), None)
-    waits = [r for r in runs if r["setting"].startswith("wait")]
-    m = next(iter(results["scaling"].values()))
-    lo, hi = caps[0], caps[-1]
-    top = natural or hi  # the largest budget: no cap at all
-    lines = [f"Budget forcing on {lo['questions']} held-out questions:",
-             f"- capping thinking at {lo['setting']} tokens gives {100 * lo['accuracy']:.1f} % accuracy, "
-             f"at {hi['setting']} tokens {100 * hi['accuracy']:.1f} %, with no cap {100 * top['accuracy']:.1f} % "
-             f"({100 * (top['accuracy'] - lo['accuracy']):+.1f} points from the smallest budget to the largest);",
-             f"- Control {100 * m['control']:.0f} % (every run's average thinking stayed within its budget), "
-             f"Scaling {m['scaling']:.1f} accuracy points per doubling of thinking, Performance {m['performance']:.1f} %;"]
-    if natural:
-        lines.append(f"- without a cap the model thinks {natural['avg_thinking_tokens']:.0f} tokens on average;")
-    gains = {g["setting"]: g for g in results.get("gains", [])}
-    for w in waits:
-        g = gains.get(w["setting"])  # absent from a results.json written before eval.py paired its runs
-        versus = (f"{100 * g['difference']:+.1f} ± {100 * g['se']:.1f} points vs {g['against']}, paired SE" if g else
-                  f"{100 * (w['accuracy'] - top['accuracy']):+.1f} points vs {top['setting']}")
-        lines.append(f"- {w['setting']} (suppress the end of thinking, append \"Wait\"): "
-                     f"{w['avg_thinking_tokens']:.0f} tokens, {100 * w['accuracy']:.1f} % ({versus}).")
-    return "\n".join(lines)
-
-
-def sizes(small):
-    """(pool, keep, held-out, epochs, caps)."""
-    # The full demo takes ~4.5 minutes on 2 cores (5.5 with .venv); --small about one. From scratch, a 0.8M model
-    # needs a few thousand distinct traces, so the miniature "s1K" keeps 2,000 (measured: 1,000 x 20
-    # epochs scored lower). s1 keeps 1,000, but fine-tunes a pretrained 32B model. It keeps them from a
-    # pool of 2,300, not 8,000: s1's selection prefers long traces, and from 8,000 it kept almost no
-    # question whose answer is among the first four letters (1, 7, 29 and 86 of 2,000), so one seed
-    # learned never to find it there, and failed the held-out questions where it is (README, s16).
-    # 500 held-out questions: a standard error of about 2 points.
-    if small:
-        return 400, 120, 40, 3, ["8", "16", "32", "64"]
-    return 2300, 2000, 500, 10, ["8", "16", "24", "32", "48", "64", "96"]
-
-
-def data_stages(out, small):
-    pool, keep, test, _, _ = sizes(small)
+def data_stages(out, sizes):
+    """(name, output, command) of the stages that make the miniature s1K and its held-out questions."""
     return [
-        # The held-out questions come first, so that the pool is decontaminated against them (docs/s1.md §1.3).
-        # They have 8-10 letters, the middle of what curation keeps (5-13), as AIME is hard. The pool has 5-13
-        # letters, so that traces go past the teacher's give-ups (at every fifth letter) often.
+        # The held-out questions come first, so that the pool is decontaminated against them (docs/s1.md
+        # §1.3). They have 8-10 letters, the middle of what curation keeps (5-13), as AIME is hard. The pool
+        # has 5-13 letters, so that traces go past the teacher's give-ups (at every fifth letter) often.
         ("held-out questions", out("test.jsonl"),
-         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(test), "--seed", "1", "--steps", "7", "9", "--families", "search",
-          "--eval-sets", "aime24", "--out", out("test.jsonl")]),
+         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(sizes["held_out"]), "--seed", "1",
+          "--steps", "7", "9", "--families", "search", "--eval-sets", "aime24", "--out", out("test.jsonl")]),
         ("collect", out("pool.jsonl"),
-         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(pool), "--seed", "0", "--families", "search", "--steps", "4", "12",
-          "--eval-sets", "mini", "--eval-data", f"mini={out('test.jsonl')}", "--out", out("pool.jsonl")]),
+         [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(sizes["pool"]), "--seed", "0",
+          "--families", "search", "--steps", "4", "12", "--eval-sets", "mini",
+          "--eval-data", f"mini={out('test.jsonl')}", "--out", out("pool.jsonl")]),
         ("distill", out("traces.jsonl"),
          [PY, "prepare.py", "distill", "--teacher", "mini", "--pool", out("pool.jsonl"), "--out", out("traces.jsonl")]),
         ("features", out("features.jsonl"),
-         [PY, "curate.py", "features", "--data", out("traces.jsonl"), "--solvers", "mini", "--tokenizer",
-          "data/demo-model", "--classifier", "none", "--out", out("features.jsonl")]),
+         [PY, "curate.py", "features", "--data", out("traces.jsonl"), "--solvers", "mini", "--tokenizer", MODEL,
+          "--classifier", "none", "--out", out("features.jsonl")]),
         ("select", out("s1K.jsonl"),
-         [PY, "curate.py", "select", "--data", out("features.jsonl"), "--n", str(keep), "--seed", "0",
+         [PY, "curate.py", "select", "--data", out("features.jsonl"), "--n", str(sizes["keep"]), "--seed", "0",
           "--out", out("s1K.jsonl")]),
     ]
 
 
-def model_stages(data, run, small, seed):
+def model_stages(data, run, sizes, model, seed, train_flags):
     """train and eval: data(...) names the data stages' files, run(...) where this model goes."""
-    _, _, _, epochs, caps = sizes(small)
     return [
-        # --pack: the same updates, 1.5x faster on a CPU. No periodic checkpoints: on CPU, every step
-        # after a DCP save of the optimizer ran ~1.7x slower (measured on a 2-core CPU). lr 1e-3: at
-        # 3e-3 the look-up (the next letter of the list) formed anywhere from step 400 to never,
-        # depending on the seed; at 1e-3 by step ~650 on every seed we tried (README, s14, s18).
+        # --pack with a block of 4096: the global batch of 16 traces (~1,000 tokens) is one row, so
+        # a step is one forward and backward. No periodic checkpoints: on a CPU, every step after a
+        # DCP save of the optimizer ran ~1.7x slower.
         ("train", run("train", "final"),
-         [PY, "train.py", "--model", "data/demo-model", "--init", "random", "--data", data("s1K.jsonl"),
+         [PY, "train.py", "--model", model, "--init", "random", "--data", data("s1K.jsonl"),
           "--out", run("train"), "--device", "cpu", "--dtype", "float32", "--save-dtype", "float32", "--pack",
-          "--epochs", str(epochs), "--global-batch", "16", "--lr", "1e-3", "--block-size", "512", "--seed", str(seed)]),
+          "--epochs", str(sizes["epochs"]), "--global-batch", str(GLOBAL_BATCH), "--lr", str(LR),
+          "--block-size", str(BLOCK_SIZE), "--seed", str(seed), *train_flags]),
         ("eval", run("eval", "results.json"),
-         [PY, "eval.py", "--model", run("train", "final"), "--benchmarks", "mini", "--data", f"mini={data('test.jsonl')}",
-          "--settings", *caps, "nocap", "wait1", "wait2", "--max-tokens", "512", "--dtype", "float32",
-          "--batch-size", "64", "--out", run("eval")]),
+         [PY, "eval.py", "--model", run("train", "final"), "--benchmarks", "mini",
+          "--data", f"mini={data('test.jsonl')}", "--settings", *sizes["caps"], "nocap", "wait1", "wait2",
+          "--max-tokens", "512", "--dtype", "float32", "--batch-size", "64", "--out", run("eval")]),
     ]
 
 
-# What differs between machines: the CPU's vector instructions (which kernels ATen and MKL pick)
-# and the number of threads (how a sum is split). Each changes the order of floating-point
-# additions, so the trained model, not the data (on this project's machine 1 and 2 threads trained
-# byte-identical weights; AVX2 did not). `demo.py --spread` trains once per row.
-SPREAD = [  # (name, training seed, environment); the thread count is explicit so that a row means the same anywhere
-    ("seed 42, 2 threads", 42, {"OMP_NUM_THREADS": "2"}),
-    ("seed 42, 1 thread", 42, {"OMP_NUM_THREADS": "1"}),
-    ("seed 1, 1 thread", 1, {"OMP_NUM_THREADS": "1"}),
-    ("seed 2, 1 thread", 2, {"OMP_NUM_THREADS": "1"}),
-    ("seed 42, 2 threads, AVX2", 42, {"OMP_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "avx2",
-                                      "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
-]
-
-
-# README's table: the lowest and highest of SPREAD's five runs (demo.py --spread, 2026-12-05), in points.
-MEASURED = {"no cap": (54.2, 54.2), "gap": (33.4, 42.2), "Wait x1": (15.4, 45.6), "Wait x2": (15.0, 45.8)}
-
-
-def against_readme(f):
-    """How this run's figures compare with README's runs."""
-    lines = ["Against README's five runs (three seeds, one or two threads, AVX2 or AVX-512):"]
-    for key, (lo, hi) in MEASURED.items():
-        where = "inside" if lo - 0.05 <= f[key] <= hi + 0.05 else "OUTSIDE"
-        unit = (lambda x: f"{x:.1f} %") if key == "no cap" else (lambda x: f"{x:+.1f} points")
-        lines.append(f"- {key}: {unit(f[key])}, {where} README's range, {unit(lo)} to {unit(hi)}")
+def report(out, model, small):
+    """What `make demo` prints at the end: eval.py's table, a reading of it, and the run against
+    README's (its figures and its weights' sha256)."""
+    results = os.path.join(out, "eval", "results.json")
+    with open(os.path.join(out, "eval", "results.md")) as f:
+        lines = ["", f.read(), reading(results)]
+    if not small:
+        with open(results) as f:
+            sha = json.load(f)["config"]["weights"]
+        weights = os.path.join(out, "train", "final", "model.safetensors")
+        lines += ["", against_readme(figures(results)), "", same_bits(sha, weights, model)]
+    lines.append(f"\nplot: {os.path.join(out, 'eval', 'scaling.png')}")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers: running stages, and reading their results
+
+def model_dir(config, out):
+    """The model directory train.py starts from: data/demo-model, or with --model-config a copy of
+    its tokenizer beside the given config.json (checked here, in one line, before any stage runs)."""
+    import hf_checkpoint
+    hf_checkpoint.read_config(config)  # a config the architecture cannot run stops here, naming the field
+    if os.path.samefile(config, os.path.join(ROOT, MODEL, "config.json")):
+        return MODEL
+    path = os.path.join(out, "model")
+    os.makedirs(path, exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(ROOT, MODEL, name), path)
+    shutil.copy(config, os.path.join(path, "config.json"))
+    return path
+
+
+def code_hash(model):
+    """The sha256 of what the stages' results depend on besides their commands: the code at the
+    root and the model's config and tokenizer. A change to any of them makes every stage run again."""
+    model = os.path.join(ROOT, model)
+    files = [os.path.join(ROOT, f) for f in sorted(os.listdir(ROOT)) if f.endswith(".py")]
+    h = hashlib.sha256()
+    for path in files + [os.path.join(model, f) for f in sorted(os.listdir(model))]:
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def run_stages(stages, env, model, force):
+    """Run each stage unless its output exists and a stamp beside it shows the same command, the same
+    environment and the same code; once one stage runs, every later one runs too (its inputs are new).
+    A stage that runs first clears its output and the files named after it (distill's cache of
+    traces, curate's answers), so nothing of an older run is reused."""
+    code, redo = code_hash(model), force
+    for name, output, cmd in stages:
+        stamp = os.path.join(os.path.dirname(output), f".{name.replace(' ', '-')}.stage")
+        key = json.dumps({"command": cmd[1:], "env": env, "code": code})
+        if not redo and os.path.exists(output) and read_text(stamp) == key:
+            print(f"== {name}: done already ({output}); --force redoes it", flush=True)
+            continue
+        redo = True
+        clear(name, output)
+        print(f"== {name}\n$ {' '.join(f'{k}={v}' for k, v in env.items())} {shlex.join(cmd)}", flush=True)
+        t0 = time.time()
+        returncode = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}).returncode
+        if returncode:
+            raise SystemExit(f"demo: {name} failed (exit code {returncode}); its command and its error are above")
+        with open(stamp, "w") as f:
+            f.write(key)
+        print(f"== {name}: {time.time() - t0:.0f} s", flush=True)
+
+
+def clear(name, output):
+    """Remove what a stage made before: train's and eval's directories (train.py refuses to overwrite
+    a run it was not told to resume), else its file and the files named after it."""
+    folder = os.path.dirname(output)
+    if name in ("train", "eval"):
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    stem = os.path.basename(output).split(".")[0]
+    for f in os.listdir(folder) if os.path.isdir(folder) else []:
+        if f.split(".")[0] == stem:
+            os.remove(os.path.join(folder, f))
+
+
+def read_text(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return f.read()
 
 
 def figures(results_path):
@@ -186,10 +230,56 @@ def figures(results_path):
             "Wait x1 SE": gains["wait1"][1], "Wait x2 SE": gains["wait2"][1]}
 
 
+def reading(results_path):
+    """A few plain sentences on what the curve shows, from eval.py's results.json."""
+    with open(results_path) as f:
+        results = json.load(f)
+    runs = results["runs"]
+    caps = [r for r in runs if r["setting"].isdigit()]
+    natural = next(r for r in runs if r["setting"] == "nocap")
+    m = next(iter(results["scaling"].values()))
+    lo, hi = caps[0], caps[-1]
+    lines = [f"Budget forcing on {lo['questions']} held-out questions:",
+             f"- capping thinking at {lo['setting']} tokens gives {100 * lo['accuracy']:.1f} % accuracy, "
+             f"at {hi['setting']} tokens {100 * hi['accuracy']:.1f} %, with no cap {100 * natural['accuracy']:.1f} % "
+             f"({100 * (natural['accuracy'] - lo['accuracy']):+.1f} points from the smallest budget to no cap);",
+             f"- Control {100 * m['control']:.0f} % (every run's average thinking stayed within its budget), "
+             f"Scaling {m['scaling']:.1f} accuracy points per doubling of thinking, Performance {m['performance']:.1f} %;",
+             f"- without a cap the model thinks {natural['avg_thinking_tokens']:.0f} tokens on average;"]
+    gains = {g["setting"]: g for g in results["gains"]}
+    for w in (r for r in runs if r["setting"].startswith("wait")):
+        g = gains[w["setting"]]
+        lines.append(f"- {w['setting']} (suppress the end of thinking, append \"Wait\"): "
+                     f"{w['avg_thinking_tokens']:.0f} tokens, {100 * w['accuracy']:.1f} % "
+                     f"({100 * g['difference']:+.1f} ± {100 * g['se']:.1f} points vs {g['against']}, paired SE).")
+    return "\n".join(lines)
+
+
+def against_readme(f):
+    """How this run's figures compare with README's runs."""
+    lines = [f"Against README's {len(SPREAD_SEEDS)} training seeds:"]
+    for key, (lo, hi) in MEASURED.items():
+        where = "inside" if lo - 0.05 <= f[key] <= hi + 0.05 else "OUTSIDE"
+        unit = (lambda x: f"{x:.1f} %") if key == "no cap" else (lambda x: f"{x:+.1f} points")
+        lines.append(f"- {key}: {unit(f[key])}, {where} README's range, {unit(lo)} to {unit(hi)}")
+    return "\n".join(lines)
+
+
+def same_bits(sha, weights, model):
+    """The trained weights' sha256 against README's, and what a difference means."""
+    line = f"weights: sha256 {sha} ({weights})"
+    if README_SHA256 is None or model != MODEL:
+        return line
+    if sha == README_SHA256:
+        return line + "\n  = README's: this machine trained the same model, bit for bit"
+    return (line + f"\n  README's is {README_SHA256}: another model (another torch, a machine without MKL such as "
+                   "an ARM laptop, --threads, --unpinned or training flags); its figures then fall in the seeds' range")
+
+
 def spread_table(rows):
     """rows: [(name, figures)] -> a markdown table, one row per run, then mean and min-max, then the
-    goals of issue 24 against them (no cap - smallest cap >= 30 and Wait x2 >= +5 with more than two
-    paired SE on every run; no-cap spread <= 6 points)."""
+    demo's goals against them (no cap - smallest cap >= 30 and Wait x2 >= +5 with more than two paired
+    SE on every run; no-cap spread <= 6 points)."""
     keys = ["no cap", "smallest cap", "gap", "Wait x1", "Wait x2"]
     lines = ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, f in rows:
@@ -207,31 +297,32 @@ def spread_table(rows):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    out = lambda *p: os.path.join(args.out, *p)
-    os.makedirs(args.out, exist_ok=True)
-    for name, output, cmd in data_stages(out, args.small):
-        stage(name, output, cmd, args.force)
-    if args.spread:
-        rows = []
-        for name, seed, env in SPREAD:
-            run = lambda *p: os.path.join(args.out, "spread", name.replace(",", "").replace(" ", "-"), *p)
-            print(f"== {name}: {env or 'this machine as it is'}", flush=True)
-            for stage_name, output, cmd in model_stages(out, run, args.small, seed):
-                stage(stage_name, output, cmd, args.force, env)
-            rows.append((name, figures(run("eval", "results.json"))))
-        print("\n" + spread_table(rows))
-        return
-    for name, output, cmd in model_stages(out, out, args.small, args.seed):
-        stage(name, output, cmd, args.force)
-    with open(out("eval", "results.md")) as f:
-        print("\n" + f.read())
-    print(reading(out("eval", "results.json")))
-    if not args.small:
-        print("\n" + against_readme(figures(out("eval", "results.json"))))
-    print(f"\nplot: {out('eval', 'scaling.png')}")
+# ----------------------------------------------------------------------------------------------
+# The command line
+
+def parse_args(argv=None):
+    """(args, training flags): what follows a lone -- is passed to train.py as it is."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    train_flags = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                usage="%(prog)s [options] [-- train.py flags]")
+    p.add_argument("--out", default="runs/demo", help="where every stage writes")
+    p.add_argument("--force", action="store_true", help="redo every stage, even those already done")
+    p.add_argument("--small", action="store_true", help="a one-minute version (the CI test)")
+    p.add_argument("--seed", type=cli.at_least(0), default=42,
+                   help="training seed: the model's initialisation and the order of its batches")
+    p.add_argument("--model-config", default=os.path.join(ROOT, MODEL, "config.json"),
+                   help="the model to train: a Qwen2 config.json (sizes; the vocabulary is the demo tokenizer's)")
+    p.add_argument("--threads", type=cli.at_least(1), default=THREADS,
+                   help="threads per stage; part of the pinned path: another count trains another model")
+    p.add_argument("--unpinned", action="store_true",
+                   help="this machine's fastest kernels instead of PINNED (about 2x faster; another model)")
+    p.add_argument("--spread", action="store_true",
+                   help=f"train and evaluate once per seed of {SPREAD_SEEDS} (under --out/spread/) and print "
+                        "the table README's ranges come from")
+    return p.parse_args(argv), train_flags
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

@@ -17,6 +17,8 @@ Everything is seeded by the question, so the same question always gets the same 
 import random
 import re
 
+import chat
+
 FAMILIES = ("sum", "count", "max", "sort", "search")
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 # search: the teacher checks the letters in order and, after every GIVE_UP_AFTER without a "yes",
@@ -30,11 +32,18 @@ GIVE_UP_AFTER, GO_ON_RATE, RECHECK_RATE = 5, 0.35, 0.1
 # the model learns on every seed. With eight targets (m-t) it missed letters just after the target
 # (r after p) on 7-9 % of questions, and which ones moved with the seed (README, s14-s16).
 TARGET = "m"
-# And after any other "no" it stops at STOP_RATE, guessing the same way. Too rare to be where a model
-# decoding greedily stops, but it shows that a search cut short is answered with the last letter
-# checked: without it, every trace that ends before the fifth "no" has found the letter, and some
-# seeds answered a capped search with the letter after m read straight from the question (README, s17).
+# And after any other "no" it stops at STOP_RATE, guessing the same way; and before checking a letter
+# it has just named ("mk" with no verdict yet) it stops at MIDLINE_STOP_RATE, answering the letter it
+# checked last. Too rare to be where a model decoding greedily stops, they show that a search cut short,
+# wherever a cap cuts it, is answered with the last letter checked. Without them some seeds answered a
+# capped search with the letter after m read straight from the question (docs/demo.md).
 STOP_RATE = 0.05
+MIDLINE_STOP_RATE = 0.05
+# The demo tokenizer's whole-word tokens (chat.build_byte_tokenizer): the chat template's words and the
+# search question's, one token each, as a trained BPE has its frequent words. With bytes alone the
+# prompt took ~160 of an example's ~240 tokens. None of them can occur inside a list of letters
+# (each has a space, a capital, or two letters after m), so every letter of a list stays one token.
+WORDS = ("system", "user", "assistant", "think", "answer", chat.SYSTEM, "Final Answer:", "Which of ", " is after ")
 
 
 def question(family, steps, rng):
@@ -123,6 +132,9 @@ def search_trace(steps, answer, rng):
     sometimes stops too soon."""
     lines = []
     for i, (before, result, _) in enumerate(steps):
+        if i > 0 and rng.random() < MIDLINE_STOP_RATE:  # named the next letter, stops before checking it
+            lines.append(before.strip())
+            return "\n".join(lines), before.strip()[0]  # the letter it checked last
         lines.append(before + result)
         if result == "yes":
             while rng.random() < RECHECK_RATE:  # the recheck names the letter alone: "v yes"

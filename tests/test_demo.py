@@ -3,6 +3,7 @@ every output exists, and budget forcing respects its caps."""
 import json
 import sys
 
+import pytest
 from conftest import run
 
 
@@ -22,6 +23,56 @@ def test_small_demo_runs_end_to_end_and_respects_the_caps(tmp_path):
     # a second run skips every stage
     again = run([sys.executable, "demo.py", "--small", "--out", str(out)])
     assert again.stdout.count("done already") == 7
+    # another training (a flag passed through to train.py) retrains, and then evaluates afresh: the
+    # new model is never scored from the old one's samples
+    old_sha = results["config"]["weights"]
+    again = run([sys.executable, "demo.py", "--small", "--out", str(out), "--", "--lr", "2e-3"])
+    assert again.stdout.count("done already") == 5 and "== train\n" in again.stdout
+    assert "0 of 280 samples already" in again.stdout and " --lr 2e-3" in again.stdout
+    assert json.loads((out / "eval" / "results.json").read_text())["config"]["weights"] != old_sha
+    assert json.loads((out / "train" / "train_config.json").read_text())["lr"] == 2e-3
+
+
+def test_stages_rerun_when_their_command_or_code_changes_and_everything_after_them(tmp_path, monkeypatch):
+    """demo.run_stages on three stages that append to a log: a rerun skips them all; a changed command
+    reruns that stage and every later one, not the ones before; --force reruns all, each starting from
+    an empty output (a stage's older files are cleared first)."""
+    import demo
+    monkeypatch.setattr(demo, "code_hash", lambda model: "code-1")
+    log = tmp_path / "log"
+
+    def stages(second="b"):
+        return [(name, str(tmp_path / f"{name}.out"), [sys.executable, "-c",
+                 f"import pathlib; p = pathlib.Path({str(tmp_path / name)!r} + '.out'); "
+                 f"assert not p.exists(); p.write_text('x'); open({str(log)!r}, 'a').write({text!r})"])
+                for name, text in (("first", "a"), ("second", second), ("third", "c"))]
+    demo.run_stages(stages(), {}, "model", force=False)
+    demo.run_stages(stages(), {}, "model", force=False)
+    assert log.read_text() == "abc"
+    demo.run_stages(stages("B"), {}, "model", force=False)
+    assert log.read_text() == "abcBc"
+    demo.run_stages(stages("B"), {}, "model", force=True)
+    assert log.read_text() == "abcBcaBc"
+    monkeypatch.setattr(demo, "code_hash", lambda model: "code-2")  # the code changed: all again
+    demo.run_stages(stages("B"), {}, "model", force=False)
+    assert log.read_text() == "abcBcaBcaBc"
+    failing = [("fails", str(tmp_path / "never"), [sys.executable, "-c", "raise SystemExit(3)"])]
+    with pytest.raises(SystemExit, match="demo: fails failed \\(exit code 3\\)"):
+        demo.run_stages(failing, {}, "model", force=False)
+
+
+def test_a_bad_model_config_is_one_line_before_any_stage(tmp_path):
+    """hidden 132 over 4 heads is a head of 33 channels, which rotary positions cannot pair: named,
+    with its file, before any data is made (it used to end in a shape error deep in model.py)."""
+    config = json.loads(open("data/demo-model/config.json").read())
+    (tmp_path / "c.json").write_text(json.dumps(dict(config, hidden_size=132)))
+    proc = run([sys.executable, "demo.py", "--small", "--out", str(tmp_path / "demo"), "--model-config",
+                str(tmp_path / "c.json")], check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"{tmp_path / 'c.json'}: hidden_size / num_attention_heads = 33 must "
+                                                "be even (rotary positions pair a head's channels): hidden_size 132, "
+                                                "num_attention_heads 4"]
+    assert not (tmp_path / "demo" / "test.jsonl").exists()
 
 
 def test_spread_table_checks_the_goals_and_a_run_is_placed_against_readme(monkeypatch):

@@ -722,15 +722,20 @@ def test_help():
 
 
 def read_search_trace(question, thinking, answer):
-    """An independent reading of a search trace: (letters checked, go-ons, rechecks, gave up).
-    Asserts that each line is the letter checked before it (none on the first line) and the next
-    letter of the question's list, then "yes" exactly when that letter comes after the target; that a
-    "Wait" follows only a GIVE_UP_AFTER-th "no" (then the search goes on) or a "yes" (then the letter
-    found, alone, is checked again); and that the answer is the "yes" letter, or after a give-up the
-    last letter checked."""
+    """An independent reading of a search trace: (letters checked, go-ons, rechecks, gave up, stopped
+    mid-line). Asserts that each line is the letter checked before it (none on the first line) and
+    the next letter of the question's list, then "yes" exactly when that letter comes after the
+    target, except that the last line may stop before its verdict; that a "Wait" follows only a
+    GIVE_UP_AFTER-th "no" (then the search goes on) or a "yes" (then the letter found, alone, is
+    checked again); and that the answer is the "yes" letter, or after a give-up or a stop the last
+    letter checked."""
     letters, target = re.fullmatch(r"Which of ([a-z]+) is after ([a-z])\?", question).groups()
     assert [c > target for c in letters].count(True) == 1
     checked, go_ons, rechecks, lines = [], 0, 0, thinking.split("\n")
+    midline = re.fullmatch(r"[a-z]{2}", lines[-1]) is not None  # named the next letter, not checked it
+    if midline:
+        named = lines.pop()
+        assert checked == [] and len(lines) > 0
     for i, line in enumerate(lines):
         if line == "Wait":
             if lines[i - 1].endswith(" yes"):
@@ -745,29 +750,35 @@ def read_search_trace(question, thinking, answer):
         letter = letters[len(checked)]
         assert line == "".join(checked[-1:]) + letter + (" yes" if letter > target else " no"), (question, thinking)
         checked.append(letter)
+    if midline:
+        assert named == checked[-1] + letters[len(checked)] and answer == checked[-1]
+        return checked, go_ons, rechecks, True, True
     gave_up = lines[-1].endswith(" no")
     assert answer == checked[-1] and (gave_up or answer > target)
-    return checked, go_ons, rechecks, gave_up
+    return checked, go_ons, rechecks, gave_up, False
 
 
 def test_mini_search_teacher_stops_too_soon_by_its_rule_and_goes_on_after_wait():
-    rows = mini.rows(3000, 0, 1, 9, families=("search",))
-    give_ups = go_ons = finds = rechecks = stops = chances_to_stop = 0
+    rows = mini.rows(10000, 0, 1, 12, families=("search",))
+    give_ups = go_ons = finds = rechecks = stops = chances_to_stop = midline_stops = lines_named = 0
     for r in rows:
         thinking, answer = mini.teacher(r["question"], 0.1, 0)
         assert (thinking, answer) == mini.teacher(r["question"], 0.1, 0)  # seeded by the question
         forced = chat.FINAL_ANSWER.split("\n")[-1]  # the words a cap forces: a capped model has seen them
         assert answer.startswith(forced + " ")
         answer = answer.removeprefix(forced + " ")
-        checked, go_on, recheck, gave_up = read_search_trace(r["question"], thinking, answer)
+        checked, go_on, recheck, gave_up, midline = read_search_trace(r["question"], thinking, answer)
         assert (answer == r["answer"]) == (not gave_up)
-        at_rule = gave_up and len(checked) % mini.GIVE_UP_AFTER == 0  # else it stopped anywhere (STOP_RATE)
+        # every letter after the first is named, then checked unless the teacher stops in between
+        midline_stops, lines_named = midline_stops + midline, lines_named + len(checked) - 1 + midline
+        at_rule = gave_up and not midline and len(checked) % mini.GIVE_UP_AFTER == 0  # else it stopped anywhere
         noes = len(checked) - (not gave_up)
         give_ups, go_ons, finds, rechecks = give_ups + at_rule, go_ons + go_on, finds + (not gave_up), rechecks + recheck
-        stops += gave_up and not at_rule
-        chances_to_stop += noes - noes // mini.GIVE_UP_AFTER
+        stops += gave_up and not at_rule and not midline
+        chances_to_stop += noes - noes // mini.GIVE_UP_AFTER - midline  # a mid-line stop comes after no "no"
     # every GIVE_UP_AFTER-th "no" is a give-up or a go-on; any other "no" is a stop at STOP_RATE; a
     # "yes" is rechecked again and again at RECHECK_RATE
     assert abs(go_ons / (go_ons + give_ups) - mini.GO_ON_RATE) < 0.03
     assert abs(stops / chances_to_stop - mini.STOP_RATE) < 0.01
+    assert abs(midline_stops / lines_named - mini.MIDLINE_STOP_RATE) < 0.01
     assert abs(rechecks / (finds + rechecks) - mini.RECHECK_RATE) < 0.03
