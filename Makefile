@@ -1,7 +1,7 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Both build .venv first.
 # make demo DEMO_ARGS=--force redoes every stage; DEMO_ARGS=--small is the few-minute version.
 # make gpu-check: the first command on a GPU machine (under 10 minutes on one H100; without a usable GPU it
-# stops in one line, and gpu_check.py --device cpu runs the tiny CPU shapes instead): kernels' numerics,
+# stops in one line, and python -m tools.gpu_check --device cpu runs the tiny CPU shapes instead): kernels' numerics,
 # train MFU and memory against the plan, decode against the HBM roofline -> runs/gpu-check/report.{json,md}.
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
@@ -21,10 +21,10 @@ demo: .venv/installed
 	$(PY) demo.py $(DEMO_ARGS)
 
 bench: .venv/installed
-	$(PY) bench.py
+	$(PY) -m tools.bench
 
 gpu-check: .venv/installed
-	$(PY) gpu_check.py --device cuda $(GPU_CHECK_ARGS)
+	$(PY) -m tools.gpu_check --device cuda $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf .venv runs .pytest_cache

@@ -35,11 +35,7 @@ from collections import Counter
 
 import numpy as np
 
-import api
-import benchmarks
-import cli
-import jsonl
-import parallel
+from machinery import api, benchmarks, cli, jsonl, parallel
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SOLVER_TEMPERATURE = 0.05  # s1's data/bulk_inference.py (docs/s1.md §3.1)
@@ -209,7 +205,7 @@ def solve(args, questions, cache_path):
                 if len(saved) % 100 == 0 or len(saved) == len(todo):
                     print(f"  {solver}: {len(saved)} of {len(todo)}", flush=True)
             if solver == "mini":  # the built-in tasks' programmatic stand-in: no model to load
-                import mini
+                from machinery import mini
                 for q in todo:
                     save(q, mini.solver(q, mini.SOLVER_ERROR_RATE, args.seed))
             else:
@@ -220,7 +216,7 @@ def solve(args, questions, cache_path):
 def model_replies(args, solver, todo, save):
     """save(question, text) for each of todo as a checkpoint's reply finishes, through sample.py as a
     plain chat, in one generate call. save is None on a torchrun rank other than 0."""
-    import chat
+    from machinery import chat
     import sample
     model, tokenizer, _, _ = sample.load_for_generation(solver, args.device, args.dtype, args.solver_max_tokens,
                                                         args.batch_size)
@@ -258,7 +254,7 @@ def llm_grades(args, rows, texts):
 
 def length(args, rows):
     """Thinking tokens of each row's trace in the target tokenizer; None where there is no trace."""
-    import chat
+    from machinery import chat
     tokenizer = chat.load_tokenizer(args.tokenizer)
     thinking = [r["thinking"] if r.get("distill_status") == "ok" else None for r in rows]
     have = [t for t in thinking if t is not None]

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 
-import cli
+from machinery import cli
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 PY = sys.executable
@@ -91,7 +91,7 @@ def data_stages(out, sizes):
     """(name, output, command) of the stages that make the miniature s1K and its held-out questions."""
     return [
         # The held-out questions come first, so that the pool is decontaminated against them (docs/s1.md
-        # §1.3). They have 8-10 letters, the middle of what curation keeps (5-13), as AIME is hard. The pool
+        # §1.2). They have 8-10 letters, the middle of what curation keeps (5-13), as AIME is hard. The pool
         # has 5-13 letters, so that traces go past the teacher's give-ups (at every fifth letter) often.
         ("held-out questions", out("test.jsonl"),
          [PY, "prepare.py", "collect", "--sources", "mini", "--n", str(sizes["held_out"]), "--seed", "1",
@@ -150,7 +150,7 @@ def report(out, model, small):
 def model_dir(config, out):
     """The model directory train.py starts from: data/demo-model, or with --model-config a copy of
     its tokenizer beside the given config.json (checked here, in one line, before any stage runs)."""
-    import hf_checkpoint
+    from machinery import hf_checkpoint
     hf_checkpoint.read_config(config)  # a config the architecture cannot run stops here, naming the field
     if os.path.samefile(config, os.path.join(ROOT, MODEL, "config.json")):
         return MODEL
@@ -163,10 +163,11 @@ def model_dir(config, out):
 
 
 def code_hash(model):
-    """The sha256 of what the stages' results depend on besides their commands: the code at the
-    root and the model's config and tokenizer. A change to any of them makes every stage run again."""
+    """The sha256 of what the stages' results depend on besides their commands: the code (the
+    stages and machinery/) and the model's config and tokenizer. A change to any of them makes every stage run again."""
     model = os.path.join(ROOT, model)
-    files = [os.path.join(ROOT, f) for f in sorted(os.listdir(ROOT)) if f.endswith(".py")]
+    files = sorted(os.path.join(folder, f) for folder in (ROOT, os.path.join(ROOT, "machinery"))
+                   for f in os.listdir(folder) if f.endswith(".py"))
     h = hashlib.sha256()
     for path in files + [os.path.join(model, f) for f in sorted(os.listdir(model))]:
         with open(path, "rb") as f:

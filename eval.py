@@ -33,12 +33,8 @@ import os
 import re
 import statistics
 
-import benchmarks
-import chat
-import cli
-import jsonl
-import parallel
-from benchmarks import BENCHMARKS
+from machinery import benchmarks, chat, cli, jsonl, parallel
+from machinery.benchmarks import BENCHMARKS
 
 TITLES = {"aime24": "Competition math (AIME24)", "aime25": "Competition math (AIME25)",
           "math500": "Mathematical problem solving (MATH500)", "gpqa": "PhD-level science (GPQA Diamond)"}
@@ -399,7 +395,7 @@ def plot(model_name, runs, path):
 def main(argv=None):
     args = parse_args(argv)
     if args.dry_run:
-        import plan
+        from machinery import plan
         return plan.print_generation_plan(args.model, args.gpus, args.max_tokens, args.batch_size, args.gpu_memory_gib)
     # the questions first: a bad file stops the run before torch is imported or --out is made
     questions = {b: benchmarks.load_benchmark(b, args.data.get(b), args.limit, args.gpqa_seed) for b in args.benchmarks}
@@ -419,11 +415,11 @@ def main(argv=None):
     # Which weights made the samples, so that another model at the same path (retrained there) is
     # refused rather than scored from the old one's samples. A hub name is its own key; a directory
     # that is gone leaves the samples to be reported as they are. Rank 0 reads the files (once).
-    import hf_checkpoint
+    from machinery import hf_checkpoint
     fingerprint = hf_checkpoint.fingerprint_for_resume(config["model"], old.get("weights_fingerprint"))
     config["weights"] = fingerprint and fingerprint["sha256"]
     if old:  # a file that records no gpqa_seed was made with seed 0, the default
-        jsonl.same_settings(config_path, config, f"use another --out than {args.out}, or delete it",
+        jsonl.same_config(config_path, config, f"use another --out than {args.out}, or delete it",
                             defaults={"gpqa_seed": 0}, ignore=() if rank == 0 else ("weights",))
     args.model, args.tokenizer = config["model"], config["tokenizer"]
 

@@ -33,13 +33,7 @@ import os
 import re
 
 
-import api
-import benchmarks
-import cli
-import jsonl
-import mini  # the demo's built-in miniature tasks
-import parallel
-import sources
+from machinery import api, benchmarks, cli, jsonl, mini, parallel, sources
 
 
 def load_source(name, local, args):
@@ -71,7 +65,7 @@ def load_source(name, local, args):
 
 
 # ----------------------------------------------------------------------------------------------
-# Decontamination and de-duplication (docs/s1.md §1.3)
+# Decontamination and de-duplication (docs/s1.md §1.2)
 
 def ngrams(text, n=8):
     """s1's word n-grams of the lower-cased, whitespace-collapsed text; a shorter text is one gram."""
@@ -104,7 +98,7 @@ def hub_eval_questions(name, path=None):
             raise SystemExit(f"{hub} ({', '.join(files)}): cannot load ({sources.one_line(e)}); offline and not cached? {hint}")
         # large files (test cases): read a line at a time, keeping only the questions
         return [r[key] for p in paths for _, r in jsonl.numbered(p)]
-    rows = jsonl.read_rows(path) if path else sources.hub_rows(hub, hint=hint)
+    rows = jsonl.read_records(path) if path else sources.hub_rows(hub, hint=hint)
     questions = [next((r[k] for k in (key, "question", "problem") if isinstance(r.get(k), str)), None) for r in rows]
     if None in questions:
         raise SystemExit(f"{path or hub} row {questions.index(None)}: no {key!r} (--eval-sets {name})")

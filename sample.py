@@ -34,13 +34,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-import chat
-import cli
-import engine
-import hf_checkpoint as hf
-import jsonl
-import parallel
-import plan
+from machinery import chat, cli, engine, jsonl, parallel, plan
+from machinery import hf_checkpoint as hf
 
 # Suffixes of the paper's conditional-control baselines (paper §5.4, Table 3), appended to the question.
 CONTROL = {
@@ -423,7 +418,7 @@ def parse_args(argv=None):
 
 
 # What shapes the samples in an --output: a rerun into it must use the same (its .config.json).
-SETTINGS = ("model", "tokenizer", "dtype", "max_thinking_tokens", "num_ignore", "ignore_str", "max_tokens", "temperature",
+CONFIG_KEYS = ("model", "tokenizer", "dtype", "max_thinking_tokens", "num_ignore", "ignore_str", "max_tokens", "temperature",
             "top_p", "seed", "n", "control", "control_value", "rejection_sampling", "max_tries")
 
 
@@ -448,12 +443,12 @@ def main(argv=None):
     if args.input:
         # An --output is resumed; rows made with other settings must not be mixed into it.
         args.dtype = resolve_dtype(args.dtype, args.device)
-        config = {k: getattr(args, k) for k in SETTINGS}
+        config = {k: getattr(args, k) for k in CONFIG_KEYS}
         config_path = re.sub(r"\.jsonl$", "", args.output) + ".config.json"
         # which weights made the rows: another model at the same path (retrained there) is refused
         fingerprint = hf.fingerprint_for_resume(args.model, jsonl.read_json(config_path).get("weights_fingerprint"))
         config["weights"] = fingerprint and fingerprint["sha256"]
-        jsonl.same_settings(config_path, config, f"use another --output than {args.output}, or delete it",
+        jsonl.same_config(config_path, config, f"use another --output than {args.output}, or delete it",
                             ignore=() if int(os.environ.get("RANK", 0)) == 0 else ("weights",))
     model, tokenizer, world, rank = load_for_generation(args.model, args.device, args.dtype, args.max_tokens,
                                                         args.batch_size, args.tokenizer, args.dist_timeout_min)

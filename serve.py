@@ -35,9 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch.distributed as dist
 
-import chat
-import cli
-import engine
+from machinery import chat, cli, engine
 import sample
 
 

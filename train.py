@@ -1,5 +1,5 @@
 """train.py: s1's supervised fine-tuning, in raw PyTorch with FSDP2.
-Start reading at main(): the loop and its loss normalisation are there, inline; plan_steps
+Start reading at main(): the loop and its loss normalisation are there, inline; schedule
 says which rows each rank runs at each step.
 
 The defaults are s1.1's run as s1's files state it (the recipe of s1's train/sft.sh; the block size
@@ -42,20 +42,16 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from tqdm import tqdm
 
-import chat
-import cli
-import hf_checkpoint as hf
-import jsonl
 import model as qwen
-import parallel
-import plan
-from parallel import is_main, print0
+from machinery import chat, cli, jsonl, parallel, plan
+from machinery import hf_checkpoint as hf
+from machinery.parallel import is_main, print0
 
 CE_CHUNK = 2048  # positions per LM-head/loss chunk: 2048 x 152K fp32 logits is 1.2 GB; a 20K row at once, 12 GB
 
 
 # What a resumed run must share with the run it continues (train_config.json), unless --allow-config-change.
-RUN_SETTINGS = ("model", "init", "data", "epochs", "global_batch", "block_size", "lr", "warmup_ratio", "weight_decay",
+RESUME_KEYS = ("model", "init", "data", "epochs", "global_batch", "block_size", "lr", "warmup_ratio", "weight_decay",
                 "betas", "grad_clip", "loss_norm", "pack", "dtype", "seed", "steps")
 
 
@@ -165,7 +161,7 @@ def tokenize(triples, tokenizer, block_size):
 # The plan: which rows each rank runs at each step. A pure function of the seed and the lengths,
 # identical on every rank, so the step number is the whole data cursor for --resume.
 
-def plan_steps(lengths, global_batch, world, epochs, seed, pack, block_size):
+def schedule(lengths, global_batch, world, epochs, seed, pack, block_size):
     n = len(lengths)
     steps_per_epoch = math.ceil(n / global_batch)
     steps = []
@@ -185,13 +181,13 @@ def plan_steps(lengths, global_batch, world, epochs, seed, pack, block_size):
                 r = min((r for r in range(world) if len(per_rank[r]) < cap), key=lambda r: tokens[r])
                 per_rank[r].append(i)
                 tokens[r] += lengths[i]
-            rows = [pack_rows(ex, lengths, block_size) if pack else [[i] for i in ex] for ex in per_rank]
+            rows = [pack_sequences(ex, lengths, block_size) if pack else [[i] for i in ex] for ex in per_rank]
             micro = max(len(r) for r in rows)
             steps.append([r + [[]] * (micro - len(r)) for r in rows])  # [] = idle row, keeps collectives in step
     return steps
 
 
-def pack_rows(indices, lengths, block_size):
+def pack_sequences(indices, lengths, block_size):
     """First-fit decreasing: whole sequences into as few rows of block_size tokens as fit."""
     rows, room = [], []
     for i in sorted(indices, key=lambda i: -lengths[i]):
@@ -204,7 +200,7 @@ def pack_rows(indices, lengths, block_size):
     return rows
 
 
-def make_row(examples, row, device):
+def make_micro_batch(examples, row, device):
     """input ids, labels, positions (restarting per document) and the document of each position."""
     if not row:  # an idle row: one token, no loss
         zero = torch.zeros(1, 1, dtype=torch.long, device=device)
@@ -224,7 +220,7 @@ def probe_longest(model, examples, steps, device, pack):
     optimizer state and no step of the schedule, so the data order stays s1's."""
     rows = [row for step in steps for rank_rows in step for row in rank_rows]
     row = max(rows, key=lambda r: sum(len(examples[i][0]) for i in r))
-    ids, labels, pos, doc = make_row(examples, row, device)
+    ids, labels, pos, doc = make_micro_batch(examples, row, device)
     t0 = time.perf_counter()
     model(ids, position_ids=pos if pack else None, labels=labels, ce_chunk=CE_CHUNK)[0].sum().backward()
     model.zero_grad(set_to_none=True)
@@ -404,7 +400,7 @@ def main(argv=None):
             triples = to_triples(jsonl.local_or_hub(args.data, flag="--data"), args.data)
             examples, _ = tokenize(triples, chat.load_tokenizer(args.tokenizer or args.model), args.block_size)
             lengths = [len(ids) for ids, _ in examples]
-            steps = plan_steps(lengths, args.global_batch, args.gpus, args.epochs, args.seed, args.pack, args.block_size)
+            steps = schedule(lengths, args.global_batch, args.gpus, args.epochs, args.seed, args.pack, args.block_size)
         except (SystemExit, FileNotFoundError) as e:
             print0(f"(no time estimate: {e})")
         return plan.print_training_plan(cfg, args, args.gpus, checkpointing, CE_CHUNK, lengths, steps)
@@ -417,7 +413,7 @@ def main(argv=None):
     examples, cut = tokenize(triples, tokenizer, args.block_size)
     lengths = [len(ids) for ids, _ in examples]
     loss_tokens = [sum(t != qwen.IGNORE for t in labels) for _, labels in examples]
-    steps = plan_steps(lengths, args.global_batch, world, args.epochs, args.seed, args.pack, args.block_size)
+    steps = schedule(lengths, args.global_batch, world, args.epochs, args.seed, args.pack, args.block_size)
 
     print0(json.dumps(vars(args), indent=1))
     print0(f"world {world} on {device.type}; {cfg.num_hidden_layers} layers, {n_params:,} parameters ({plan.in_units(n_params)}); "
@@ -431,7 +427,7 @@ def main(argv=None):
     config = dict(vars(args), betas=list(args.betas), world=world, n_params=n_params, steps=len(steps))
     config_path = os.path.join(args.out, "train_config.json")
     if args.resume and not args.allow_config_change:  # every rank reads the same file, so all stop together
-        jsonl.same_settings(config_path, {k: config[k] for k in RUN_SETTINGS},
+        jsonl.same_config(config_path, {k: config[k] for k in RESUME_KEYS},
                             "resume with the same flags, or add --allow-config-change to continue on the new plan")
     if is_main():
         jsonl.write_atomic(config_path, json.dumps(config, indent=1) + "\n")
@@ -452,7 +448,7 @@ def main(argv=None):
         step_loss_tokens = sum(loss_tokens[i] for i in in_step)
         local_loss, local_tokens = torch.zeros((), dtype=torch.float64), 0
         for row in steps[step][rank]:
-            ids, labels, pos, doc = make_row(examples, row, device)
+            ids, labels, pos, doc = make_micro_batch(examples, row, device)
             losses = model(ids, position_ids=pos if args.pack else None, labels=labels, ce_chunk=CE_CHUNK)[0]
             if not row:
                 loss = losses.sum()  # zero, but runs the collectives other ranks are waiting for

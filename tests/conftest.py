@@ -15,7 +15,7 @@ SHARED_GPQA = os.path.join(ROOT, "..", "shared", "data", "eval", "gpqa_diamond.j
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import benchmarks  # noqa: E402
+from machinery import benchmarks  # noqa: E402
 if not os.path.exists(benchmarks.BENCHMARKS["gpqa"][3]) and os.path.exists(SHARED_GPQA):
     benchmarks.BENCHMARKS["gpqa"] = benchmarks.BENCHMARKS["gpqa"][:3] + (os.path.normpath(SHARED_GPQA),)
 
@@ -58,7 +58,7 @@ def tiny_sft(tmp_path_factory):
     """A tiny untied Qwen2 checkpoint with a byte-level tokenizer, and 16 s1-style examples."""
     import json
     import random
-    import chat
+    from machinery import chat
     root = tmp_path_factory.mktemp("sft")
     tiny_hf_model(vocab=320, hidden=64, layers=2, heads=4, kv_heads=2).save_pretrained(root / "model")
     chat.build_byte_tokenizer(str(root / "model"))
@@ -104,6 +104,6 @@ BIGRAM_CHAIN = {"k": "a", "a": "b", "b": "c", "c": "<|im_start|>", "t": "a",
 @pytest.fixture(scope="module")
 def bigram(tmp_path_factory):
     """(model, byte tokenizer) of the bigram model that follows BIGRAM_CHAIN."""
-    import chat
+    from machinery import chat
     tokenizer = chat.build_byte_tokenizer(str(tmp_path_factory.mktemp("bytes")))
     return bigram_model(tokenizer, BIGRAM_CHAIN), tokenizer

@@ -10,8 +10,8 @@ import re
 import pytest
 from conftest import ROOT
 
-import benchmarks as B
-import chat
+from machinery import chat
+from machinery import benchmarks as B
 
 GPQA_GZ = B.BENCHMARKS["gpqa"][3]
 needs_gpqa = pytest.mark.skipif(not os.path.exists(GPQA_GZ), reason=f"GPQA is not committed; {GPQA_GZ} is absent")

@@ -5,7 +5,7 @@ import os
 import pytest
 from conftest import ROOT, TOKENIZER_DIR
 
-import chat
+from machinery import chat
 
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 

@@ -7,11 +7,8 @@ import pytest
 import torch
 from conftest import ROOT, run, tiny_hf_model
 
-import chat
-import engine
-import hf_checkpoint
-import plan
 import sample
+from machinery import chat, engine, hf_checkpoint, plan
 
 QUESTIONS = ["What is 2+3?", "Name a prime larger than ten, please.", "Why?", "A much longer question " * 8]
 # caps far apart, no cap at all (runs to the context), and "Wait"s: rows of very different lengths

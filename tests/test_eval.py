@@ -9,10 +9,8 @@ import pytest
 import torch
 from conftest import ROOT, run, tiny_hf_model
 
-import benchmarks
-import chat
 import eval as E
-import hf_checkpoint
+from machinery import benchmarks, chat, hf_checkpoint
 
 
 def respond(answer, thinking="Let me think. 1+1 = 2, \\boxed{999} is a guess."):

@@ -1,4 +1,4 @@
-"""make gpu-check (gpu_check.py) on a CPU: tiny shapes through every path it checks on a GPU, so
+"""make gpu-check (tools/gpu_check.py) on a CPU: tiny shapes through every path it checks on a GPU, so
 that none of it is dead code by the time someone runs it on one; and without a GPU, the check as
 make runs it stops in one line instead of handing back a CPU report."""
 import json
@@ -24,7 +24,7 @@ def test_make_gpu_check_without_a_gpu_exits_nonzero_in_one_line(tmp_path):
 
 
 def test_gpu_check_runs_on_cpu_and_reports_every_section(tmp_path):
-    run([sys.executable, "gpu_check.py", "--device", "cpu", "--report-dir", str(tmp_path)], timeout=600)
+    run([sys.executable, "-m", "tools.gpu_check", "--device", "cpu", "--report-dir", str(tmp_path)], timeout=600)
     report = json.loads((tmp_path / "report.json").read_text())
     md = (tmp_path / "report.md").read_text()
     for name in SECTIONS:
@@ -65,8 +65,8 @@ def test_the_decode_roofline_counts_what_a_step_reads():
     counted); a tied one is the LM head, read whole. Plus the KV cache at the mean context."""
     import dataclasses
 
-    import gpu_check
-    import plan
+    from tools import gpu_check
+    from machinery import plan
     for tied in (True, False):
         cfg = dataclasses.replace(gpu_check.TINY, tie_word_embeddings=tied)
         model = gpu_check.random_model(cfg, "cpu", torch.float32)

@@ -12,10 +12,9 @@ import pytest
 import torch
 from conftest import ROOT
 
-import cli
-import parallel
 import sample
 import train
+from machinery import cli, parallel
 
 NVIDIA_SMI = """+-----------------------------------------------------------------------------------------+
 | NVIDIA-SMI 550.54.15              Driver Version: 550.54.15      CUDA Version: 12.4     |
@@ -84,7 +83,7 @@ def test_the_preflight_names_torchs_cuda_the_driver_and_what_to_install(node):
 @pytest.mark.parametrize("argv", [["train.py", "--model", "nowhere/model", "--data", "missing.jsonl"],
                                   ["sample.py", "--model", "nowhere/model", "--prompt", "hi"],
                                   ["serve.py", "--model", "nowhere/model"],
-                                  ["gpu_check.py"]], ids=lambda a: a[0])
+                                  ["-m", "tools.gpu_check"]], ids=lambda a: a[-1] if a[0] == "-m" else a[0])
 def test_each_command_runs_the_preflight_first(tmp_path, argv):
     """A fake nvidia-smi on PATH makes this CPU machine a GPU node with an old driver, where this CPU
     build of torch cannot use the GPU: each command stops first (before the missing model or data),
@@ -95,7 +94,7 @@ def test_each_command_runs_the_preflight_first(tmp_path, argv):
     env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
     proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith(f"--device {'cuda' if argv[0] == 'gpu_check.py' else 'auto'}: no usable CUDA GPU")
+    assert proc.stderr.startswith(f"--device {'cuda' if argv[0] == '-m' else 'auto'}: no usable CUDA GPU")
     assert "driver 550.54.15 (CUDA 12.4)" in proc.stderr and "CPU build" in proc.stderr
 
 

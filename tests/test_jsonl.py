@@ -9,13 +9,12 @@ import types
 import pytest
 from conftest import tiny_hf_model
 
-import chat
 import curate
 import eval as E
-import jsonl
 import prepare
 import sample
 import train
+from machinery import chat, jsonl
 
 TORN = '{"question_hash": "0123'  # what a kill in the middle of a write leaves
 

@@ -12,11 +12,9 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_hf_model
 
-import chat
-import engine
-import hf_checkpoint
 import model as M
 import sample
+from machinery import chat, engine, hf_checkpoint
 
 
 def attention(q, k, v, causal):

@@ -1,6 +1,8 @@
-"""The two layers (README, Layout): stage scripts on top, library files below. Data flows downward:
-a stage imports no other stage, except sample.py, and that only to generate; a library file
-imports no stage. Read from the sources' imports (at the top of a file or inside a function)."""
+"""The two layers (README, "Files"): the stage scripts at the root, the machinery below them in
+machinery/, the tools that run the stages in tools/. Data flows downward: a stage imports no other
+stage, except sample.py, and that only to generate; the machinery imports no stage (model.py, the
+architecture, sits at the root for the reader but imports nothing of ours). Read from the sources'
+imports, at the top of a file or inside a function."""
 import ast
 import glob
 import os
@@ -8,24 +10,34 @@ import os
 import pytest
 from conftest import ROOT
 
-STAGES = {"prepare", "curate", "train", "sample", "eval", "serve"}
-TOOLS = {"demo", "bench", "gpu_check"}  # they run the stages, so they may import them
+STAGES = {"prepare", "curate", "train", "sample", "eval", "serve", "demo"}  # what a user runs
+MODEL = "model"
+MACHINERY = {"engine", "parallel", "plan", "hf_checkpoint", "chat", "benchmarks", "sources", "api", "jsonl", "cli",
+             "mini"}
+TOOLS = {"bench", "gpu_check"}
 # what a stage may take from sample.py: generation, and what a generated row is read with
 GENERATION = {"generate", "rejection_sample", "load_for_generation", "make_rows", "resolve_dtype", "answer_span"}
 
 
-def modules():
-    return {os.path.basename(p)[:-3]: p for p in glob.glob(os.path.join(ROOT, "*.py"))}
+def files(folder=""):
+    return {os.path.basename(p)[:-3]: p for p in glob.glob(os.path.join(ROOT, folder, "*.py"))
+            if not p.endswith("__init__.py")}
 
 
 def imports(path):
-    """(imported module, line) for every import of a project file, and the names used as sample.X."""
+    """(imported module, line) for every import of a project file, and the names used as sample.X.
+    `from machinery import a, b` and `from machinery.a import x` count as importing a (and b)."""
     tree, found, used = ast.parse(open(path).read()), [], set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found += [(a.name.split(".")[0], node.lineno) for a in node.names]
+            found += [(a.name.split(".")[-1] if a.name.split(".")[0] in ("machinery", "tools") else a.name,
+                       node.lineno) for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append((node.module.split(".")[0], node.lineno))
+            parts = node.module.split(".")
+            if parts[0] in ("machinery", "tools"):
+                found += [(parts[1], node.lineno)] if len(parts) > 1 else [(a.name, node.lineno) for a in node.names]
+            else:
+                found.append((parts[0], node.lineno))
             if node.module == "sample":
                 used |= {a.name for a in node.names}
         elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "sample":
@@ -33,32 +45,40 @@ def imports(path):
     return found, used
 
 
-def test_every_file_is_placed_in_a_layer():
-    library = set(modules()) - STAGES - TOOLS
-    assert library == {"model", "engine", "parallel", "plan", "hf_checkpoint", "chat", "benchmarks", "api", "jsonl",
-                       "cli", "mini", "sources"}, library
+def test_every_file_is_in_its_layer():
+    assert set(files()) == STAGES | {MODEL}, sorted(files())
+    assert set(files("machinery")) == MACHINERY, sorted(files("machinery"))
+    assert set(files("tools")) == TOOLS, sorted(files("tools"))
 
 
-@pytest.mark.parametrize("name", sorted(modules()))
+LAYERS = {**{n: "stage" for n in STAGES}, MODEL: "model", **{n: "machinery" for n in MACHINERY},
+          **{n: "tool" for n in TOOLS}}
+PATHS = {**files(), **files("machinery"), **files("tools")}
+
+
+@pytest.mark.parametrize("name", sorted(PATHS))
 def test_data_flows_downward(name):
-    files = modules()
-    found, used = imports(files[name])
-    project = [(m, line) for m, line in found if m in files and m != name]
-    if name in TOOLS:
+    found, used = imports(PATHS[name])
+    project = [(m, line) for m, line in found if m in LAYERS and m != name]
+    layer = LAYERS[name]
+    if layer == "tool":  # the tools run the stages: they may import anything
         return
-    if name in STAGES:
-        allowed = set(files) - STAGES | ({"sample"} if name != "train" else set())
-    else:  # a library file: other library files only
-        allowed = set(files) - STAGES - TOOLS
+    allowed = {"stage": MACHINERY | {MODEL} | ({"sample"} if name not in ("train", "sample") else set()),
+               "model": set(), "machinery": MACHINERY | {MODEL}}[layer]
+    if name == "demo":  # demo.py runs the stages as commands, never imports them
+        allowed = MACHINERY
     wrong = [f"{name}.py:{line} imports {m}.py" for m, line in project if m not in allowed]
     assert not wrong, wrong
-    if name in STAGES and any(m == "sample" for m, _ in project):
+    if layer == "stage" and any(m == "sample" for m, _ in project):
         assert used <= GENERATION, f"{name}.py uses sample.{sorted(used - GENERATION)}: not generation"
 
 
 def test_the_rule_catches_a_stage_importing_a_stage(tmp_path):
-    """The check itself can fail: a file that imports train.py and reads sample's engine."""
+    """The check itself can fail: a file that imports train.py and reads sample's engine, and a
+    machinery file that imports a stage."""
     bad = tmp_path / "prepare.py"
-    bad.write_text("import train\nimport sample\nsample.Row\n")
+    bad.write_text("import train\nimport sample\nsample.Row\nfrom machinery.jsonl import read_jsonl\n")
     found, used = imports(str(bad))
-    assert ("train", 1) in found and used == {"Row"} and not used <= GENERATION
+    assert ("train", 1) in found and ("jsonl", 4) in found and used == {"Row"} and not used <= GENERATION
+    bad.write_text("from machinery import chat, engine\nimport eval as E\n")
+    assert imports(str(bad))[0] == [("chat", 1), ("engine", 1), ("eval", 2)]

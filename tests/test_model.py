@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_hf_model
 
-import engine
-import hf_checkpoint
 import model as M
+from machinery import engine, hf_checkpoint
 
 
 def max_diff(a, b):

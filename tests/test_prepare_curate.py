@@ -14,18 +14,12 @@ import numpy as np
 import pytest
 from conftest import ROOT, bigram_model, run, tiny_hf_model
 
-import api
-import benchmarks
-import chat
 import curate
-import hf_checkpoint
-import jsonl
-import mini
 import prepare
 import sample
 import serve as server_module
-import sources
 import train
+from machinery import api, benchmarks, chat, hf_checkpoint, jsonl, mini, sources
 
 TORCHRUN = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone", "--nproc-per-node", "2"]
 FIX = os.path.join(ROOT, "tests", "fixtures")

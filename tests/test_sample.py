@@ -8,10 +8,8 @@ import pytest
 import torch
 from conftest import run, tiny_hf_model
 
-import chat
-import engine
-import hf_checkpoint
 import sample
+from machinery import chat, engine, hf_checkpoint
 
 PY = sys.executable
 TORCHRUN = os.path.join(os.path.dirname(PY), "torchrun")

@@ -12,10 +12,9 @@ import pytest
 import torch
 from conftest import tiny_hf_model
 
-import chat
-import hf_checkpoint
 import sample
 import serve
+from machinery import chat, hf_checkpoint
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):

@@ -10,11 +10,9 @@ import pytest
 import torch
 from conftest import ROOT, TOKENIZER_DIR, run
 
-import chat
-import hf_checkpoint
-import jsonl
 import model as M
 import train
+from machinery import chat, hf_checkpoint, jsonl
 
 PY = sys.executable
 TORCHRUN = os.path.join(os.path.dirname(PY), "torchrun")
@@ -35,7 +33,7 @@ def test_lr_schedule_is_transformers_cosine_with_warmup():
 
 def test_plan_gives_s1s_315_steps_and_balances_ranks():
     lengths = [100 + (i * 7919) % 9000 for i in range(1000)]
-    steps = train.plan_steps(lengths, global_batch=16, world=16, epochs=5, seed=42, pack=False, block_size=32768)
+    steps = train.schedule(lengths, global_batch=16, world=16, epochs=5, seed=42, pack=False, block_size=32768)
     assert len(steps) == 315  # 63 per epoch: the last batch of each epoch is filled by wrapping around
     for epoch in range(5):
         seen = [i for step in steps[63 * epoch:63 * (epoch + 1)] for rows in step for row in rows for i in row]
@@ -43,7 +41,7 @@ def test_plan_gives_s1s_315_steps_and_balances_ranks():
     assert all(len(rows) == 1 and len(rows[0]) == 1 for step in steps for rows in step)
     # Packed, 2 ranks: every row fits the block, ranks run the same number of micro-steps, and the
     # longest-first assignment keeps the two ranks' token counts within one sequence of each other.
-    packed = train.plan_steps(lengths, global_batch=16, world=2, epochs=1, seed=0, pack=True, block_size=20000)
+    packed = train.schedule(lengths, global_batch=16, world=2, epochs=1, seed=0, pack=True, block_size=20000)
     for step in packed:
         assert len(step[0]) == len(step[1])
         assert all(sum(lengths[i] for i in row) <= 20000 for rows in step for row in rows)
@@ -73,11 +71,11 @@ def accelerate_shards(n, world, epoch, seed=42):
 
 def test_data_order_is_s1s_accelerate_sampler():
     lengths = [100 + (i * 7919) % 9000 for i in range(1000)]
-    steps = train.plan_steps(lengths, global_batch=16, world=16, epochs=5, seed=42, pack=False, block_size=32768)
+    steps = train.schedule(lengths, global_batch=16, world=16, epochs=5, seed=42, pack=False, block_size=32768)
     ours = [sorted(i for rows in step for row in rows for i in row) for step in steps]
     assert ours == [s for epoch in range(5) for s in accelerate_shards(1000, 16, epoch)]
     # 1 process with accumulation runs the same sequences per step as 16 GPUs
-    one = train.plan_steps(lengths, global_batch=16, world=1, epochs=5, seed=42, pack=False, block_size=32768)
+    one = train.schedule(lengths, global_batch=16, world=1, epochs=5, seed=42, pack=False, block_size=32768)
     assert [sorted(i for rows in step for row in rows for i in row) for step in one] == ours
 
 
@@ -253,7 +251,8 @@ def test_torchrun_without_cuda_needs_device_cpu(tiny_sft, tmp_path):
 CHECK_OUT = """
 import os, sys, torch.distributed as dist
 sys.path.insert(0, {root!r})
-import parallel, train
+import train
+from machinery import parallel
 parallel.init_distributed("cpu", always=True)
 out = {out!r} + (str(dist.get_rank()) if {separate} else "")  # separate: as if each node had its own disk
 try:
@@ -322,7 +321,7 @@ def test_logged_loss_is_transformers_cross_entropy_and_step_1_trains_at_lr_0(run
     model, data = tiny_sft
     hf_model = Qwen2ForCausalLM.from_pretrained(model, torch_dtype=torch.float32).eval()
     examples, _ = train.tokenize(train.to_triples(jsonl.read_input(data), data), chat.load_tokenizer(model), 20000)
-    steps = train.plan_steps([len(ids) for ids, _ in examples], 2, 1, 1, 42, False, 20000)
+    steps = train.schedule([len(ids) for ids, _ in examples], 2, 1, 1, 42, False, 20000)
     for step in (0, 1):
         rows = [i for row in steps[step][0] for i in row]
         assert losses(runs[name])[step] == pytest.approx(hf_step_loss(hf_model, examples, rows, norm), abs=1e-5)

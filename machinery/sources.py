@@ -1,4 +1,4 @@
-"""sources.py: s1's 16 question sources (docs/s1.md §1.2), as prepare.py collect reads them.
+"""sources.py: s1's 16 question sources (docs/s1.md §1.1), as prepare.py collect reads them.
 
 Each entry of SOURCES: the hub dataset, the parts loaded (config, split, data_files), which rows to
 keep, the mapping to s1's five columns (question, solution, cot_type, source_type, metadata), and an
@@ -14,8 +14,7 @@ from functools import cache
 
 import numpy as np
 
-import benchmarks
-import jsonl
+from machinery import benchmarks, jsonl
 
 
 def record(question, solution, cot_type, source_type, raw, used):
@@ -25,7 +24,7 @@ def record(question, solution, cot_type, source_type, raw, used):
 
 
 # ----------------------------------------------------------------------------------------------
-# The 16 sources (docs/s1.md §1.2; field names from s1's collect_data.py and add_aime.py). Each:
+# The 16 sources (docs/s1.md §1.1; field names from s1's collect_data.py and add_aime.py). Each:
 # hub dataset, the parts loaded (config, split, data_files), which rows to keep, the mapping to the
 # five columns, and an optional pick over the whole source. to_row and keep get (row, part).
 
@@ -63,7 +62,7 @@ def numina_500():  # s1 kept all aops_forum rows and, of the rest, the 500 probl
     return {r["problem"] for r in hub_rows("simplescaling/numinamath_500")}
 
 
-KEEP_LIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data/s1/tmp_questions_to_keep.json")
+KEEP_LIST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "s1", "tmp_questions_to_keep.json")
 
 
 @cache
@@ -78,7 +77,7 @@ def kept_by_s1():
 @cache
 def gpqa_diamond():  # GPQA's extended set contains Diamond: those are test questions
     local = benchmarks.BENCHMARKS["gpqa"][3]
-    rows = jsonl.read_rows(local) if os.path.exists(local) else hub_rows("Idavidrein/gpqa", "gpqa_diamond")
+    rows = jsonl.read_records(local) if os.path.exists(local) else hub_rows("Idavidrein/gpqa", "gpqa_diamond")
     return {(r.get("question") or r.get("Question")).strip() for r in rows}
 
 

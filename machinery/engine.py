@@ -26,7 +26,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import model as qwen
-import plan
+from machinery import plan
 
 # The paged decode kernels, which read the block tables themselves (CUDA, fp16/bf16): torch's own
 # varlen_attn in its block_table=/seqused_k= form (torch 2.13; older torch lacks it), else flash-attn's

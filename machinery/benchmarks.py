@@ -21,11 +21,10 @@ import random
 import re
 import threading
 
-import chat
-import jsonl
+from machinery import chat, jsonl
 
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: machinery/..
 # name: (hub dataset s1 uses, its config, split, local default). GPQA's local default is the gzip copy
 # beside the repo: GPQA asks that its questions never appear in plain text online, so none is shipped.
 BENCHMARKS = {

@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 
-import cli
+from machinery import cli
 
 # torch is imported inside the functions that use it: prepare.py and curate.py import this file for
 # WORLD and RANK, and most of their runs never need torch (importing it costs 1.5 s).

@@ -1,8 +1,8 @@
-"""gpu_check.py: what `make gpu-check` runs, the first command on any GPU machine (under 10 minutes
+"""tools/gpu_check.py: what `make gpu-check` runs, the first command on any GPU machine (under 10 minutes
 on one H100). Writes report.json and report.md to --report-dir.
 
-    python gpu_check.py --device cuda      # make gpu-check: without a usable GPU it stops in one line
-    python gpu_check.py --device cpu       # the same paths on tiny shapes (CI runs every line of it)
+    python -m tools.gpu_check --device cuda      # make gpu-check: without a usable GPU it stops in one line
+    python -m tools.gpu_check --device cpu       # the same paths on tiny shapes (CI runs every line of it)
 
 Sections: every attention path's numerics against fp32 (packed training, paged prefill and decode,
 each kernel that is installed), the SDPA backend each shape selects, train.py's real step (MFU,
@@ -27,15 +27,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-import cli
-import engine
-import hf_checkpoint as hf
 import model as M
-import plan
-from bench import engine_run, seconds
+from machinery import cli, engine, plan
+from machinery import hf_checkpoint as hf
+from tools.bench import engine_run, seconds
 
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: tools/..
 TOKENIZER = os.path.join(ROOT, "data", "qwen2.5-tokenizer")  # Qwen2.5's own, in the repo: real vocab, offline
 # On a CPU: the same code paths on 2 layers (with Qwen's vocabulary for train.py, which tokenizes with it).
 TINY = M.Config(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

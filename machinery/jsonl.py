@@ -59,7 +59,7 @@ def read_json(path):
         return json.load(f)
 
 
-def read_rows(path):
+def read_records(path):
     """The rows of a local .jsonl, .jsonl.gz or .json (one list of objects) file."""
     if path.endswith(".json") and os.path.isfile(path):
         try:
@@ -93,8 +93,8 @@ def local_or_hub(source, config=None, split="train", flag=None, hint=None):
 
 
 def read_input(path):
-    """read_rows for a stage's input, which must hold at least one row."""
-    rows = read_rows(path)
+    """read_records for a stage's input, which must hold at least one row."""
+    rows = read_records(path)
     if not rows:
         raise SystemExit(f"{path}: no rows (the file is empty or blank)")
     return rows
@@ -151,7 +151,7 @@ def parses(line):
         return False
 
 
-def same_settings(config_path, config, hint, defaults=None, ignore=()):
+def same_config(config_path, config, hint, defaults=None, ignore=()):
     """Stop if config_path, saved beside a resumable output, records other settings than config: an
     output resumed with other settings would mix rows made two ways. The message names each change.
     defaults: the value of a setting that older files do not record; ignore: keys not compared."""

@@ -1,23 +1,23 @@
 """Benchmarks: ours against the transformers reference, in one process, on the same weights and inputs.
 
-    python bench.py forward          # model.py forward vs transformers Qwen2ForCausalLM
-    python bench.py train            # one training step (forward, loss, backward, AdamW) of each
-    python bench.py grade            # benchmarks.py's grader vs plain math-verify on MATH500's 500 solutions
-    python bench.py decode           # sample.py's decoder vs transformers generate, and the tokens
+    python -m tools.bench forward          # model.py forward vs transformers Qwen2ForCausalLM
+    python -m tools.bench train            # one training step (forward, loss, backward, AdamW) of each
+    python -m tools.bench grade            # benchmarks.py's grader vs plain math-verify on MATH500's 500 solutions
+    python -m tools.bench decode           # sample.py's decoder vs transformers generate, and the tokens
                                      # budget forcing feeds vs re-submitting the prompt every round
-    python bench.py batching         # continuous batching vs static batches vs transformers generate
+    python -m tools.bench batching         # continuous batching vs static batches vs transformers generate
                                      # on prompts whose generation lengths span 20x
-    python bench.py serve            # 8 concurrent clients of serve.py vs the same 8 requests in turn
-    python bench.py sweep            # the demo's evaluation sweep, forked from shared thinking vs
+    python -m tools.bench serve            # 8 concurrent clients of serve.py vs the same 8 requests in turn
+    python -m tools.bench sweep            # the demo's evaluation sweep, forked from shared thinking vs
                                      # every setting alone (needs make demo's runs/demo)
-    python bench.py plan             # not a timing: train.py's memory planner against the peak memory
+    python -m tools.bench plan             # not a timing: train.py's memory planner against the peak memory
                                      # of real steps (CPU, fp32, 0.5B shape minus a tiny one; --tokens)
-    python bench.py retry            # not a timing: what rejection sampling's re-prefill of a prompt
+    python -m tools.bench retry            # not a timing: what rejection sampling's re-prefill of a prompt
                                      # costs of a retry's tokens (AIME24, MATH500)
-    python bench.py export           # not a timing: what a bf16 export would round away of a
+    python -m tools.bench export           # not a timing: what a bf16 export would round away of a
                                      # training run with s1's schedule (why train.py saves fp32)
 
-make gpu-check (gpu_check.py) is the first command on a GPU machine: kernels' numerics, train MFU
+make gpu-check (tools/gpu_check.py) is the first command on a GPU machine: kernels' numerics, train MFU
 and memory, the decode roofline, 2 GPUs.
 
 Machines are noisy: every figure is the median of --repeats timed runs after one warm-up, and runs
@@ -37,12 +37,12 @@ import time
 
 import torch
 
-import cli
-import engine
-import hf_checkpoint as hf
 import model as M
-import plan
+from machinery import cli, engine, plan
+from machinery import hf_checkpoint as hf
 import sample
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: tools/..
 
 # Qwen2.5-0.5B's shape (its config.json), with random weights: nothing is downloaded.
 QWEN25_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
@@ -165,7 +165,7 @@ def bench_decode(args):
     # Tokens run through the model for one question with K "Wait" extensions. Ours feeds each token
     # once. s1's harness re-submits the prompt and everything so far at every round (and once more
     # for the answer), so it pays the prefix again per round. Segment lengths: the s1-32B AIME24
-    # averages of docs/s1.md §7.2 (5,300 thinking tokens without forcing, about +700 per "Wait").
+    # averages of docs/s1.md §7.1 (5,300 thinking tokens without forcing, about +700 per "Wait").
     print("\nTokens fed through the model for one AIME-like question (prompt 150, first thinking 5300, "
           "+700 per Wait, answer 200)")
     print("| K Waits | ours | re-submit each round | ratio |\n|---|---|---|---|")
@@ -184,7 +184,7 @@ def bench_decode(args):
 def bench_grade(args):
     """Our grader (benchmarks.py: s1's answer extraction, integer compare, math-verify with the answer
     re-boxed) against plain math-verify on the whole text, both on MATH500's 500 reference solutions."""
-    import benchmarks
+    from machinery import benchmarks
     from math_verify import parse, verify
     questions = benchmarks.load_benchmark("math500")
     with open(benchmarks.BENCHMARKS["math500"][3]) as f:
@@ -283,7 +283,7 @@ def bench_batching(args):
 def bench_serve(args):
     import threading
     import urllib.request
-    import chat
+    from machinery import chat
     import serve
     ours, _ = mixed_pair()
     tokenizer = chat.build_byte_tokenizer(tempfile.mkdtemp())
@@ -319,8 +319,7 @@ def bench_serve(args):
 
 def bench_sweep(args):
     """The demo's evaluation: every held-out question under its 10 budget-forcing settings."""
-    import benchmarks
-    import chat
+    from machinery import benchmarks, chat
     from eval import parse_setting
     model_dir, data = os.path.join(args.demo, "train", "final"), os.path.join(args.demo, "test.jsonl")
     if not os.path.isdir(model_dir):
@@ -349,7 +348,7 @@ def bench_plan(args):
     (fp32, one process, activation checkpointing, one sequence of --tokens tokens, so the AdamW state
     exists) at Qwen2.5-0.5B's shape, minus the same at a tiny shape (the process's own baseline:
     Python, torch, the tokenizer), against the plan's difference. Random init: nothing downloaded."""
-    import chat
+    from machinery import chat
     import train
     root = tempfile.mkdtemp(prefix="bench-plan-")
 
@@ -364,7 +363,7 @@ def bench_plan(args):
                 f.write(json.dumps({"question": "q", "thinking": "x" * (args.tokens - 60), "answer": str(k)}) + "\n")
         subprocess.run([sys.executable, "train.py", "--model", d, "--init", "random", "--data", os.path.join(d, "data.jsonl"),
                         "--device", "cpu", "--dtype", "float32", "--global-batch", "1", "--epochs", "1",
-                        "--activation-checkpointing", "on", "--out", os.path.join(d, "out")], check=True,
+                        "--activation-checkpointing", "on", "--out", os.path.join(d, "out")], check=True, cwd=ROOT,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         log = train.read_log(os.path.join(d, "out", "log.jsonl"))
         parts = plan.training_plan(cfg, 1, args.tokens, True, train.CE_CHUNK, compute_bytes=4, cuda=False)
@@ -387,7 +386,7 @@ def bench_export(args):
     are; fp32 compute, since bf16 matmuls crawl on a CPU (Adam's step size hardly depends on it). Then count the weights training changed whose bf16 rounding is their
     initial value again: what a bf16 export would erase."""
     from safetensors.torch import load_file
-    import chat
+    from machinery import chat
     root = tempfile.mkdtemp(prefix="bench-export-")
     cfg = M.Config(vocab_size=320, hidden_size=128, intermediate_size=352, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, tie_word_embeddings=False)
@@ -407,7 +406,7 @@ def bench_export(args):
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "train.py", "--model", os.path.join(root, "init"), "--data",
                     os.path.join(root, "data.jsonl"), "--device", "cpu", "--dtype", "float32", "--out", out], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     final = load_file(os.path.join(out, "final", "model.safetensors"))
     print(f"\nbf16 export after s1's schedule: {cfg.num_hidden_layers}-layer model, hidden {cfg.hidden_size}, "
           f"315 steps in {time.perf_counter() - t0:.0f} s")
@@ -430,9 +429,8 @@ def bench_export(args):
 def bench_retry(args):
     """Not a timing: what rejection sampling's retry pays to prefill its prompt again (engine.py keeps
     no prompt), as a share of the tokens a rejected try feeds: its prompt and the budget + 1 tokens."""
-    import benchmarks
-    import chat
-    tokenizer = chat.load_tokenizer(os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "qwen2.5-tokenizer"))
+    from machinery import benchmarks, chat
+    tokenizer = chat.load_tokenizer(os.path.join(ROOT, "data", "qwen2.5-tokenizer"))
     print("\nRejection sampling: a retry's prompt, as a share of the retry's tokens (Qwen2.5's tokenizer, s1's chat template)")
     print("| benchmark | budget | median prompt | longest prompt | median share | longest share |\n|---|---|---|---|---|---|")
     for name in ("aime24", "math500"):

@@ -8,8 +8,8 @@ Memory is in GiB, as torch reports a GPU's: an "80 GB" H100 has 85.0e9 bytes, 79
 """
 import os
 
-import hf_checkpoint as hf
-import parallel
+from machinery import hf_checkpoint as hf
+from machinery import parallel
 
 H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM (NVIDIA datasheet)
 ASSUMED_MFU = 0.35  # torchtitan's published 33-39 % for FSDP2 on H100 (make gpu-check measures ours)

@@ -17,7 +17,7 @@ Everything is seeded by the question, so the same question always gets the same 
 import random
 import re
 
-import chat
+from machinery import chat
 
 FAMILIES = ("sum", "count", "max", "sort", "search")
 LETTERS = "abcdefghijklmnopqrstuvwxyz"

@@ -1,0 +1,1 @@
+"""Tools that run the stages: benchmarks (python -m tools.bench) and the GPU check (python -m tools.gpu_check)."""
