@@ -3,14 +3,22 @@ Start reading at main(): the questions (benchmarks.py), the samples still missin
 (generate_missing, through sample.py), then the report (summarize, scaling_metrics,
 extension_gains, markdown, plot). parse_setting says what each budget-forcing setting means.
 
-    python eval.py --model simplescaling/s1-32B --tokenizer Qwen/Qwen2.5-32B-Instruct     # s1 BF ("auto")
-    python eval.py --model DIR --settings sweep      # s1's grid: caps 500 to 16000, auto, Wait x1, 2, 4, 6
-    python eval.py --model DIR --settings ablation   # s1's extrapolation strings: nothing, Hmm, Alternatively, Wait
-    python eval.py --model DIR --settings none auto  # s1 without budget forcing ("nottc") and with it
-    python eval.py --model DIR --benchmarks aime24 --settings auto --n 8 --temperature 0.6   # avg@8, maj@8, pass@8
+    # s1's budget forcing ("auto")
+    python eval.py --model simplescaling/s1-32B --tokenizer Qwen/Qwen2.5-32B-Instruct
+    # s1's grid: caps 500 to 16000, auto, Wait x1, 2, 4, 6
+    python eval.py --model DIR --settings sweep
+    # s1's extrapolation strings: nothing, Hmm, Alternatively, Wait
+    python eval.py --model DIR --settings ablation
+    # s1 without budget forcing ("nottc") and with it
+    python eval.py --model DIR --settings none auto
+    # avg@8, maj@8, pass@8
+    python eval.py --model DIR --benchmarks aime24 --settings auto --n 8 --temperature 0.6
+    # GPQA Diamond from a local file
     python eval.py --model DIR --data gpqa=/path/gpqa_diamond.jsonl.gz --benchmarks gpqa
-    torchrun --nproc-per-node 8 eval.py --model simplescaling/s1-32B --settings sweep   # 32B: tensor parallel
-    python eval.py --dry-run --model simplescaling/s1-32B --gpus 8      # memory per GPU, before renting
+    # 32B: tensor parallel
+    torchrun --nproc-per-node 8 eval.py --model simplescaling/s1-32B --settings sweep
+    # memory per GPU, before renting
+    python eval.py --dry-run --model simplescaling/s1-32B --gpus 8
 
 A sweep costs about its longest setting: every setting of a question forks from one shared
 thinking (sample.py), a cap where it cuts, a "Wait" where the thinking would have ended.
@@ -36,8 +44,13 @@ import statistics
 from machinery import benchmarks, chat, cli, jsonl, parallel
 from machinery.benchmarks import BENCHMARKS
 
-TITLES = {"aime24": "Competition math (AIME24)", "aime25": "Competition math (AIME25)",
-          "math500": "Mathematical problem solving (MATH500)", "gpqa": "PhD-level science (GPQA Diamond)"}
+# ----------------------------------------------------------------------------------------------
+# The recipe: s1's evaluation (its eval/commands.sh)
+
+PAPER_BENCHMARKS = ("aime24", "math500", "gpqa")  # the paper's three (Table 1)
+MAX_TOKENS = 32768   # the context, prompt + thinking + answer: max_gen_toks=32768 in every s1 run
+IGNORE_STR = "Wait"  # what replaces the end of thinking (thinking_n_ignore_str=Wait)
+TEMPERATURE = 0.0    # greedy, as s1 evaluated (its commands set no temperature)
 # s1's budget-forcing runs, s1 eval/commands.sh l. 25-35: max_tokens_thinking=500, 1000, 2000, 4000,
 # 8000, 16000 and auto, then auto with thinking_n_ignore=1, 2, 4, 6 and thinking_n_ignore_str=Wait.
 # Figure 1's points come from these runs.
@@ -46,20 +59,118 @@ SWEEP = ["500", "1000", "2000", "4000", "8000", "16000", "auto", "wait1", "wait2
 # ignored twice with no string, "Hmm", "Alternatively" and "Wait".
 ABLATION = ["auto", "ignore2", "ignore2:Hmm", "ignore2:Alternatively", "wait2"]
 NOTTC = "none"  # s1's "nottc" run (commands.sh l. 22): no <|im_start|>think, one plain generation
+# scaling.png's panel titles, after Figure 1's
+TITLES = {"aime24": "Competition math (AIME24)", "aime25": "Competition math (AIME25)",
+          "math500": "Mathematical problem solving (MATH500)",
+          "gpqa": "PhD-level science (GPQA Diamond)"}
 
+# ----------------------------------------------------------------------------------------------
+# The run: the questions, the samples still missing, the report
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.dry_run:
+        from machinery import plan
+        return plan.print_generation_plan(args.model, args.gpus, args.max_tokens, args.batch_size,
+                                          args.gpu_memory_gib)
+    # the questions first: a bad file stops the run before torch is imported or --out is made
+    questions = {b: benchmarks.load_benchmark(b, args.data.get(b), args.limit, args.gpqa_seed)
+                 for b in args.benchmarks}
+    os.makedirs(args.out, exist_ok=True)
+    if args.dtype == "auto":  # stored resolved: a rerun on another device cannot mix precisions
+        import sample
+        args.dtype = sample.resolve_dtype(args.dtype, args.device)
+    # Samples are keyed by benchmark, setting, question and index: what else shaped them is fixed
+    config = {k: getattr(args, k) for k in ("model", "tokenizer", "dtype", "max_tokens",
+                                            "temperature", "top_p", "ignore_str", "seed",
+                                            "gpqa_seed")}
+    config_path = os.path.join(args.out, "eval_config.json")
+    old = jsonl.read_json(config_path)
+    if old:
+        for k in ("model", "tokenizer"):  # a rerun without --model continues with the stored one
+            config[k] = config[k] if getattr(args, k) else old[k]
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    # Which weights made the samples, so that another model at the same path (retrained there) is
+    # refused rather than scored from the old one's samples. A hub name is its own key; a directory
+    # that is gone leaves the samples to be reported as they are. Rank 0 reads the files (once).
+    from machinery import hf_checkpoint
+    fingerprint = hf_checkpoint.fingerprint_for_resume(config["model"],
+                                                       old.get("weights_fingerprint"))
+    config["weights"] = fingerprint and fingerprint["sha256"]
+    if old:  # a file that records no gpqa_seed was made with seed 0, the default
+        jsonl.same_config(config_path, config, f"use another --out than {args.out}, or delete it",
+                          defaults={"gpqa_seed": 0}, ignore=() if rank == 0 else ("weights",))
+    args.model, args.tokenizer = config["model"], config["tokenizer"]
+
+    path = os.path.join(args.out, "samples.jsonl")
+    done = read_samples(path) if rank == 0 else {}
+    wanted = [(b, s, i, q) for b in args.benchmarks for s in args.settings for i in range(args.n)
+              for q in questions[b]]
+    todo = [t for t in wanted if (t[0], t[1], t[3]["id"], t[2]) not in done]
+    # torchrun: every rank holds a slice of the model and runs the same rows; rank 0 writes
+    if world > 1:
+        device, world, rank = parallel.init_distributed(args.device, args.dist_timeout_min)
+        todo = parallel.broadcast(todo)
+    if rank == 0:
+        print(f"{len(wanted) - len(todo)} of {len(wanted)} samples already in {path}; "
+              f"generating {len(todo)}")
+    if todo:
+        if rank == 0:
+            saved = dict(config, weights_fingerprint=fingerprint)
+            jsonl.write_atomic(config_path, json.dumps(saved, indent=1) + "\n")
+        generate_missing(args, todo, path, done, *load_model(args), rank=rank)
+    if world > 1:
+        parallel.workers_leave()  # ranks other than 0 exit here: the report is rank 0's
+
+    runs, scaling, accuracies = [], {}, {}
+    for b in args.benchmarks:
+        for s in args.settings:
+            by_question = [[done[(b, s, q["id"], i)] for i in range(args.n)] for q in questions[b]]
+            accuracies[(b, s)] = question_accuracies(by_question)
+            cap = parse_setting(s)[1]["max_thinking_tokens"]
+            a_max = cap if isinstance(cap, int) else args.max_tokens
+            runs.append(summarize(b, s, by_question, a_max))
+            r = runs[-1]
+            print(f"{b} {s}: accuracy {fmt(r['accuracy'], r['accuracy_se'])} % over "
+                  f"{r['questions']} questions, {r['avg_thinking_tokens']:.0f} thinking tokens on "
+                  "average")
+            # never swallowed: every ungraded sample is named
+            for status, ids in r["failures"].items():
+                more = " ..." if len(ids) > 8 else ""
+                print(f"  {status}: {len(ids)} sample(s), ids {', '.join(ids[:8])}{more}")
+        # the budget-forced runs (nottc has no budget)
+        forced = [(r["avg_thinking_tokens"], 100 * r["accuracy"], *r["budget"])
+                  for r in runs if r["benchmark"] == b and r["setting"] != NOTTC]
+        if forced:
+            scaling[b] = scaling_metrics(forced)
+    gains = extension_gains(accuracies)
+    name = config["model"] or "model"
+    results = {"model": name, "config": config, "runs": runs, "scaling": scaling, "gains": gains}
+    jsonl.write_atomic(os.path.join(args.out, "results.json"), json.dumps(results, indent=1) + "\n")
+    table = markdown(name, config, runs, scaling, gains)
+    jsonl.write_atomic(os.path.join(args.out, "results.md"), table)
+    plot(name, runs, os.path.join(args.out, "scaling.png"))
+    print(table)
+    print(f"wrote {args.out}/results.md, results.json, scaling.png, samples.jsonl")
+    return runs, scaling
+
+
+# ----------------------------------------------------------------------------------------------
+# Settings
 
 def parse_setting(text):
     """A budget-forcing setting -> (label, the setting's dict for sample.generate).
     "500" caps thinking at 500 tokens (s1's max_tokens_thinking=500); "auto" caps it at what the
-    context leaves, s1's default: context - prompt - "<|im_start|>answer\\nFinal Answer:" - 100. Ours
-    is per row (this row's prompt); s1's harness takes the longest prompt of the batch
-    (vllm_causallms.py l. 264), and with --batch_size auto the batch is every question of every task
-    in the run (l. 526-529), so its caps are a little lower than ours. "nocap" has no cap: the thinking
-    may run to the end of the context (the harness without max_tokens_thinking, l. 270-271).
-    "waitK" is auto with the end of thinking ignored K times, appending --ignore-str (default "Wait");
-    "ignoreK" appends nothing (s1's thinking_n_ignore without a string) and "ignoreK:TEXT" appends
-    TEXT (e.g. ignore2:Hmm); "4000+wait1" or "nocap+ignore2:Hmm" combine a cap with either.
-    "none" is s1's nottc: no thinking prefix at all (generate_missing runs it with think=False)."""
+    context leaves, s1's default: context - prompt - "<|im_start|>answer\\nFinal Answer:" - 100.
+    Ours is per row (this row's prompt); s1's harness takes the longest prompt of the batch
+    (vllm_causallms.py l. 264), and with --batch_size auto the batch is every question of every
+    task in the run (l. 526-529), so its caps are a little lower than ours. "nocap" has no cap: the
+    thinking may run to the end of the context (the harness without max_tokens_thinking,
+    l. 270-271). "waitK" is auto with the end of thinking ignored K times, appending --ignore-str
+    (default "Wait"); "ignoreK" appends nothing (s1's thinking_n_ignore without a string) and
+    "ignoreK:TEXT" appends TEXT (e.g. ignore2:Hmm); "4000+wait1" or "nocap+ignore2:Hmm" combine a
+    cap with either. "none" is s1's nottc: no thinking prefix at all (generate_missing runs it with
+    think=False)."""
     head, colon, string = text.strip().partition(":")
     head = head.lower()
     if head == NOTTC and not colon:
@@ -67,92 +178,22 @@ def parse_setting(text):
     cap, _, extra = head.partition("+")
     if re.fullmatch(r"(wait|ignore)\d+", cap) and not extra:
         cap, extra = "auto", cap
-    # K >= 1: "wait0" would be auto under another name (s1's harness would still forbid ending a round
-    # on its first token, which our engine does only while extending)
+    # K >= 1: "wait0" would be auto under another name (s1's harness would still forbid ending a
+    # round on its first token, which our engine does only while extending)
     m = re.fullmatch(r"(?:(wait|ignore)([1-9]\d*))?", extra)
     if (not (cap in ("auto", "nocap") or cap.isdigit() and int(cap) > 0) or not m
             or colon and (m.group(1) != "ignore" or not string)):
-        raise ValueError(f"setting {text!r}: expected a token cap (e.g. 500), auto, nocap, none, waitK, ignoreK, "
-                         "ignoreK:TEXT, or CAP+ one of the last three")
+        raise ValueError(f"setting {text!r}: expected a token cap (e.g. 500), auto, nocap, none, "
+                         "waitK, ignoreK, ignoreK:TEXT, or CAP+ one of the last three")
     kind, k = m.group(1), int(m.group(2) or 0)
     extension = "" if not k else f"{kind}{k}" + (f":{string}" if colon else "")
     label = cap if not extension else extension if cap == "auto" else f"{cap}+{extension}"
-    setting = {"max_thinking_tokens": int(cap) if cap.isdigit() else None if cap == "nocap" else "auto",
-               "num_ignore": k}
+    budget = int(cap) if cap.isdigit() else None if cap == "nocap" else "auto"
+    setting = {"max_thinking_tokens": budget, "num_ignore": k}
     if kind == "ignore" and k:
-        setting["ignore_str"] = string  # "" for ignoreK: suppress the end of thinking, append nothing
+        # "" for ignoreK: suppress the end of thinking, append nothing
+        setting["ignore_str"] = string
     return label, setting
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="hub name or local checkpoint directory (not needed when every sample is done)")
-    p.add_argument("--tokenizer", default=None, help="tokenizer directory or hub name (default: the model's)")
-    p.add_argument("--benchmarks", nargs="+", default=["aime24", "math500", "gpqa"],
-                   help=f"from {sorted(BENCHMARKS)}, or any name given a source with --data")
-    p.add_argument("--data", action="append", default=[], metavar="NAME=SOURCE",
-                   help="where a benchmark comes from: a local .jsonl/.jsonl.gz/.json or a hub dataset "
-                        f"(defaults: the repo's data/eval files; gpqa: {BENCHMARKS['gpqa'][3]} if present, "
-                        "else the gated hub dataset). A new NAME adds a benchmark of your own: rows with "
-                        "an id, a question or problem, and an answer")
-    p.add_argument("--settings", nargs="+", default=["auto"],
-                   help="budget-forcing settings: CAP (e.g. 500), auto, nocap, none (s1's nottc: no thinking "
-                        "prefix), waitK, ignoreK (append nothing), ignoreK:TEXT (e.g. ignore2:Hmm), or CAP+ one "
-                        f"of the last three; 'sweep' = {' '.join(SWEEP)} (s1 eval/commands.sh l. 25-35); "
-                        f"'ablation' = {' '.join(ABLATION)} (l. 31, 33, 38-40). auto is per row here: context - "
-                        "this row's prompt - the forced answer - 100; s1's harness subtracts the longest prompt "
-                        "of the batch (vllm_causallms.py l. 264)")
-    p.add_argument("--ignore-str", default="Wait", help="what replaces the end of thinking in waitK settings")
-    p.add_argument("--gpqa-seed", type=cli.at_least(0), default=0,
-                   help="seed of the GPQA option shuffle (s1's procedure; s1's own order is unknown: "
-                        "lm-eval seeds random with 0, vLLM re-seeds it with 1234 before the tasks are built)")
-    p.add_argument("--max-tokens", type=cli.at_least(2), default=32768, help="context budget: prompt + thinking + answer")
-    p.add_argument("--n", type=cli.at_least(1), default=1, help="samples per question (avg@n, maj@n, pass@n)")
-    p.add_argument("--temperature", type=cli.at_least(0, float), default=0.0, help="0 = greedy, as s1 evaluated")
-    p.add_argument("--top-p", type=cli.between(1e-9, 1), default=1.0)
-    p.add_argument("--seed", type=cli.at_least(0), default=0, help="sampling seed")
-    p.add_argument("--limit", type=cli.at_least(0), default=0, help="first N questions of each benchmark only (0: all)")
-    p.add_argument("--batch-size", type=cli.at_least(1), default=64, help="most sequences decoded together (the engine's slots)")
-    p.add_argument("--kv-memory-gb", type=cli.above(0), default=None, help="KV pool size (default: as sample.py)")
-    p.add_argument("--no-share", action="store_true",
-                   help="run every setting of a question on its own instead of forking them from one "
-                        "shared thinking (the same tokens, more compute; for comparison)")
-    cli.add_dry_run_flags(p, gpus=8)
-    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    p.add_argument("--dist-timeout-min", type=cli.above(0), default=60,
-                   help="torchrun: collective timeout; the other ranks wait while rank 0 grades (torch's default: 10 min)")
-    p.add_argument("--dtype", choices=["auto", "bfloat16", "float32", "float16"], default="auto",
-                   help="auto: bfloat16 on a GPU, float32 on a CPU. s1 evaluated in float32 (eval/commands.sh: "
-                        "dtype=float32 in every vLLM command); bf16 on GPUs is our deviation: half the memory (the "
-                        "memory plan and fit check assume 2-byte weights and KV) at tensor-core speed. Greedy "
-                        "decoding can part from fp32's at a near-tie, so single answers may differ; "
-                        "--dtype float32 follows s1 with twice the memory")
-    p.add_argument("--out", default="runs/eval", help="output directory")
-    args = p.parse_args(argv)
-    groups = {"sweep": SWEEP, "ablation": ABLATION}
-    settings = [s for s in args.settings for s in groups.get(s, [s])]
-    try:
-        args.settings = list(dict.fromkeys(parse_setting(s)[0] for s in settings))
-    except ValueError as e:
-        p.error(f"--settings: {e}")
-    if args.n > 1 and args.temperature == 0:
-        p.error("--n > 1 needs --temperature > 0 (greedy samples are all the same)")
-    sources = {}
-    for spec in args.data:
-        name, eq, source = spec.partition("=")
-        if not eq or not name or not source:
-            p.error(f"--data {spec!r}: expected NAME=SOURCE")
-        sources[name] = source
-    args.data = sources
-    unused = [name for name in sources if name not in args.benchmarks]
-    if unused:
-        p.error(f"--data {' '.join(unused)}: not among --benchmarks {' '.join(args.benchmarks)}")
-    unknown = [b for b in args.benchmarks if b not in BENCHMARKS and b not in sources]
-    if unknown:
-        p.error(f"--benchmarks {' '.join(unknown)}: not one of {sorted(BENCHMARKS)}; give its questions with --data NAME=PATH")
-    return args
-
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,10 +225,12 @@ def extension_gains(accuracies):
         if not parse_setting(setting)[1]["num_ignore"]:
             continue
         cap = setting.partition("+")[0] if "+" in setting else "auto"
-        base = next((c for c in (cap, "nocap" if cap == "auto" else None) if (benchmark, c) in accuracies), None)
+        bases = (cap, "nocap" if cap == "auto" else None)
+        base = next((c for c in bases if (benchmark, c) in accuracies), None)
         if base is not None:
             diff, se = paired_difference(acc, accuracies[(benchmark, base)])
-            gains.append({"benchmark": benchmark, "setting": setting, "against": base, "difference": diff, "se": se})
+            gains.append({"benchmark": benchmark, "setting": setting, "against": base,
+                          "difference": diff, "se": se})
     return gains
 
 
@@ -199,9 +242,12 @@ def majority_correct(benchmark, samples):
         if s["extracted"] is None:
             continue
         for g in groups:
-            first = g[0]  # two wrong answers are compared as the grader compares an answer with the gold
-            if first["correct"] == s["correct"] and (s["correct"] or first["extracted"] == s["extracted"] or (
-                    benchmark != "gpqa" and benchmarks.math_equal(first["extracted"], s["extracted"], s["extracted_from"])[0])):
+            first = g[0]
+            # two wrong answers are compared as the grader compares an answer with the gold
+            if first["correct"] == s["correct"] and (
+                    s["correct"] or first["extracted"] == s["extracted"]
+                    or benchmark != "gpqa" and benchmarks.math_equal(
+                        first["extracted"], s["extracted"], s["extracted_from"])[0]):
                 g[1] += 1
                 break
         else:
@@ -213,8 +259,8 @@ def sample_stats(samples):
     """The statistics of s1's eval/compute_sample_stats.py, per run."""
     thinking = [s["thinking_tokens"] for s in samples]
     sections = [benchmarks.answer_section(s["text"]) for s in samples]
-    return {"avg_thinking_tokens": sum(thinking) / len(samples), "min_thinking_tokens": min(thinking),
-            "max_thinking_tokens": max(thinking),
+    return {"avg_thinking_tokens": sum(thinking) / len(samples),
+            "min_thinking_tokens": min(thinking), "max_thinking_tokens": max(thinking),
             "avg_answer_tokens": sum(s["answer_tokens"] for s in samples) / len(samples),
             "hit_cap": sum(s["ended"] == "capped" for s in samples),
             "out_of_context": sum(s["ended"] == "length" for s in samples),
@@ -223,13 +269,15 @@ def sample_stats(samples):
 
 
 def question_accuracies(by_question):
-    """Each question's share of right samples (its avg@n): what accuracy and paired differences average."""
+    """Each question's share of right samples (its avg@n): what accuracy and paired differences
+    average."""
     return [sum(s["correct"] for s in g) / len(g) for g in by_question]
 
 
 def summarize(benchmark, setting, by_question, a_max):
-    """One run (a benchmark under one setting): accuracy = avg@n, maj@n, pass@n with standard errors,
-    the sample statistics, and every grading failure by kind, with the ids it happened to."""
+    """One run (a benchmark under one setting): accuracy = avg@n, maj@n, pass@n with standard
+    errors, the sample statistics, and every grading failure by kind, with the ids it happened
+    to."""
     samples = [s for group in by_question for s in group]
     acc = mean_se(question_accuracies(by_question))
     maj = mean_se([float(majority_correct(benchmark, g)) for g in by_question])
@@ -240,15 +288,15 @@ def summarize(benchmark, setting, by_question, a_max):
             failures.setdefault(s["status"], []).append(s["id"])
     return {"benchmark": benchmark, "setting": setting, "questions": len(by_question),
             "samples_per_question": len(by_question[0]), "accuracy": acc[0], "accuracy_se": acc[1],
-            "maj": maj[0], "maj_se": maj[1], "pass": cov[0], "pass_se": cov[1], "budget": [0, a_max],
-            **sample_stats(samples), "failures": failures}
+            "maj": maj[0], "maj_se": maj[1], "pass": cov[0], "pass_se": cov[1],
+            "budget": [0, a_max], **sample_stats(samples), "failures": failures}
 
 
 def scaling_metrics(runs):
     """The paper's test-time-scaling metrics over one method's runs, each (average thinking tokens,
     accuracy in %, budget min, budget max):
-    Control = share of runs whose average lies within their budget; Scaling = average pairwise slope
-    of accuracy against log2(thinking tokens) (the axis that reproduces the published 15);
+    Control = share of runs whose average lies within their budget; Scaling = average pairwise
+    slope of accuracy against log2(thinking tokens) (the axis that reproduces the published 15);
     Performance = best accuracy. Pairs with equal averages have no slope and are left out."""
     points = sorted((a, f) for a, f, _, _ in runs if a > 0)
     slopes = [(fb - fa) / (math.log2(b) - math.log2(a))
@@ -267,7 +315,8 @@ def read_samples(path):
     return {(r["benchmark"], r["setting"], r["id"], r["sample"]): r for r in jsonl.resume(path)}
 
 
-SAVED = ("prompt", "text", "answer", "thinking_tokens", "answer_tokens", "ended", "finished", "forced")
+SAVED = ("prompt", "text", "answer", "thinking_tokens", "answer_tokens", "ended", "finished",
+         "forced")
 
 
 def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
@@ -277,7 +326,8 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
     the sample index, so a rerun, or any batch size, draws the same."""
     import sample
     for benchmark, _, _, q in todo:  # a prompt that leaves no room is named, never cut or skipped
-        n = len(tokenizer.encode(chat.prompt_text(q["prompt"]) + chat.THINK, add_special_tokens=False))
+        text = chat.prompt_text(q["prompt"]) + chat.THINK
+        n = len(tokenizer.encode(text, add_special_tokens=False))
         if n >= args.max_tokens:
             raise SystemExit(f"{benchmark} question {q['id']}: the prompt has {n} tokens, "
                              f"--max-tokens is {args.max_tokens}")
@@ -294,23 +344,27 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
                 groups.setdefault((tuple(part), max(samples) + 1), []).append((benchmark, q))
     with open(path, "a") as f:
         for (settings, n), questions in groups.items():
-            print(f"generating {len(questions)} question(s) x {len(settings)} setting(s) x {n} sample(s)")
+            print(f"generating {len(questions)} question(s) x {len(settings)} setting(s) x {n} "
+                  "sample(s)")
 
             def write(index, r):
-                (benchmark, q), rest = questions[index // (n * len(settings))], index % (n * len(settings))
+                per_question = n * len(settings)
+                (benchmark, q), rest = questions[index // per_question], index % per_question
                 i, setting = divmod(rest, len(settings))
                 setting = settings[setting]
                 if (benchmark, setting, q["id"], i) in done or rank != 0:
                     return
-                record = {"benchmark": benchmark, "setting": setting, "id": q["id"], "sample": i, "gold": q["gold"],
-                          **{k: r[k] for k in SAVED}, **benchmarks.grade(benchmark, q, r["text"])}
+                record = {"benchmark": benchmark, "setting": setting, "id": q["id"], "sample": i,
+                          "gold": q["gold"], **{k: r[k] for k in SAVED},
+                          **benchmarks.grade(benchmark, q, r["text"])}
                 done[(benchmark, setting, q["id"], i)] = record
                 jsonl.write_line(f, record)
-            configs = [parse_setting(s)[1] for s in settings]  # one call never mixes nottc with the others
+            # the settings' dicts: one call never mixes nottc with the others
+            forcing = [parse_setting(s)[1] for s in settings]
             sample.generate(model, tokenizer, [q["prompt"] for _, q in questions], n=n,
-                            settings=configs, think=configs[0].get("think", True),
-                            share=not args.no_share,
-                            ignore_str=args.ignore_str, max_tokens=args.max_tokens, temperature=args.temperature,
+                            settings=forcing, think=forcing[0].get("think", True),
+                            share=not args.no_share, ignore_str=args.ignore_str,
+                            max_tokens=args.max_tokens, temperature=args.temperature,
                             top_p=args.top_p, seed=args.seed, batch_size=args.batch_size,
                             kv_memory_gb=args.kv_memory_gb, progress=rank == 0, on_result=write)
             if rank == 0:
@@ -322,8 +376,9 @@ def load_model(args):
     import sample
     if not args.model:
         raise SystemExit("--model is required: some samples have not been generated yet")
-    return sample.load_for_generation(args.model, args.device, args.dtype, args.max_tokens, args.batch_size,
-                                      args.tokenizer, timeout_min=args.dist_timeout_min)[:2]
+    return sample.load_for_generation(args.model, args.device, args.dtype, args.max_tokens,
+                                      args.batch_size, args.tokenizer,
+                                      timeout_min=args.dist_timeout_min)[:2]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -337,53 +392,65 @@ def fmt(x, se=None, scale=100):
 
 def markdown(model_name, config, runs, scaling, gains=()):
     n = runs[0]["samples_per_question"]
-    lines = [f"# {model_name}", "", "Generation: " + ", ".join(f"{k} {v}" for k, v in config.items()), "",
-             f"| benchmark | setting | questions | accuracy % (avg@{n}) | maj@{n} | pass@{n} | avg thinking tokens | "
-             "avg answer tokens | hit cap | out of context | no Answer:/\\boxed | not graded |", "|---" * 12 + "|"]
+    generation = "Generation: " + ", ".join(f"{k} {v}" for k, v in config.items())
+    lines = [f"# {model_name}", "", generation, "",
+             f"| benchmark | setting | questions | accuracy % (avg@{n}) | maj@{n} | pass@{n} | "
+             "avg thinking tokens | avg answer tokens | hit cap | out of context | "
+             "no Answer:/\\boxed | not graded |", "|---" * 12 + "|"]
     for r in runs:
         failed = ", ".join(f"{k} {len(v)}" for k, v in r["failures"].items()) or "0"
         several = r["samples_per_question"] > 1
-        maj, cov = (fmt(r["maj"], r["maj_se"]), fmt(r["pass"], r["pass_se"])) if several else ("-", "-")
+        maj, cov = ((fmt(r["maj"], r["maj_se"]), fmt(r["pass"], r["pass_se"])) if several
+                    else ("-", "-"))
         lines.append(f"| {r['benchmark']} | {r['setting']} | {r['questions']} | "
                      f"{fmt(r['accuracy'], r['accuracy_se'])} | {maj} | {cov} | "
-                     f"{r['avg_thinking_tokens']:.0f} | {r['avg_answer_tokens']:.0f} | {r['hit_cap']} | "
-                     f"{r['out_of_context']} | {r['no_answer_or_boxed']} | {failed} |")
-    lines += ["", "Test-time scaling over these settings (the paper's metrics; Scaling: accuracy points per doubling):",
+                     f"{r['avg_thinking_tokens']:.0f} | {r['avg_answer_tokens']:.0f} | "
+                     f"{r['hit_cap']} | {r['out_of_context']} | {r['no_answer_or_boxed']} | "
+                     f"{failed} |")
+    lines += ["", "Test-time scaling over these settings (the paper's metrics; Scaling: accuracy "
+              "points per doubling):",
               "", "| benchmark | Control | Scaling | Performance |", "|---|---|---|---|"]
     for b, m in scaling.items():
-        scores = f"{fmt(m['control'])} % | {fmt(m['scaling'], scale=1)} | {fmt(m['performance'], scale=1)}"
+        scores = (f"{fmt(m['control'])} % | {fmt(m['scaling'], scale=1)} | "
+                  f"{fmt(m['performance'], scale=1)}")
         lines.append(f"| {b} | {scores} |")
     if gains:
-        lines += ["", "Extending thinking against its natural end, on the same questions (difference in accuracy "
-                  "points ± the paired standard error, the SE of the per-question differences):", "",
-                  "| benchmark | setting | against | difference | paired SE |", "|---|---|---|---|---|"]
+        lines += ["", "Extending thinking against its natural end, on the same questions "
+                  "(difference in accuracy points ± the paired standard error, the SE of the "
+                  "per-question differences):", "",
+                  "| benchmark | setting | against | difference | paired SE |",
+                  "|---|---|---|---|---|"]
         for g in gains:
-            lines.append(f"| {g['benchmark']} | {g['setting']} | {g['against']} | {100 * g['difference']:+.1f} | "
-                         f"{fmt(g['se'])} |")
+            lines.append(f"| {g['benchmark']} | {g['setting']} | {g['against']} | "
+                         f"{100 * g['difference']:+.1f} | {fmt(g['se'])} |")
     return "\n".join(lines) + "\n"
 
 
 def plot(model_name, runs, path):
-    """Figure 1's layout: one panel per benchmark, accuracy against average thinking tokens (log2 axis)."""
+    """Figure 1's layout: one panel per benchmark, accuracy against average thinking tokens (log2
+    axis)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     names = list(dict.fromkeys(r["benchmark"] for r in runs))
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.8), squeeze=False)
     for ax, b in zip(axes[0], names):
-        every = sorted((r["avg_thinking_tokens"], 100 * r["accuracy"], r["setting"], 100 * (r["accuracy_se"] or 0))
+        every = sorted((r["avg_thinking_tokens"], 100 * r["accuracy"], r["setting"],
+                        100 * (r["accuracy_se"] or 0))
                        for r in runs if r["benchmark"] == b)
-        points = [p for p in every if p[2] != NOTTC]  # the budget-forcing curve; nottc is a point of its own
+        # the budget-forcing curve; nottc is a point of its own
+        points = [p for p in every if p[2] != NOTTC]
         if points:
-            ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[3] for p in points], fmt="o-",
-                        color="tab:blue", capsize=3)
+            ax.errorbar([p[0] for p in points], [p[1] for p in points],
+                        yerr=[p[3] for p in points], fmt="o-", color="tab:blue", capsize=3)
         for x, y, label, se in every:
             if label == NOTTC:
                 ax.errorbar([x], [y], yerr=[se], fmt="s", color="tab:orange", capsize=3)
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7)
         if min(p[0] for p in every) > 0:
             ax.set_xscale("log", base=2)
-        ax.set(title=TITLES.get(b, b), xlabel="Average thinking time (tokens)", ylabel="Accuracy (%)")
+        ax.set(title=TITLES.get(b, b), xlabel="Average thinking time (tokens)",
+               ylabel="Accuracy (%)")
         ax.grid(alpha=0.3)
     fig.suptitle(model_name, fontsize=9)
     fig.tight_layout()
@@ -392,79 +459,92 @@ def plot(model_name, runs, path):
     plt.close(fig)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if args.dry_run:
-        from machinery import plan
-        return plan.print_generation_plan(args.model, args.gpus, args.max_tokens, args.batch_size, args.gpu_memory_gib)
-    # the questions first: a bad file stops the run before torch is imported or --out is made
-    questions = {b: benchmarks.load_benchmark(b, args.data.get(b), args.limit, args.gpqa_seed) for b in args.benchmarks}
-    os.makedirs(args.out, exist_ok=True)
-    if args.dtype == "auto":  # stored resolved, so that a rerun on another device cannot mix precisions
-        import sample
-        args.dtype = sample.resolve_dtype(args.dtype, args.device)
-    # Samples are keyed by benchmark, setting, question and index; what else shaped them must not change.
-    config = {k: getattr(args, k) for k in ("model", "tokenizer", "dtype", "max_tokens", "temperature", "top_p",
-                                            "ignore_str", "seed", "gpqa_seed")}
-    config_path = os.path.join(args.out, "eval_config.json")
-    old = jsonl.read_json(config_path)
-    if old:
-        for k in ("model", "tokenizer"):  # a rerun without --model continues with the stored one
-            config[k] = config[k] if getattr(args, k) else old[k]
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    # Which weights made the samples, so that another model at the same path (retrained there) is
-    # refused rather than scored from the old one's samples. A hub name is its own key; a directory
-    # that is gone leaves the samples to be reported as they are. Rank 0 reads the files (once).
-    from machinery import hf_checkpoint
-    fingerprint = hf_checkpoint.fingerprint_for_resume(config["model"], old.get("weights_fingerprint"))
-    config["weights"] = fingerprint and fingerprint["sha256"]
-    if old:  # a file that records no gpqa_seed was made with seed 0, the default
-        jsonl.same_config(config_path, config, f"use another --out than {args.out}, or delete it",
-                            defaults={"gpqa_seed": 0}, ignore=() if rank == 0 else ("weights",))
-    args.model, args.tokenizer = config["model"], config["tokenizer"]
+# ----------------------------------------------------------------------------------------------
+# Command line
 
-    path = os.path.join(args.out, "samples.jsonl")
-    done = read_samples(path) if rank == 0 else {}
-    wanted = [(b, s, i, q) for b in args.benchmarks for s in args.settings for i in range(args.n) for q in questions[b]]
-    todo = [t for t in wanted if (t[0], t[1], t[3]["id"], t[2]) not in done]
-    if world > 1:  # torchrun: every rank holds a slice of the model and runs the same rows; rank 0 writes
-        device, world, rank = parallel.init_distributed(args.device, args.dist_timeout_min)
-        todo = parallel.broadcast(todo)
-    if rank == 0:
-        print(f"{len(wanted) - len(todo)} of {len(wanted)} samples already in {path}; generating {len(todo)}")
-    if todo:
-        if rank == 0:
-            jsonl.write_atomic(config_path, json.dumps(dict(config, weights_fingerprint=fingerprint), indent=1) + "\n")
-        generate_missing(args, todo, path, done, *load_model(args), rank=rank)
-    if world > 1:
-        parallel.workers_leave()  # ranks other than 0 exit here: the report is rank 0's
-
-    runs, scaling, accuracies = [], {}, {}
-    for b in args.benchmarks:
-        for s in args.settings:
-            by_question = [[done[(b, s, q["id"], i)] for i in range(args.n)] for q in questions[b]]
-            accuracies[(b, s)] = question_accuracies(by_question)
-            cap = parse_setting(s)[1]["max_thinking_tokens"]
-            runs.append(summarize(b, s, by_question, cap if isinstance(cap, int) else args.max_tokens))
-            r = runs[-1]
-            print(f"{b} {s}: accuracy {fmt(r['accuracy'], r['accuracy_se'])} % over {r['questions']} questions, "
-                  f"{r['avg_thinking_tokens']:.0f} thinking tokens on average")
-            for status, ids in r["failures"].items():  # never swallowed: every ungraded sample is named
-                print(f"  {status}: {len(ids)} sample(s), ids {', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''}")
-        forced = [(r["avg_thinking_tokens"], 100 * r["accuracy"], *r["budget"])
-                  for r in runs if r["benchmark"] == b and r["setting"] != NOTTC]  # nottc has no budget
-        if forced:
-            scaling[b] = scaling_metrics(forced)
-    gains = extension_gains(accuracies)
-    name = config["model"] or "model"
-    jsonl.write_atomic(os.path.join(args.out, "results.json"), json.dumps(
-        {"model": name, "config": config, "runs": runs, "scaling": scaling, "gains": gains}, indent=1) + "\n")
-    table = markdown(name, config, runs, scaling, gains)
-    jsonl.write_atomic(os.path.join(args.out, "results.md"), table)
-    plot(name, runs, os.path.join(args.out, "scaling.png"))
-    print(table)
-    print(f"wrote {args.out}/results.md, results.json, scaling.png, samples.jsonl")
-    return runs, scaling
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="hub name or local checkpoint directory (not needed when every "
+                                   "sample is done)")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer directory or hub name (default: the model's)")
+    p.add_argument("--benchmarks", nargs="+", default=list(PAPER_BENCHMARKS),
+                   help=f"from {sorted(BENCHMARKS)}, or any name given a source with --data")
+    p.add_argument("--data", action="append", default=[], metavar="NAME=SOURCE",
+                   help="where a benchmark comes from: a local .jsonl/.jsonl.gz/.json or a hub "
+                        "dataset (defaults: the repo's data/eval files; gpqa: "
+                        f"{BENCHMARKS['gpqa'][3]} if present, else the gated hub dataset). A new "
+                        "NAME adds a benchmark of your own: records with an id, a question or "
+                        "problem, and an answer")
+    p.add_argument("--settings", nargs="+", default=["auto"],
+                   help="budget-forcing settings: CAP (e.g. 500), auto, nocap, none (s1's nottc: "
+                        "no thinking prefix), waitK, ignoreK (append nothing), ignoreK:TEXT (e.g. "
+                        "ignore2:Hmm), or CAP+ one of the last three; "
+                        f"'sweep' = {' '.join(SWEEP)} (s1 eval/commands.sh l. 25-35); "
+                        f"'ablation' = {' '.join(ABLATION)} (l. 31, 33, 38-40). auto is per row "
+                        "here: context - this row's prompt - the forced answer - 100; s1's harness "
+                        "subtracts the longest prompt of the batch (vllm_causallms.py l. 264)")
+    p.add_argument("--ignore-str", default=IGNORE_STR,
+                   help="what replaces the end of thinking in waitK settings")
+    p.add_argument("--gpqa-seed", type=cli.at_least(0), default=0,
+                   help="seed of the GPQA option shuffle (s1's procedure; s1's own order is "
+                        "unknown: lm-eval seeds random with 0, vLLM re-seeds it with 1234 before "
+                        "the tasks are built)")
+    p.add_argument("--max-tokens", type=cli.at_least(2), default=MAX_TOKENS,
+                   help="context budget: prompt + thinking + answer")
+    p.add_argument("--n", type=cli.at_least(1), default=1,
+                   help="samples per question (avg@n, maj@n, pass@n)")
+    p.add_argument("--temperature", type=cli.at_least(0, float), default=TEMPERATURE,
+                   help="0 = greedy, as s1 evaluated")
+    p.add_argument("--top-p", type=cli.between(1e-9, 1), default=1.0)
+    p.add_argument("--seed", type=cli.at_least(0), default=0, help="sampling seed")
+    p.add_argument("--limit", type=cli.at_least(0), default=0,
+                   help="first N questions of each benchmark only (0: all)")
+    p.add_argument("--batch-size", type=cli.at_least(1), default=64,
+                   help="most sequences decoded together (the engine's slots)")
+    p.add_argument("--kv-memory-gb", type=cli.above(0), default=None,
+                   help="KV pool size (default: as sample.py)")
+    p.add_argument("--no-share", action="store_true",
+                   help="run every setting of a question on its own instead of forking them from "
+                        "one shared thinking (the same tokens, more compute; for comparison)")
+    cli.add_dry_run_flags(p, gpus=8)
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--dist-timeout-min", type=cli.above(0), default=60,
+                   help="torchrun: collective timeout; the other ranks wait while rank 0 grades "
+                        "(torch's default: 10 min)")
+    p.add_argument("--dtype", choices=["auto", "bfloat16", "float32", "float16"], default="auto",
+                   help="auto: bfloat16 on a GPU, float32 on a CPU. s1 evaluated in float32 "
+                        "(eval/commands.sh: dtype=float32 in every vLLM command); bf16 on GPUs is "
+                        "our deviation: half the memory (the memory plan and fit check assume "
+                        "2-byte weights and KV) at tensor-core speed. Greedy decoding can part "
+                        "from fp32's at a near-tie, so single answers may differ; --dtype float32 "
+                        "follows s1 with twice the memory")
+    p.add_argument("--out", default="runs/eval", help="output directory")
+    args = p.parse_args(argv)
+    groups = {"sweep": SWEEP, "ablation": ABLATION}
+    settings = [s for s in args.settings for s in groups.get(s, [s])]
+    try:
+        args.settings = list(dict.fromkeys(parse_setting(s)[0] for s in settings))
+    except ValueError as e:
+        p.error(f"--settings: {e}")
+    if args.n > 1 and args.temperature == 0:
+        p.error("--n > 1 needs --temperature > 0 (greedy samples are all the same)")
+    sources = {}
+    for spec in args.data:
+        name, eq, source = spec.partition("=")
+        if not eq or not name or not source:
+            p.error(f"--data {spec!r}: expected NAME=SOURCE")
+        sources[name] = source
+    args.data = sources
+    unused = [name for name in sources if name not in args.benchmarks]
+    if unused:
+        p.error(f"--data {' '.join(unused)}: not among --benchmarks {' '.join(args.benchmarks)}")
+    unknown = [b for b in args.benchmarks if b not in BENCHMARKS and b not in sources]
+    if unknown:
+        p.error(f"--benchmarks {' '.join(unknown)}: not one of {sorted(BENCHMARKS)}; give its "
+                "questions with --data NAME=PATH")
+    return args
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ Qwen2ForCausalLM (float32 logits within 1e-5).
 
 Ways to call it (model = hf_checkpoint.from_pretrained(name_or_dir), or Qwen2(Config(...))):
     model(ids)                          each row is one document (causal attention, SDPA)
-    model(ids, position_ids=pos)        packed rows: a position that restarts at 0 starts a new
-                                        document, and no token attends across documents
-                                        (packed_attention: a varlen kernel on CUDA, else SDPA per document)
+    model(ids, position_ids=pos)        packed sequences (train.py --pack): a position that
+                                        restarts at 0 starts a new document, and no token attends
+                                        across documents (packed_attention: a varlen kernel on
+                                        CUDA, else SDPA per document)
     model(ids, labels=labels)           per-token training loss, without full fp32 logits
     model(ids, cache=batch)             decoding: engine.py's paged KV cache says where each new
                                         token sits (batch.positions), stores k and v and attends
@@ -28,12 +29,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-try:  # PyTorch's own varlen flash kernel (CUDA only; torch >= 2.10): the first choice, nothing to install
+# PyTorch's own varlen flash kernel (CUDA only; torch >= 2.10): the first choice, nothing to install
+try:
     from torch.nn.attention.varlen import varlen_attn
 except ImportError:
     varlen_attn = None
 
-try:  # optional: flash-attn's varlen kernel, for a torch without varlen_attn (README: 'On a GPU node')
+# optional: flash-attn's varlen kernel, for a torch without varlen_attn (docs/gpu.md)
+try:
     from flash_attn import flash_attn_varlen_func
 except ImportError:
     flash_attn_varlen_func = None
@@ -61,25 +64,27 @@ class Config:
     eos_token_id: int | list | None = 151645
 
     def __post_init__(self):
-        """A size the architecture cannot run is a ValueError naming the field, here rather than as a
-        shape mismatch deep in a forward pass (hf_checkpoint.read_config adds the file's name)."""
+        """A size the architecture cannot run is a ValueError naming the field, here rather than as
+        a shape mismatch deep in a forward pass (hf_checkpoint.read_config adds the file's name)."""
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                      "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
-                             f"{self.num_attention_heads}")
-        if self.head_dim % 2:  # rotary positions rotate pairs of a head's channels
-            raise ValueError(f"hidden_size / num_attention_heads = {self.head_dim} must be even (rotary "
-                             f"positions pair a head's channels): hidden_size {self.hidden_size}, "
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
                              f"num_attention_heads {self.num_attention_heads}")
+        if self.head_dim % 2:  # rotary positions rotate pairs of a head's channels
+            raise ValueError(f"hidden_size / num_attention_heads = {self.head_dim} must be even "
+                             f"(rotary positions pair a head's channels): hidden_size "
+                             f"{self.hidden_size}, num_attention_heads {self.num_attention_heads}")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
-                             f"num_key_value_heads {self.num_key_value_heads} (grouped-query attention)")
+                             f"num_key_value_heads {self.num_key_value_heads} "
+                             f"(grouped-query attention)")
         if not self.rms_norm_eps > 0 or not self.rope_theta > 0:
-            raise ValueError(f"rms_norm_eps and rope_theta must be positive, got {self.rms_norm_eps}, {self.rope_theta}")
+            raise ValueError(f"rms_norm_eps and rope_theta must be positive, got "
+                             f"{self.rms_norm_eps}, {self.rope_theta}")
 
     @property
     def head_dim(self):
@@ -125,20 +130,22 @@ def flash_kernels_run(t):
 
 
 def packed_attention(q, k, v, cu_seqlens, max_seqlen):
-    """Causal attention inside each document of packed tokens (packed training rows, and the
-    prefills of engine.py's KV cache). q: (N, Hq, D), k and v: (N, Hkv, D) for N flattened tokens;
-    document i is tokens [cu_seqlens[i], cu_seqlens[i+1]) (int32); max_seqlen, a Python int (a
-    tensor would cost a host sync). The kernel: a varlen flash kernel on CUDA in fp16/bf16 (PyTorch's,
-    else flash-attn's if installed), else SDPA per document."""
+    """Causal attention inside each document of packed tokens (train.py's packed micro-batches, and
+    the prefills of engine.py's KV cache). q: (N, Hq, D), k and v: (N, Hkv, D) for N flattened
+    tokens; document i is tokens [cu_seqlens[i], cu_seqlens[i+1]) (int32); max_seqlen, a Python
+    int (a tensor would cost a host sync). The kernel: a varlen flash kernel on CUDA in fp16/bf16
+    (PyTorch's, else flash-attn's if installed), else SDPA per document."""
     if flash_kernels_run(q):
-        if varlen_attn is not None:  # window (-1, 0): every earlier token and none later, i.e. causal
+        if varlen_attn is not None:  # window (-1, 0): every earlier token and none later: causal
             try:
                 return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
                                    window_size=(-1, 0), enable_gqa=True)
             except TypeError:  # torch 2.10-2.11 spell it is_causal
-                return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, is_causal=True)
+                return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
+                                   is_causal=True)
         if flash_attn_varlen_func is not None:
-            return flash_attn_varlen_func(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, causal=True)
+            return flash_attn_varlen_func(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
+                                          causal=True)
     # SDPA one document at a time: exact, and the cost is in the matmuls, not the Python loop. The
     # batch dimension of 1 matters: SDPA takes its fast (flash) CPU kernel only for 4-D inputs.
     out = torch.empty_like(q)
@@ -151,9 +158,9 @@ def packed_attention(q, k, v, cu_seqlens, max_seqlen):
 
 
 def document_boundaries(position_ids):
-    """cu_seqlens (int32) and the longest document for packed rows: a document starts at every row
-    start and wherever the position restarts at 0 (the convention of torchtitan and of transformers'
-    flash-attention path)."""
+    """cu_seqlens (int32) and the longest document for packed sequences: a document starts at the
+    start of every row of position_ids and wherever the position restarts at 0 (the convention of
+    torchtitan and of transformers' flash-attention path)."""
     B, T = position_ids.shape
     starts = position_ids.flatten() == 0
     starts[::T] = True
@@ -165,7 +172,8 @@ def document_boundaries(position_ids):
 class Attention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.n_heads, self.n_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.n_heads, self.n_kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = cfg.head_dim
         self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * self.head_dim, bias=True)
         self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv_heads * self.head_dim, bias=True)
         self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv_heads * self.head_dim, bias=True)
@@ -176,14 +184,16 @@ class Attention(nn.Module):
         q = apply_rope(self.q_proj(x).view(B, T, self.n_heads, self.head_dim), cos, sin)
         k = apply_rope(self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim), cos, sin)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
-        if cache is not None:  # decoding: the KV cache stores k and v, and attends with its own kernel
+        if cache is not None:  # decoding: the KV cache stores k and v and attends with its kernel
             out = cache.attend(layer, q, k, v)
-        elif docs is not None:  # packed rows: attention stays inside each document
+        elif docs is not None:  # packed sequences: attention stays inside each document
             flat = lambda t: t.reshape(B * T, t.shape[2], self.head_dim)
-            out = packed_attention(flat(q), flat(k), flat(v), *docs).view(B, T, self.n_heads, self.head_dim)
+            out = packed_attention(flat(q), flat(k), flat(v), *docs)
+            out = out.view(B, T, self.n_heads, self.head_dim)
         else:  # one document per row; GQA is handled inside SDPA without copying k and v
-            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                                 is_causal=True, enable_gqa=True).transpose(1, 2)
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                                 v.transpose(1, 2), is_causal=True,
+                                                 enable_gqa=True).transpose(1, 2)
         return self.o_proj(out.reshape(B, T, -1))
 
 
@@ -240,7 +250,7 @@ class Qwen2(nn.Module):
         if cache is not None:
             position_ids = cache.positions
         elif position_ids is not None:
-            position_ids = position_ids.expand(B, T)  # one (1, T) row of positions may serve the batch
+            position_ids = position_ids.expand(B, T)  # (1, T) positions may serve the batch
             docs = document_boundaries(position_ids)
         else:
             position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
@@ -279,14 +289,16 @@ def token_losses(hidden, weight, labels, chunk=4096):
     """Per-position cross-entropy of the LM head without materialising the logits.
     Only positions that carry a label are projected, `chunk` at a time, and each chunk runs under
     activation checkpointing: forward keeps just the chunk's hidden states and backward recomputes
-    its logits, so peak memory is one chunk of fp32 logits (32K x 152K fp32 logits would be 20 GB)."""
+    its logits, so peak memory is one chunk of fp32 logits (32K x 152K fp32 logits would be
+    20 GB)."""
     keep = labels != IGNORE
     h, y = hidden[keep], labels[keep]
     parts = [checkpoint(_chunk_ce, h[i:i + chunk], weight, y[i:i + chunk], use_reentrant=False)
              for i in range(0, y.numel(), chunk)]
     losses = torch.zeros(labels.shape, dtype=torch.float32, device=hidden.device)
-    if not parts:  # nothing to learn here (an idle row), but under FSDP every rank must produce a
-        return losses + 0.0 * (hidden.sum() + weight[:1].sum())  # gradient for every parameter
+    if not parts:  # nothing to learn here (train.py's idle micro-batch), but under FSDP every
+        # rank must produce a gradient for every parameter
+        return losses + 0.0 * (hidden.sum() + weight[:1].sum())
     return losses.masked_scatter(keep, torch.cat(parts))
 
 

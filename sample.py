@@ -1,12 +1,19 @@
 """sample.py: s1's budget forcing (paper §3.1), on a small inference engine of our own (engine.py).
 
-    python sample.py --model simplescaling/s1.1-32B --prompt "How many r in raspberry?" --max-thinking-tokens 2000
-    python sample.py --model DIR --input questions.jsonl --output samples.jsonl --num-ignore 2   # resumable
-    torchrun --nproc-per-node 8 sample.py --model simplescaling/s1.1-32B --input ...             # tensor parallel
-    python sample.py --dry-run --model Qwen/Qwen2.5-32B-Instruct --gpus 8   # memory plan, before renting
-    python serve.py --model DIR --port 8000     # OpenAI-compatible /v1/chat/completions on this engine
+    # one question, printed with its thinking and answer
+    python sample.py --model simplescaling/s1.1-32B --prompt "How many r in raspberry?" \\
+        --max-thinking-tokens 2000
+    # resumable
+    python sample.py --model DIR --input questions.jsonl --output samples.jsonl --num-ignore 2
+    # tensor parallel
+    torchrun --nproc-per-node 8 sample.py --model simplescaling/s1.1-32B --input ...
+    # memory plan, before renting
+    python sample.py --dry-run --model Qwen/Qwen2.5-32B-Instruct --gpus 8
+    # OpenAI-compatible /v1/chat/completions on this engine
+    python serve.py --model DIR --port 8000
 
-Start reading at Row: budget forcing whole, a small state machine per row of generation.
+main() is the command line's path: questions in, samples out. Budget forcing itself is Row, whole,
+a small state machine per row of generation:
   - The prompt ends in "<|im_start|>think"; every token after it is a thinking token until the
     model emits the end-of-thinking delimiter <|im_start|> (or <|im_end|>, or <|endoftext|>).
   - Cap: once a row has its budget of thinking tokens, force "<|im_start|>answer\\nFinal Answer:",
@@ -16,11 +23,14 @@ Start reading at Row: budget forcing whole, a small state machine per row of gen
     the delimiter (the harness's min_tokens=1); the forced "Wait" counts as thinking and the
     dropped delimiter does not, as in the harness's final cut, but the budget is spent as the
     rounds run (the harness lets every round run to the full budget and cuts the total after).
-  - A natural stop keeps the model's <|im_start|> and forces "answer"; the answer runs to <|im_end|>.
-Then make_rows (a question's rows: its samples times its settings), generate (questions in, one
-result per question, sample and setting out), rejection sampling (the paper's baseline), loading a
-model for generation (eval.py, serve.py, prepare.py and curate.py generate through this file), and
-the command line. engine.py runs the rows: it draws, and asks each row what to feed.
+  - A natural stop keeps the model's <|im_start|> and forces "answer"; the answer runs to
+    <|im_end|>.
+Row.feed is the paper's method; the details by which s1's harness decides tokens beyond it are
+helpers marked "s1 harness fidelity". Then make_rows (a question's rows: its samples times its
+settings), generate (questions in, one result per question, sample and setting out), rejection
+sampling (the paper's baseline), loading a model for generation (eval.py, serve.py, prepare.py
+and curate.py generate through this file), and the command line. engine.py runs the rows: it
+draws, and asks each row what to feed.
 """
 import argparse
 import json
@@ -37,18 +47,99 @@ import torch
 from machinery import chat, cli, engine, jsonl, parallel, plan
 from machinery import hf_checkpoint as hf
 
-# Suffixes of the paper's conditional-control baselines (paper §5.4, Table 3), appended to the question.
+# ----------------------------------------------------------------------------------------------
+# The recipe: s1's numbers (its eval/commands.sh, and its harness's vllm_causallms.py)
+
+MODEL = "simplescaling/s1.1-32B"  # the released s1.1 model (eval/commands.sh)
+MAX_TOKENS = 32768   # the context, prompt + thinking + answer: max_gen_toks=32768 in every s1 run
+IGNORE_STR = "Wait"  # what replaces the end of thinking (paper §3.1; thinking_n_ignore_str=Wait)
+TEMPERATURE = 0.0    # greedy, as s1 evaluated
+ANSWER_ROOM = 100    # "auto" budgets leave 100 tokens for the answer (vllm_causallms.py l. 263-264)
+# Suffixes of the paper's conditional-control baselines (paper §5.4, Table 3), appended to the
+# question.
 CONTROL = {
     "tokens": "\n\nThink for up to {} tokens.",
     "steps": "\n\nThink for up to {} steps.",
-    "long": "\n\nAnswer after a long amount of thinking. If you feel like you are finished early, spend the extra "
-            "time trying to double-check your work until you are absolutely sure that you have the correct answer.",
-    "short": "\n\nAnswer after a short amount of thinking. Do not spend excessive time double-checking your work.",
+    "long": "\n\nAnswer after a long amount of thinking. If you feel like you are finished early, "
+            "spend the extra time trying to double-check your work until you are absolutely sure "
+            "that you have the correct answer.",
+    "short": "\n\nAnswer after a short amount of thinking. Do not spend excessive time "
+             "double-checking your work.",
 }
 
+# ----------------------------------------------------------------------------------------------
+# The command line's path: questions in, samples out
 
-def control_prompt(question, kind=None, value=None):
-    return question if kind is None else question + CONTROL[kind].format(value)
+# What shapes the samples in an --output: a rerun into it must use the same (its .config.json).
+CONFIG_KEYS = ("model", "tokenizer", "dtype", "max_thinking_tokens", "num_ignore", "ignore_str",
+               "max_tokens", "temperature", "top_p", "seed", "n", "control", "control_value",
+               "rejection_sampling", "max_tries")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.dry_run:
+        plan.print_generation_plan(args.model, args.gpus, args.max_tokens, args.batch_size,
+                                   args.gpu_memory_gib)
+        return
+    # bad input is named before any weight is loaded
+    records = [{"question": args.prompt}] if args.prompt else numbered_questions(args.input)
+    if args.input:
+        # An --output is resumed; records made with another config must not be mixed into it.
+        args.dtype = resolve_dtype(args.dtype, args.device)
+        config = {k: getattr(args, k) for k in CONFIG_KEYS}
+        config_path = re.sub(r"\.jsonl$", "", args.output) + ".config.json"
+        # which weights made the records: another model at this path (retrained) is refused
+        old = jsonl.read_json(config_path).get("weights_fingerprint")
+        fingerprint = hf.fingerprint_for_resume(args.model, old)
+        config["weights"] = fingerprint and fingerprint["sha256"]
+        hint = f"use another --output than {args.output}, or delete it"
+        jsonl.same_config(config_path, config, hint,
+                          ignore=() if int(os.environ.get("RANK", 0)) == 0 else ("weights",))
+    model, tokenizer, world, rank = load_for_generation(
+        args.model, args.device, args.dtype, args.max_tokens, args.batch_size, args.tokenizer,
+        args.dist_timeout_min)
+    prompt_of = lambda q: control_prompt(q, args.control, args.control_value)
+    try:  # a prompt that leaves no room to generate is named before anything runs
+        encode_prompts(tokenizer, [prompt_of(r["question"]) for r in records], args.max_tokens)
+    except ValueError as e:
+        raise SystemExit(f"{args.input or '--prompt'}: {e}; raise --max-tokens") from None
+    kw = dict(max_thinking_tokens=args.max_thinking_tokens, num_ignore=args.num_ignore,
+              ignore_str=args.ignore_str, max_tokens=args.max_tokens, temperature=args.temperature,
+              top_p=args.top_p, seed=args.seed, batch_size=args.batch_size, progress=rank == 0,
+              kv_memory_gb=args.kv_memory_gb)
+    run = lambda qs, on_result=None: (
+        rejection_sample(model, tokenizer, qs, max_tries=args.max_tries, on_result=on_result, **kw)
+        if args.rejection_sampling
+        else generate(model, tokenizer, qs, n=args.n, on_result=on_result, **kw))
+
+    if args.prompt:
+        for out in run([prompt_of(args.prompt)]):
+            if rank == 0:
+                print(f"--- thinking ({out['thinking_tokens']} tokens, ended {out['ended']}; "
+                      f"forced: {[e['what'] for e in out['forced']]})\n{out['thinking']}")
+                print(f"--- answer ({out['answer_tokens']} tokens)\n{out['answer']}")
+        return
+    if rank == 0:
+        jsonl.write_atomic(config_path, json.dumps(dict(config, weights_fingerprint=fingerprint),
+                                                   indent=1) + "\n")
+    # every rank runs the same questions; ids already in the output are skipped (jsonl.resume cuts
+    # a torn last line)
+    done = parallel.broadcast({r["id"] for r in jsonl.resume(args.output)} if rank == 0 else None)
+    todo = [r for r in records if r["id"] not in done]
+    print(f"{len(records)} questions, {len(done)} already in {args.output}, {len(todo)} to go",
+          file=sys.stderr)
+    per = 1 if args.rejection_sampling else args.n
+    waiting = {}  # a question's samples are written together, as soon as the last one finishes
+    with open(args.output, "a") as f:
+        def write(index, out):
+            q, i = divmod(index, per)
+            waiting.setdefault(q, {})[i] = out
+            if len(waiting[q]) == per and rank == 0:
+                f.writelines(json.dumps(dict(todo[q], sample=i, **o)) + "\n"
+                             for i, o in sorted(waiting.pop(q).items()))
+                f.flush()
+        run([prompt_of(r["question"]) for r in todo], write)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -64,38 +155,36 @@ class Row:
     special: dict               # special_ids(): the delimiters and forced texts, as token ids
     budget: object = None       # most thinking tokens: None (no cap), "auto" or an integer
     ignores_left: int = 0       # end-of-thinking delimiters still to replace by "Wait"
-    phase: str = "think"        # think -> answer -> done ("answer" from the start: a plain completion)
+    phase: str = "think"        # think -> answer -> done; a plain completion starts at "answer"
     temperature: float = 0.0    # 0: greedy
     top_p: float = 1.0
     seed: int = 0               # its random draw at position t depends on (seed, t) only
     index: int = 0              # where its result goes
-    cap: int | None = field(init=False, default=None)  # the budget in tokens
-    round_start: bool = field(init=False, default=False)  # the next sampled token opens a thinking round
+    cap: int | None = field(init=False, default=None)     # the budget in tokens
+    round_start: bool = field(init=False, default=False)  # the next draw opens a thinking round
     forced: deque = field(default_factory=deque)  # tokens to feed before sampling again
     tokens: list = field(default_factory=list)    # everything fed after the prompt
     thinking_tokens: int = 0
-    answer_start: int | None = None  # index in tokens where the answer text begins (after its header)
-    ended: str = ""             # how thinking ended: natural | capped | length (none: a plain completion)
+    answer_start: int | None = None  # where in tokens the answer text begins, after its header
+    # how thinking ended: natural | capped | length (none: a plain completion)
+    ended: str = ""
     events: list = field(default_factory=list)    # what budget forcing did, and when
     finished: bool = False      # the answer was closed by <|im_end|>
 
     def __post_init__(self):
         self.cap = self.thinking_cap()
-        # s1's harness runs every thinking round with min_tokens=1 when it ignores the end of
-        # thinking (vllm_causallms.py l. 273-280), the first round included.
-        self.round_start = self.phase == "think" and self.ignores_left > 0
+        if self.phase == "think" and self.ignores_left > 0:
+            self.open_round()  # (a): the first round too
 
     def thinking_cap(self):
-        """The budget in tokens. "auto" is the harness's: context - prompt - "<|im_start|>answer\\nFinal
-        Answer:" - 100 tokens for the answer (vllm_causallms.py l. 262-264; the prompt here already ends
-        in <|im_start|>think). Per row: the harness subtracts the longest prompt of the batch."""
+        """The budget in tokens. "auto" is the harness's: context - prompt - the forced header
+        "<|im_start|>answer\\nFinal Answer:" - 100 tokens for the answer (vllm_causallms.py
+        l. 262-264; the prompt here already ends in <|im_start|>think). Per row: the harness
+        subtracts the longest prompt of the batch."""
         if self.budget == "auto":
-            return max(1, self.max_len - self.prompt_len - len(self.special["final_answer"]) - 100)
+            room = self.max_len - self.prompt_len - len(self.special["final_answer"])
+            return max(1, room - ANSWER_ROOM)
         return None if self.budget is None else int(self.budget)
-
-    def banned(self):
-        """Ids the model may not draw next: the end of thinking, on a thinking round's first token."""
-        return self.special["stops"] if self.round_start and self.phase == "think" else ()
 
     def next_token(self, draw):
         """The token this row feeds next, appended to its tokens: a forced one while any is queued,
@@ -108,49 +197,89 @@ class Row:
             token = self.feed(self.forced.popleft(), sampled=False)
         else:
             token = self.feed(draw(self.banned()), sampled=True)
-            if token is None:  # the delimiter was dropped with nothing in its place: draw again, without it
-                token = self.feed(draw(self.banned()), sampled=True)
+            if token is None:  # the delimiter was dropped with nothing in its place (d)
+                token = self.redraw(draw)
         self.tokens.append(token)
         return token
 
     def feed(self, token, sampled):
         """Given the next token (sampled by the model, or popped from the forced queue), return the
         token to feed, updating the phase, counts and forced queue. None means the delimiter was
-        dropped with nothing to say instead: draw again, without the delimiter."""
+        dropped with nothing to say instead: draw again, without the delimiter (redraw)."""
         ids = self.special
-        if self.phase == "think":
-            self.round_start = self.round_start and not sampled
-            if sampled and token in ids["stops"]:  # the model ends its thinking
-                # vLLM returns a stop id among the tokens and the harness strips only <|im_start|> and
-                # <|im_end|> (vllm_causallms.py l. 362, 397), so an <|endoftext|> stays in the context.
-                kept = [token] if token in ids["eos"] else []
-                if self.ignores_left > 0:  # suppress the delimiter, think on: "Wait"
-                    self.ignores_left -= 1
-                    self.round_start = True
-                    self.events.append({"at": self.thinking_tokens, "what": ids["ignore_str"]})
-                    self.forced.extend(kept + ids["ignore"])
-                    if not self.forced:
-                        return None
-                    token = self.forced.popleft()
-                else:  # natural end: keep <|im_start|> (even if the model said <|im_end|>), force "answer"
-                    self.phase, self.ended = "answer", "natural"
-                    self.forced.extend(kept + [ids["im_start"]] + ids["answer"])
-                    return self.forced.popleft()
-            self.thinking_tokens += 1
-            if self.cap is not None and self.thinking_tokens >= self.cap:  # out of budget: answer now
-                self.phase, self.ended = "answer", "capped"
-                newline = [] if token in ids["ends_in_newline"] else ids["newline"]
-                self.forced = deque(newline + ids["final_answer"])
-                self.events.append({"at": self.thinking_tokens, "what": "\n" * bool(newline) + chat.FINAL_ANSWER})
-            return token
-        if self.answer_start is None and sampled:  # the first token the model writes after the header
+        if self.phase != "think":
+            return self.feed_answer(token, sampled)
+        self.leave_round_start(sampled)  # (a)
+        if sampled and token in ids["stops"]:  # the model ends its thinking
+            if self.ignores_left > 0:  # suppress the delimiter, think on: "Wait"
+                self.ignores_left -= 1
+                self.events.append({"at": self.thinking_tokens, "what": ids["ignore_str"]})
+                self.forced.extend(self.kept_stop(token) + ids["ignore"])  # (b)
+                self.open_round()  # (a)
+                if not self.forced:  # (d)
+                    return None
+                token = self.forced.popleft()
+            else:  # natural end: keep <|im_start|> (even for an <|im_end|>), force "answer"
+                self.phase, self.ended = "answer", "natural"
+                self.forced.extend(self.kept_stop(token) + [ids["im_start"]] + ids["answer"])  # (b)
+                return self.forced.popleft()
+        self.thinking_tokens += 1
+        if self.cap is not None and self.thinking_tokens >= self.cap:  # out of budget: answer now
+            self.phase, self.ended = "answer", "capped"
+            newline = self.newline_before_answer(token)  # (c)
+            self.forced = deque(newline + ids["final_answer"])
+            self.events.append({"at": self.thinking_tokens,
+                                "what": "\n" * bool(newline) + chat.FINAL_ANSWER})
+        return token
+
+    def feed_answer(self, token, sampled):
+        """The answer phase: the model writes until it closes the answer."""
+        if self.answer_start is None and sampled:  # the model's first token after the header
             self.answer_start = len(self.tokens)
-        if sampled and (token == ids["im_end"] or token in ids["eos"]):
+        if sampled and (token == self.special["im_end"] or token in self.special["eos"]):
             self.phase, self.finished = "done", True
         return token
 
+    # -- s1 harness fidelity: how s1's harness (lm-evaluation-harness's vllm_causallms.py) decides
+    # tokens where the paper says nothing. Each changes what a row generates; tests/test_sample.py
+    # pins each against the cited lines.
 
-_newline_cache = weakref.WeakKeyDictionary()  # per tokenizer object: two tokenizers never share an entry
+    # s1 harness fidelity (a): the first token of a thinking round may not end it. When it ignores
+    # the end of thinking, the harness runs every thinking round with min_tokens=1
+    # (vllm_causallms.py l. 273-280), the first round included; a round starts after
+    # "<|im_start|>think" and after each "Wait".
+    def open_round(self):
+        self.round_start = True
+
+    def leave_round_start(self, sampled):
+        """A sampled thinking token is past its round's first token: the ban is lifted."""
+        self.round_start = self.round_start and not sampled
+
+    def banned(self):
+        """Ids the model may not draw next: the end of thinking, on a round's first token."""
+        return self.special["stops"] if self.round_start and self.phase == "think" else ()
+
+    # s1 harness fidelity (b): an <|endoftext|> that ends the thinking stays in the context. vLLM
+    # returns a stop id among the tokens and the harness strips only <|im_start|> and <|im_end|>
+    # (vllm_causallms.py l. 362, 397).
+    def kept_stop(self, token):
+        """What stays of the delimiter that ended the thinking: an <|endoftext|>, else nothing."""
+        return [token] if token in self.special["eos"] else []
+
+    # s1 harness fidelity (c): at the cap, "<|im_start|>answer\nFinal Answer:" follows a "\n" only
+    # when the thinking does not already end in one (vllm_causallms.py l. 404-409).
+    def newline_before_answer(self, last):
+        """[] when the last thinking token ends in a newline, else the newline's ids."""
+        return [] if last in self.special["ends_in_newline"] else self.special["newline"]
+
+    # s1 harness fidelity (d): with ignore_str "" (s1's "no string" ablation) the dropped delimiter
+    # has nothing in its place, and the harness's next round goes on from the same context
+    # (vllm_causallms.py l. 362-367, 376): draw again, now with the delimiter banned (a).
+    def redraw(self, draw):
+        return self.feed(draw(self.banned()), sampled=True)
+
+
+_newline_cache = weakref.WeakKeyDictionary()  # per tokenizer object: two tokenizers never share one
 
 
 def tokens_ending_in_newline(tokenizer):
@@ -167,12 +296,14 @@ def special_ids(tokenizer, ignore_str):
     delimiter is suppressed and nothing is appended."""
     enc = lambda s: tokenizer.encode(s, add_special_tokens=False)
     # An added token, special or not: s1's train/sft.py made <|fim_pad|> the pad token, so a saved
-    # s1 tokenizer no longer lists <|endoftext|> among its special tokens. A byte tokenizer may lack it.
-    eos = [tokenizer.get_added_vocab()[chat.EOS]] if chat.EOS in tokenizer.get_added_vocab() else []
+    # s1 tokenizer no longer lists <|endoftext|> among its special tokens. A byte tokenizer may
+    # lack it.
+    added = tokenizer.get_added_vocab()
+    eos = [added[chat.EOS]] if chat.EOS in added else []
     im_start, im_end = enc(chat.IM_START)[0], enc(chat.IM_END)[0]
-    return dict(im_start=im_start, im_end=im_end, eos=eos, stops={im_start, im_end, *eos}, answer=enc("answer"),
-                think=enc("think"), final_answer=enc(chat.FINAL_ANSWER), newline=enc("\n"),
-                ends_in_newline=tokens_ending_in_newline(tokenizer),
+    return dict(im_start=im_start, im_end=im_end, eos=eos, stops={im_start, im_end, *eos},
+                answer=enc("answer"), think=enc("think"), final_answer=enc(chat.FINAL_ANSWER),
+                newline=enc("\n"), ends_in_newline=tokens_ending_in_newline(tokenizer),
                 ignore=enc(ignore_str), ignore_str=ignore_str)
 
 
@@ -182,8 +313,8 @@ def row_seed(seed, question, sample):
     return zlib.crc32(f"{seed}/{sample}/{question}".encode())
 
 
-def make_rows(tokenizer, question, prompt_len, max_len, settings, samples=(0,), first_index=0, think=True,
-              temperature=0.0, top_p=1.0, seed=0, ignore_str="Wait"):
+def make_rows(tokenizer, question, prompt_len, max_len, settings, samples=(0,), first_index=0,
+              think=True, temperature=TEMPERATURE, top_p=1.0, seed=0, ignore_str=IGNORE_STR):
     """The rows of one question: each of `samples` (labels of its random draws) under each setting
     (a dict with max_thinking_tokens, num_ignore and optionally ignore_str), indexed from
     first_index in that order. think=False: a plain chat completion, no thinking phase (s1's nottc).
@@ -194,8 +325,10 @@ def make_rows(tokenizer, question, prompt_len, max_len, settings, samples=(0,), 
             string = s.get("ignore_str", ignore_str)
             special[string] = special.get(string) or special_ids(tokenizer, string)
             rows.append(Row(prompt_len, max_len, special[string], budget=s["max_thinking_tokens"],
-                            ignores_left=s["num_ignore"] if think else 0, phase="think" if think else "answer",
-                            temperature=temperature, top_p=top_p, seed=row_seed(seed, question, sample),
+                            ignores_left=s["num_ignore"] if think else 0,
+                            phase="think" if think else "answer",
+                            temperature=temperature, top_p=top_p,
+                            seed=row_seed(seed, question, sample),
                             index=first_index + i * len(settings) + j))
     return rows
 
@@ -234,7 +367,8 @@ def own_thinking(row):
 
 
 def result(row, tokenizer, prompt, plain=False):
-    """What a caller keeps of a finished row. plain: a completion without budget forcing (think=False)."""
+    """What a caller keeps of a finished row. plain: a completion without budget forcing
+    (think=False)."""
     if plain:
         think_start, think_end, start = own_thinking(row)
         end = len(row.tokens) - row.finished
@@ -242,42 +376,47 @@ def result(row, tokenizer, prompt, plain=False):
         think_start, think_end = 0, row.thinking_tokens
         start, end = answer_span(row)
     decode_ = lambda toks: tokenizer.decode(toks, skip_special_tokens=False)
-    return {"prompt": prompt, "text": decode_(row.tokens), "thinking": decode_(row.tokens[think_start:think_end]),
+    return {"prompt": prompt, "text": decode_(row.tokens),
+            "thinking": decode_(row.tokens[think_start:think_end]),
             "answer": decode_(row.tokens[start:end]), "thinking_tokens": think_end - think_start,
-            "answer_tokens": end - start, "generated_tokens": len(row.tokens), "ended": row.ended or "none",
-            "forced": row.events, "finished": row.finished}
+            "answer_tokens": end - start, "generated_tokens": len(row.tokens),
+            "ended": row.ended or "none", "forced": row.events, "finished": row.finished}
 
 
-def generate(model, tokenizer, questions, max_thinking_tokens=None, num_ignore=0, ignore_str="Wait",
-             max_tokens=32768, temperature=0.0, top_p=1.0, seed=0, batch_size=64, progress=True, n=1,
-             think=True, stats=None, on_token=None, settings=None, share=True, on_result=None,
-             kv_memory_gb=None, block_size=None):
+def generate(model, tokenizer, questions, max_thinking_tokens=None, num_ignore=0,
+             ignore_str=IGNORE_STR, max_tokens=MAX_TOKENS, temperature=TEMPERATURE, top_p=1.0,
+             seed=0, batch_size=64, progress=True, n=1, think=True, stats=None, on_token=None,
+             settings=None, share=True, on_result=None, kv_memory_gb=None, block_size=None):
     """Generate for each question (the chat template is applied here). settings, if given, is a
     list of dicts with max_thinking_tokens, num_ignore and optionally ignore_str (a budget-forcing
-    sweep); else the one setting of those arguments. Returns one dict per (question, sample, setting), in that order:
-    n > 1 is parallel sampling (majority voting). With share (the default) the rows of a question
-    are one sequence until they differ; share=False runs each alone (the same tokens, more work).
-    think=False runs a plain chat completion without the thinking phase. batch_size: most
-    sequences decoded together. on_result(index, result) is called as each row finishes,
-    on_token(row) after each token; stats, if a dict, gets the engine's counts (tokens fed, ...)."""
+    sweep); else the one setting of those arguments. Returns one dict per (question, sample,
+    setting), in that order: n > 1 is parallel sampling (majority voting). With share (the
+    default) the rows of a question are one sequence until they differ; share=False runs each
+    alone (the same tokens, more work). think=False runs a plain chat completion without the
+    thinking phase. batch_size: most sequences decoded together. on_result(index, result) is
+    called as each row finishes, on_token(row) after each token; stats, if a dict, gets the
+    engine's counts (tokens fed, ...)."""
     from tqdm import tqdm
     settings = settings or [dict(max_thinking_tokens=max_thinking_tokens, num_ignore=num_ignore)]
-    if any(s.get("think", think) != think for s in settings):  # eval.py's "none" is think=False, run on its own
+    # eval.py's "none" is think=False, run on its own
+    if any(s.get("think", think) != think for s in settings):
         raise ValueError(f"every setting of one generate call needs think={think}: {settings}")
-    runner = engine.Engine(model, max_tokens, batch_size, len(tokenizer), kv_memory_gb, block_size, on_token)
+    runner = engine.Engine(model, max_tokens, batch_size, len(tokenizer), kv_memory_gb, block_size,
+                           on_token)
     texts, prompts = encode_prompts(tokenizer, questions, max_tokens, think)
     per_question = n * len(settings)
     for q, prompt in enumerate(prompts):
-        rows = make_rows(tokenizer, questions[q], len(prompt), max_tokens, settings, samples=range(n),
-                         first_index=q * per_question, think=think, temperature=temperature, top_p=top_p, seed=seed,
-                         ignore_str=ignore_str)
+        rows = make_rows(tokenizer, questions[q], len(prompt), max_tokens, settings,
+                         samples=range(n), first_index=q * per_question, think=think,
+                         temperature=temperature, top_p=top_p, seed=seed, ignore_str=ignore_str)
         for group in [rows] if share else [[r] for r in rows]:
             runner.add(prompt, group)
     results = [None] * (len(questions) * per_question)
     bar = tqdm(total=len(results), desc="generate", disable=not progress, leave=False)
     while runner.busy():
         for row in runner.step():
-            results[row.index] = result(row, tokenizer, texts[row.index // per_question], plain=not think)
+            prompt = texts[row.index // per_question]
+            results[row.index] = result(row, tokenizer, prompt, plain=not think)
             on_result and on_result(row.index, results[row.index])
             bar.update()
     bar.close()
@@ -290,23 +429,26 @@ def generate(model, tokenizer, questions, max_thinking_tokens=None, num_ignore=0
 # ----------------------------------------------------------------------------------------------
 # 3. Rejection sampling: the paper's baseline (§5.4)
 
-def rejection_sample(model, tokenizer, questions, max_thinking_tokens, max_tries=8, temperature=1.0, seed=0,
-                     num_ignore=0, ignore_str="Wait", max_tokens=32768, top_p=1.0, batch_size=64, progress=True,
+def rejection_sample(model, tokenizer, questions, max_thinking_tokens, max_tries=8,
+                     temperature=1.0, seed=0, num_ignore=0, ignore_str=IGNORE_STR,
+                     max_tokens=MAX_TOKENS, top_p=1.0, batch_size=64, progress=True,
                      kv_memory_gb=None, on_result=None, stats=None):
     """Sample until the thinking ends by itself within the budget, at most max_tries times (the
     harness loops forever). Each result records its tries and whether it was accepted; after
     max_tries the last sample is kept, marked not accepted. A retry prefills its prompt again: at
     the paper's smallest budget (3,500 tokens on AIME24) that is 3.5 % of a retry's tokens
-    (python bench.py retry)."""
+    (python -m tools.bench retry)."""
     if not isinstance(max_thinking_tokens, int):
-        raise ValueError(f"rejection sampling needs an integer thinking budget, not {max_thinking_tokens!r}")
+        raise ValueError(f"rejection sampling needs an integer thinking budget, "
+                         f"not {max_thinking_tokens!r}")
     runner = engine.Engine(model, max_tokens, batch_size, len(tokenizer), kv_memory_gb)
     texts, prompts = encode_prompts(tokenizer, questions, max_tokens)
-    # the harness generates B + 1 tokens and accepts at most B, counting the delimiter it stopped on (l. 299)
+    # the harness generates B + 1 tokens and accepts at most B, counting the delimiter it stopped
+    # on (l. 299)
     setting = [dict(max_thinking_tokens=max_thinking_tokens + 1, num_ignore=num_ignore)]
     try_ = lambda q, attempt: runner.add(prompts[q], make_rows(
-        tokenizer, questions[q], len(prompts[q]), max_tokens, setting, samples=[f"try{attempt}"], first_index=q,
-        temperature=temperature, top_p=top_p, seed=seed, ignore_str=ignore_str))
+        tokenizer, questions[q], len(prompts[q]), max_tokens, setting, samples=[f"try{attempt}"],
+        first_index=q, temperature=temperature, top_p=top_p, seed=seed, ignore_str=ignore_str))
     for q in range(len(questions)):
         try_(q, 0)
     final, tries = [None] * len(questions), [1] * len(questions)
@@ -316,7 +458,8 @@ def rejection_sample(model, tokenizer, questions, max_thinking_tokens, max_tries
         for row in runner.step():
             q = row.index
             out = final[q] = result(row, tokenizer, texts[q])
-            accepted = out["ended"] == "natural" and out["thinking_tokens"] + 1 <= max_thinking_tokens
+            within = out["thinking_tokens"] + 1 <= max_thinking_tokens
+            accepted = out["ended"] == "natural" and within
             out.update(tries=tries[q], accepted=accepted)
             if out["accepted"] or tries[q] == max_tries:
                 on_result and on_result(q, out)
@@ -334,30 +477,34 @@ def rejection_sample(model, tokenizer, questions, max_thinking_tokens, max_tries
 # 4. A model for generation: this rank's tensor-parallel slice under torchrun
 
 def resolve_dtype(dtype, device):
-    """The dtype's name, "auto" resolved: bfloat16 on a GPU, float32 on a CPU. device: "auto", "cuda",
-    "cpu" or a torch.device. The CLIs store the resolved name beside their outputs, so that a rerun on
-    another device cannot mix precisions."""
+    """The dtype's name, "auto" resolved: bfloat16 on a GPU, float32 on a CPU. device: "auto",
+    "cuda", "cpu" or a torch.device. The CLIs store the resolved name beside their outputs, so that
+    a rerun on another device cannot mix precisions."""
     if dtype != "auto":
         return dtype
-    kind = getattr(device, "type", None) or cli.device(device).type  # the GPU preflight, before anything is written
+    # cli.device: the GPU preflight, before anything is written
+    kind = getattr(device, "type", None) or cli.device(device).type
     return "bfloat16" if kind == "cuda" else "float32"
 
 
 def load_model(name, device, dtype, world=1, rank=0):
     """The model, or under tensor parallelism (world > 1) this rank's slice of it: every rank
     fetches the checkpoint (once per node) and reads only its slice of each weight."""
-    path = hf.checkpoint_dir(name)  # resolved (and fetched, once per node) before any weight is read
+    # resolved (and fetched, once per node) before any weight is read
+    path = hf.checkpoint_dir(name)
     if world == 1:
         return hf.from_pretrained(path, device=device, dtype=dtype).eval()
     kv_heads = hf.read_config(f"{path}/config.json").num_key_value_heads
     if kv_heads % world:
-        raise SystemExit(f"--model has {kv_heads} KV heads: the number of processes ({world}) must divide it")
-    model = hf.from_pretrained(path, device=device, dtype=dtype, select=parallel.tensor_parallel_slice(rank, world))
+        raise SystemExit(f"--model has {kv_heads} KV heads: the number of processes ({world}) "
+                         "must divide it")
+    model = hf.from_pretrained(path, device=device, dtype=dtype,
+                               select=parallel.tensor_parallel_slice(rank, world))
     return parallel.split_heads(model, world).eval()
 
 
-def load_for_generation(name, device="auto", dtype="auto", max_tokens=32768, rows=64, tokenizer=None,
-                        timeout_min=60):
+def load_for_generation(name, device="auto", dtype="auto", max_tokens=MAX_TOKENS, rows=64,
+                        tokenizer=None, timeout_min=60):
     """(model, tokenizer, world, rank) for every script that generates: under torchrun, this rank's
     tensor-parallel slice; on a GPU, checked to fit before any weight is loaded. dtype "auto": bf16
     on a GPU, fp32 on a CPU. timeout_min: --dist-timeout-min (parallel.init_distributed)."""
@@ -371,122 +518,84 @@ def load_for_generation(name, device="auto", dtype="auto", max_tokens=32768, row
 
 
 # ----------------------------------------------------------------------------------------------
-# 5. Command line
+# 5. Helpers of the command line
+
+def control_prompt(question, kind=None, value=None):
+    return question if kind is None else question + CONTROL[kind].format(value)
+
+
+def numbered_questions(path):
+    """The --input records, each with an id: its own, else its line number from 0."""
+    records = []
+    for n, record in jsonl.numbered(path):
+        if not isinstance(record.get("question"), str):
+            raise SystemExit(f"{path} line {n}: needs a string 'question'")
+        records.append(dict(record, id=record.get("id", n - 1)))
+    if not records:
+        raise SystemExit(f"{path}: no questions (the file is empty or blank)")
+    return records
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. Command line
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="simplescaling/s1.1-32B", help="hub name or local checkpoint directory")
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=MODEL, help="hub name or local checkpoint directory")
     p.add_argument("--tokenizer", default=None, help="default: the model's")
     p.add_argument("--prompt", help="one question, printed with its thinking and answer")
     p.add_argument("--input", help="JSONL with a 'question' (and optionally 'id') per line")
-    p.add_argument("--output", help="JSONL of samples; rows already in it are skipped (resume)")
-    p.add_argument("--max-thinking-tokens", type=cli.budget, default=None, help="cap on thinking tokens: an integer or 'auto'")
-    p.add_argument("--num-ignore", type=cli.at_least(0), default=0, help="times to replace the end of thinking by --ignore-str")
-    p.add_argument("--ignore-str", default="Wait",
-                   help='s1 ablated "Hmm", "Alternatively" and "" (suppress the end of thinking, append nothing)')
-    p.add_argument("--max-tokens", type=cli.at_least(2), default=32768, help="context: prompt + thinking + answer")
-    p.add_argument("--temperature", type=cli.at_least(0, float), default=0.0, help="0 = greedy (s1's evaluation)")
+    p.add_argument("--output", help="JSONL of samples; records already in it are skipped (resume)")
+    p.add_argument("--max-thinking-tokens", type=cli.budget, default=None,
+                   help="cap on thinking tokens: an integer or 'auto'")
+    p.add_argument("--num-ignore", type=cli.at_least(0), default=0,
+                   help="times to replace the end of thinking by --ignore-str")
+    p.add_argument("--ignore-str", default=IGNORE_STR,
+                   help='s1 ablated "Hmm", "Alternatively" and "" (suppress the end of thinking, '
+                        'append nothing)')
+    p.add_argument("--max-tokens", type=cli.at_least(2), default=MAX_TOKENS,
+                   help="context: prompt + thinking + answer")
+    p.add_argument("--temperature", type=cli.at_least(0, float), default=TEMPERATURE,
+                   help="0 = greedy (s1's evaluation)")
     p.add_argument("--top-p", type=cli.between(1e-9, 1), default=1.0)
     p.add_argument("--seed", type=cli.at_least(0), default=0)
-    p.add_argument("--n", type=cli.at_least(1), default=1, help="samples per question (parallel sampling, majority voting)")
-    p.add_argument("--batch-size", type=cli.at_least(1), default=64, help="most sequences decoded together")
+    p.add_argument("--n", type=cli.at_least(1), default=1,
+                   help="samples per question (parallel sampling, majority voting)")
+    p.add_argument("--batch-size", type=cli.at_least(1), default=64,
+                   help="most sequences decoded together")
     p.add_argument("--kv-memory-gb", type=cli.above(0), default=None,
-                   help="KV pool size; default: 90%% of what the weights leave free on GPU, on CPU enough "
-                        "for --batch-size full-context rows up to 4 GB")
-    p.add_argument("--control", choices=sorted(CONTROL), help="conditional-control prompt (paper §5.4 baselines)")
+                   help="KV pool size; default: 90%% of what the weights leave free on GPU, on CPU "
+                        "enough for --batch-size full-context rows up to 4 GB")
+    p.add_argument("--control", choices=sorted(CONTROL),
+                   help="conditional-control prompt (paper §5.4 baselines)")
     p.add_argument("--control-value", type=cli.at_least(1), help="N for --control tokens/steps")
-    p.add_argument("--rejection-sampling", action="store_true", help="resample until thinking ends within the cap")
-    p.add_argument("--max-tries", type=cli.at_least(1), default=8, help="--rejection-sampling: attempts per question")
+    p.add_argument("--rejection-sampling", action="store_true",
+                   help="resample until thinking ends within the cap")
+    p.add_argument("--max-tries", type=cli.at_least(1), default=8,
+                   help="--rejection-sampling: attempts per question")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    p.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto", help="auto: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
+                   help="auto: bf16 on GPU, fp32 on CPU")
     p.add_argument("--dist-timeout-min", type=cli.above(0), default=60,
-                   help="torchrun: collective timeout (torch's default, 10 min, is less than loading 32B may take)")
+                   help="torchrun: collective timeout (torch's default, 10 min, is less than "
+                        "loading 32B may take)")
     cli.add_dry_run_flags(p, gpus=8)
     args = p.parse_args(argv)
     if args.dry_run:
         return args
     if sum(x is not None for x in (args.prompt, args.input)) != 1:
-        p.error("give exactly one of --prompt, --input (with --output) or --dry-run (serve.py serves)")
+        p.error("give exactly one of --prompt, --input (with --output) or --dry-run "
+                "(serve.py serves)")
     if args.input and not args.output:
         p.error("--input needs --output")
-    if args.rejection_sampling and (not isinstance(args.max_thinking_tokens, int) or args.temperature <= 0):
+    if args.rejection_sampling and (not isinstance(args.max_thinking_tokens, int)
+                                    or args.temperature <= 0):
         p.error("--rejection-sampling needs an integer --max-thinking-tokens and --temperature > 0 "
                 "(greedy retries would all be the same)")
     if args.control in ("tokens", "steps") and args.control_value is None:
         p.error(f"--control {args.control} needs --control-value")
     return args
-
-
-# What shapes the samples in an --output: a rerun into it must use the same (its .config.json).
-CONFIG_KEYS = ("model", "tokenizer", "dtype", "max_thinking_tokens", "num_ignore", "ignore_str", "max_tokens", "temperature",
-            "top_p", "seed", "n", "control", "control_value", "rejection_sampling", "max_tries")
-
-
-def numbered_questions(path):
-    """The --input rows, each with an id: its own, else its line number from 0."""
-    rows = []
-    for n, row in jsonl.numbered(path):
-        if not isinstance(row.get("question"), str):
-            raise SystemExit(f"{path} line {n}: needs a string 'question'")
-        rows.append(dict(row, id=row.get("id", n - 1)))
-    if not rows:
-        raise SystemExit(f"{path}: no questions (the file is empty or blank)")
-    return rows
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    if args.dry_run:
-        plan.print_generation_plan(args.model, args.gpus, args.max_tokens, args.batch_size, args.gpu_memory_gib)
-        return
-    rows = [{"question": args.prompt}] if args.prompt else numbered_questions(args.input)  # bad input before weights
-    if args.input:
-        # An --output is resumed; rows made with other settings must not be mixed into it.
-        args.dtype = resolve_dtype(args.dtype, args.device)
-        config = {k: getattr(args, k) for k in CONFIG_KEYS}
-        config_path = re.sub(r"\.jsonl$", "", args.output) + ".config.json"
-        # which weights made the rows: another model at the same path (retrained there) is refused
-        fingerprint = hf.fingerprint_for_resume(args.model, jsonl.read_json(config_path).get("weights_fingerprint"))
-        config["weights"] = fingerprint and fingerprint["sha256"]
-        jsonl.same_config(config_path, config, f"use another --output than {args.output}, or delete it",
-                            ignore=() if int(os.environ.get("RANK", 0)) == 0 else ("weights",))
-    model, tokenizer, world, rank = load_for_generation(args.model, args.device, args.dtype, args.max_tokens,
-                                                        args.batch_size, args.tokenizer, args.dist_timeout_min)
-    prompt_of = lambda q: control_prompt(q, args.control, args.control_value)
-    try:  # a prompt that leaves no room to generate is named before anything runs
-        encode_prompts(tokenizer, [prompt_of(r["question"]) for r in rows], args.max_tokens)
-    except ValueError as e:
-        raise SystemExit(f"{args.input or '--prompt'}: {e}; raise --max-tokens") from None
-    kw = dict(max_thinking_tokens=args.max_thinking_tokens, num_ignore=args.num_ignore, ignore_str=args.ignore_str,
-              max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-              batch_size=args.batch_size, progress=rank == 0, kv_memory_gb=args.kv_memory_gb)
-    run = lambda qs, on_result=None: (
-        rejection_sample(model, tokenizer, qs, max_tries=args.max_tries, on_result=on_result, **kw)
-        if args.rejection_sampling else generate(model, tokenizer, qs, n=args.n, on_result=on_result, **kw))
-
-    if args.prompt:
-        for out in run([prompt_of(args.prompt)]):
-            if rank == 0:
-                print(f"--- thinking ({out['thinking_tokens']} tokens, ended {out['ended']}; forced: "
-                      f"{[e['what'] for e in out['forced']]})\n{out['thinking']}")
-                print(f"--- answer ({out['answer_tokens']} tokens)\n{out['answer']}")
-        return
-    if rank == 0:
-        jsonl.write_atomic(config_path, json.dumps(dict(config, weights_fingerprint=fingerprint), indent=1) + "\n")
-    # every rank runs the same rows; ids already in the output are skipped (jsonl.resume cuts a torn last line)
-    done = parallel.broadcast({r["id"] for r in jsonl.resume(args.output)} if rank == 0 else None)
-    todo = [r for r in rows if r["id"] not in done]
-    print(f"{len(rows)} questions, {len(done)} already in {args.output}, {len(todo)} to go", file=sys.stderr)
-    per = 1 if args.rejection_sampling else args.n
-    waiting = {}  # a question's samples are written together, as soon as the last one finishes
-    with open(args.output, "a") as f:
-        def write(index, out):
-            q, i = divmod(index, per)
-            waiting.setdefault(q, {})[i] = out
-            if len(waiting[q]) == per and rank == 0:
-                f.writelines(json.dumps(dict(todo[q], sample=i, **o)) + "\n" for i, o in sorted(waiting.pop(q).items()))
-                f.flush()
-        run([prompt_of(r["question"]) for r in todo], write)
 
 
 if __name__ == "__main__":

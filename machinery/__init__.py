@@ -1,4 +1,5 @@
-"""The machinery below the stage scripts: each file is read in one sitting, and none imports a stage.
+"""The machinery below the stage scripts: each file is read in one sitting, and none imports a
+stage.
 
     chat.py           the s1 chat format: the training string, its loss mask, tokenizers
     hf_checkpoint.py  Hugging Face checkpoints in and out, and the fingerprint of a model's weights

@@ -1,7 +1,7 @@
-"""api.py: an OpenAI-compatible chat client in a few lines of urllib, with retries, and a thread pool
-that saves each reply the moment it arrives. prepare.py distills traces through it (DeepSeek-R1's
-API, or any OpenAI-compatible server such as serve.py); curate.py asks its grader and domain
-classifier (s1 used Claude 3.5 Sonnet for both).
+"""api.py: an OpenAI-compatible chat client in a few lines of urllib, with retries, and a thread
+pool that saves each reply the moment it arrives. prepare.py distills traces through it
+(DeepSeek-R1's API, or any OpenAI-compatible server such as serve.py); curate.py asks its grader
+and domain classifier (s1 used Claude 3.5 Sonnet for both).
 
     message = chat_completion("https://api.deepseek.com", "deepseek-reasoner",
                               [{"role": "user", "content": question}], "DEEPSEEK_API_KEY")
@@ -23,7 +23,8 @@ RETRIES, BACKOFF_S = 5, 2.0  # a failed request is retried 5 times, after 2, 4, 
 
 def chat_completion(base_url, model, messages, key_env, timeout=1800, **extra):
     """The reply's message. Rate limits, server errors and dropped connections are retried RETRIES
-    times with exponential back-off; HTTP 401/403 raise BadCredentials at once (retrying cannot help)."""
+    times with exponential back-off; HTTP 401/403 raise BadCredentials at once (retrying cannot
+    help)."""
     retries = RETRIES
     url = base_url.rstrip("/") + "/chat/completions"
     headers = {"Content-Type": "application/json"}
@@ -32,14 +33,17 @@ def chat_completion(base_url, model, messages, key_env, timeout=1800, **extra):
     body = json.dumps({"model": model, "messages": messages, **extra}).encode()
     for attempt in range(retries + 1):
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=timeout) as r:
+            request = urllib.request.Request(url, body, headers)
+            with urllib.request.urlopen(request, timeout=timeout) as r:
                 return json.loads(r.read())["choices"][0]["message"]
         except urllib.error.HTTPError as e:
             if e.code in (401, 403):
-                raise BadCredentials(f"{url}: HTTP {e.code} {e.reason}: check the API key in ${key_env}"
-                                     + ("" if os.environ.get(key_env) else f" (${key_env} is not set)")) from None
+                unset = "" if os.environ.get(key_env) else f" (${key_env} is not set)"
+                raise BadCredentials(f"{url}: HTTP {e.code} {e.reason}: "
+                                     f"check the API key in ${key_env}{unset}") from None
             if (e.code < 500 and e.code not in (408, 409, 429)) or attempt == retries:
-                raise RuntimeError(f"HTTP {e.code}: {e.read()[:300].decode(errors='replace')}") from None
+                text = e.read()[:300].decode(errors="replace")
+                raise RuntimeError(f"HTTP {e.code}: {text}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
             if attempt == retries:
                 raise RuntimeError(f"{url}: {e}") from None

@@ -17,7 +17,8 @@ def _parse(text, kind):
     try:
         x = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
     if not math.isfinite(x):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return x
@@ -54,17 +55,19 @@ def above(lo, kind=float):
 
 
 def budget(text):
-    """A thinking budget: 'auto' (the harness's: the context less the prompt, the forced answer header and
-    100 tokens for the answer) or tokens >= 1."""
+    """A thinking budget: 'auto' (the harness's: the context less the prompt, the forced answer
+    header and 100 tokens for the answer) or tokens >= 1."""
     return text if text == "auto" else at_least(1)(text)
 
 
 def add_dry_run_flags(p, gpus):
     """The flags of a stage's --dry-run (train.py, sample.py, eval.py: plan.py's plans)."""
-    p.add_argument("--dry-run", action="store_true", help="print the memory plan per GPU and exit (no weights loaded)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the memory plan per GPU and exit (no weights loaded)")
     p.add_argument("--gpus", type=at_least(1), default=gpus, help="--dry-run: GPUs to plan for")
     p.add_argument("--gpu-memory-gib", type=above(0), default=79.1,
-                   help="--dry-run: memory per GPU; an \"80 GB\" H100 has 85.0e9 bytes, of which torch reports 79.1 GiB")
+                   help="--dry-run: memory per GPU; an \"80 GB\" H100 has 85.0e9 bytes, "
+                        "of which torch reports 79.1 GiB")
 
 
 def main(run):
@@ -79,7 +82,7 @@ def main(run):
     except OSError as e:
         if e.filename is not None:
             sys.exit(f"{e.filename}: {e.strerror}")
-        if isinstance(e, FileNotFoundError):  # hf_checkpoint's and chat's, whose message names the path
+        if isinstance(e, FileNotFoundError):  # hf_checkpoint's, chat's: the message names the path
             sys.exit(str(e))
         raise
     except UnicodeDecodeError as e:
@@ -109,16 +112,20 @@ def cuda_problem(torch_cuda, smi):
         return "no NVIDIA driver on this machine (nvidia-smi is missing or failed)"
     driver, driver_cuda = smi
     if torch_cuda is None:
-        return (f"this torch is a CPU build, on a node with NVIDIA driver {driver} (CUDA {driver_cuda}): reinstall "
-                "the pinned torch from PyPI, whose Linux wheel is the CUDA 13.0 build (README: 'On a GPU node')")
+        return (f"this torch is a CPU build, on a node with NVIDIA driver {driver} "
+                f"(CUDA {driver_cuda}): reinstall the pinned torch from PyPI, whose Linux wheel is "
+                "the CUDA 13.0 build (docs/gpu.md, 'On a GPU node')")
     need, have = (int((v or "0").split(".")[0]) for v in (torch_cuda, driver_cuda))
-    if have < need:  # a driver runs every CUDA of its major version and the ones before (minor-version compatibility)
+    # a driver runs every CUDA of its major version and the ones before (minor-version
+    # compatibility)
+    if have < need:
         branch = {12: "R525", 13: "R580"}.get(need, "a newer")
-        return (f"torch is built for CUDA {torch_cuda} but NVIDIA driver {driver} runs CUDA {driver_cuda} at most: "
-                f"upgrade the driver (CUDA {need}.x needs {branch} or newer) or install a torch built for CUDA "
-                f"{have}.x (README: 'On a GPU node')")
-    return (f"torch (CUDA {torch_cuda}) and NVIDIA driver {driver} (CUDA {driver_cuda}) match, yet CUDA does not "
-            "start: check that the GPU is visible (nvidia-smi lists it; CUDA_VISIBLE_DEVICES; a container's --gpus)")
+        return (f"torch is built for CUDA {torch_cuda} but NVIDIA driver {driver} runs "
+                f"CUDA {driver_cuda} at most: upgrade the driver (CUDA {need}.x needs {branch} or "
+                f"newer) or install a torch built for CUDA {have}.x (docs/gpu.md, 'On a GPU node')")
+    return (f"torch (CUDA {torch_cuda}) and NVIDIA driver {driver} (CUDA {driver_cuda}) match, "
+            "yet CUDA does not start: check that the GPU is visible (nvidia-smi lists it; "
+            "CUDA_VISIBLE_DEVICES; a container's --gpus)")
 
 
 def device(choice):
@@ -135,5 +142,6 @@ def device(choice):
     smi = nvidia_smi()
     if choice == "auto" and smi is None:
         return torch.device("cpu")
-    sys.exit(f"--device {choice}: no usable CUDA GPU (torch {torch.__version__}, torch.version.cuda "
-             f"{torch.version.cuda}): {cuda_problem(torch.version.cuda, smi)}. --device cpu runs on the CPU.")
+    sys.exit(f"--device {choice}: no usable CUDA GPU (torch {torch.__version__}, "
+             f"torch.version.cuda {torch.version.cuda}): {cuda_problem(torch.version.cuda, smi)}. "
+             "--device cpu runs on the CPU.")

@@ -15,7 +15,8 @@ Read it in this order:
      blocks, recompute it later) when the pool runs out.
   4. Sharing (fork): the rows of one question (its samples, its budget-forcing settings) start as
      one sequence and split only where they would feed different tokens. A cap forks at its
-     position; "Wait" forks at a natural end. A whole Figure 1 sweep costs about its longest setting.
+     position; "Wait" forks at a natural end. A whole Figure 1 sweep costs about its longest
+     setting.
 """
 import inspect
 from collections import deque
@@ -29,8 +30,9 @@ import model as qwen
 from machinery import plan
 
 # The paged decode kernels, which read the block tables themselves (CUDA, fp16/bf16): torch's own
-# varlen_attn in its block_table=/seqused_k= form (torch 2.13; older torch lacks it), else flash-attn's
-# flash_attn_with_kvcache if installed; without either, decoding gathers the blocks for SDPA.
+# varlen_attn in its block_table=/seqused_k= form (torch 2.13; older torch lacks it), else
+# flash-attn's flash_attn_with_kvcache if installed; without either, decoding gathers the blocks
+# for SDPA.
 paged_varlen_attn = qwen.varlen_attn if qwen.varlen_attn is not None and \
     "block_table" in inspect.signature(qwen.varlen_attn).parameters else None
 try:
@@ -78,7 +80,8 @@ def sample_tokens(logits, temperature, top_p, vocab_size, seeds=0, banned=None):
     the Gumbel-max trick with noise from its seed alone, so it does not depend on which other rows
     share the batch: a forked or resumed row draws what it would have drawn alone. Ids past the
     tokenizer's vocabulary (the checkpoint pads its embedding to 151,936 rows) are never sampled:
-    s1's README reports vLLM crashing on them at temperature 1. banned: per row, ids it may not draw.
+    s1's README reports vLLM crashing on them at temperature 1. banned: per row, ids it may not
+    draw.
     Every decision is made on the host from the arguments: the only wait for the GPU is the caller's
     reading of the tokens."""
     per_row = lambda x: list(x) if isinstance(x, (list, tuple)) else [x] * len(logits)
@@ -146,7 +149,9 @@ def paged_kernel(like, block_size):
     blocks that are not a multiple of PAGED_BLOCK)."""
     if not qwen.flash_kernels_run(like) or block_size % PAGED_BLOCK:
         return None
-    return "varlen_attn" if paged_varlen_attn else "flash_attn_with_kvcache" if flash_attn_with_kvcache else None
+    if paged_varlen_attn:
+        return "varlen_attn"
+    return "flash_attn_with_kvcache" if flash_attn_with_kvcache else None
 
 
 class PagedBatch:
@@ -171,18 +176,20 @@ class PagedBatch:
             slots += [s.blocks[p // bs] * bs + p % bs for p in range(start, end)]
         self.tables = tables.to(device)
         self.slots = torch.tensor(slots, device=device)
-        self.positions = torch.tensor(positions, device=device).view((len(seqs), 1) if self.decode else (1, -1))
+        shape = (len(seqs), 1) if self.decode else (1, -1)
+        self.positions = torch.tensor(positions, device=device).view(shape)
         # index of each sequence's last new token among all new tokens: its logits are the ones kept
-        self.last = torch.tensor(ends, device=device).sub(torch.tensor(starts, device=device)).cumsum(0) - 1
+        new_tokens = torch.tensor(ends, device=device).sub(torch.tensor(starts, device=device))
+        self.last = new_tokens.cumsum(0) - 1
         self.lengths = torch.tensor(ends, device=device, dtype=torch.int32)
         self.max_len = max(ends)  # a Python int: the kernels take it as such
         cumulative = lambda xs: torch.tensor([0, *xs], device=device).cumsum(0).to(torch.int32)
         self.kernel = paged_kernel(pool.k, bs) if self.decode else None
         if not self.decode:
             self.cu_seqlens = cumulative(ends)
-        elif self.kernel:  # one query per sequence, over the first `lengths` slots of its block table
+        elif self.kernel:  # one query per sequence, over the first `lengths` slots of its table
             self.cu_q, self.cu_k = cumulative([1] * len(seqs)), cumulative(ends)
-        elif qwen.flash_kernels_run(pool.k):  # gather + SDPA on a GPU: rows of one length together, no mask
+        elif qwen.flash_kernels_run(pool.k):  # gather + SDPA on a GPU: rows of one length together
             by_length = {}
             for i, n in enumerate(ends):
                 by_length.setdefault(n, []).append(i)
@@ -190,13 +197,14 @@ class PagedBatch:
             for n, rows in by_length.items():
                 pos, rows = torch.arange(n, device=device), torch.tensor(rows, device=device)
                 self.groups.append((rows, self.tables[rows][:, pos // bs].long() * bs + pos % bs))
-        else:  # gather + SDPA on a CPU (or in fp32): every row padded to the longest, one masked call
+        else:  # gather + SDPA on a CPU (or in fp32): every row padded to the longest, one call
             pos, self.groups = torch.arange(self.max_len, device=device), None
             self.gather = self.tables[:, pos // bs].long() * bs + pos % bs
             self.visible = (pos[None, :] < self.lengths[:, None])[:, None, None]
 
     def attend(self, layer, q, k, v):
-        """Store this layer's new k, v in their slots, then attend: (B, T, heads, head_dim) in and out."""
+        """Store this layer's new k, v in their slots, then attend: (B, T, heads, head_dim) in and
+        out."""
         H, D = k.shape[-2:]
         k_pool, v_pool = self.pool.k[layer], self.pool.v[layer]
         k_pool.view(-1, H, D)[self.slots] = k.reshape(-1, H, D)
@@ -204,19 +212,23 @@ class PagedBatch:
         if not self.decode:
             return qwen.packed_attention(q[0], k[0], v[0], self.cu_seqlens, self.max_len)[None]
         if self.kernel == "varlen_attn":
-            return paged_varlen_attn(q[:, 0], k_pool, v_pool, self.cu_q, self.cu_k, 1, self.max_len, enable_gqa=True,
-                                     seqused_k=self.lengths, block_table=self.tables)[:, None]
+            return paged_varlen_attn(q[:, 0], k_pool, v_pool, self.cu_q, self.cu_k, 1, self.max_len,
+                                     enable_gqa=True, seqused_k=self.lengths,
+                                     block_table=self.tables)[:, None]
         if self.kernel == "flash_attn_with_kvcache":
-            return flash_attn_with_kvcache(q, k_pool, v_pool, cache_seqlens=self.lengths, block_table=self.tables,
-                                           causal=True)
-        if self.groups is None:  # the CPU's kernels take a mask with GQA; one call is 2.2x faster than groups
-            keys = k_pool.view(-1, H, D)[self.gather].transpose(1, 2)  # (B, H, L, D), padding masked out
+            return flash_attn_with_kvcache(q, k_pool, v_pool, cache_seqlens=self.lengths,
+                                           block_table=self.tables, causal=True)
+        if self.groups is None:  # the CPU's kernels take a mask with GQA; one call is 2.2x faster
+            # (B, H, L, D), the padding masked out
+            keys = k_pool.view(-1, H, D)[self.gather].transpose(1, 2)
             values = v_pool.view(-1, H, D)[self.gather].transpose(1, 2)
-            return F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=self.visible,
+            return F.scaled_dot_product_attention(q.transpose(1, 2), keys, values,
+                                                  attn_mask=self.visible,
                                                   enable_gqa=True).transpose(1, 2)
-        # On a GPU, SDPA with no mask, per group of rows of one length. With a mask and GQA heads, CUDA's
-        # flash kernel (no mask) and efficient kernel (no GQA) both refuse the call, which leaves cuDNN or
-        # the math kernel, and math copies K and V to every query head: GBs per layer at 64 x 32K.
+        # On a GPU, SDPA with no mask, per group of rows of one length. With a mask and GQA heads,
+        # CUDA's flash kernel (no mask) and efficient kernel (no GQA) both refuse the call, which
+        # leaves cuDNN or the math kernel, and math copies K and V to every query head: GBs per
+        # layer at 64 x 32K.
         out = torch.empty_like(q)
         for rows, slots in self.groups:
             keys = k_pool.view(-1, H, D)[slots].transpose(1, 2)  # (rows, H, length, D)
@@ -246,21 +258,25 @@ class Engine:
     """Continuous batching on a paged KV cache. add() queues a prompt with its rows; every step()
     runs one forward and returns the rows that finished."""
 
-    def __init__(self, model, max_tokens, max_rows=64, vocab_size=None, kv_memory_gb=None, block_size=None,
-                 on_token=None):
+    def __init__(self, model, max_tokens, max_rows=64, vocab_size=None, kv_memory_gb=None,
+                 block_size=None, on_token=None):
         """max_tokens: the longest sequence (prompt + generated) a row may reach; the pool holds at
         least one. max_rows: most sequences admitted at once. on_token(row) after each token."""
-        self.model, self.max_tokens, self.max_rows, self.on_token = model, max_tokens, max_rows, on_token
+        self.model, self.max_tokens, self.max_rows = model, max_tokens, max_rows
+        self.on_token = on_token
         self.vocab_size = vocab_size or model.cfg.vocab_size
         self.device, dtype = model.lm_head.weight.device, model.lm_head.weight.dtype
-        paged = paged_kernel(model.lm_head.weight, PAGED_BLOCK)  # their rule; without them, small blocks waste less
+        # the paged kernels' block size; without them, small blocks waste less
+        paged = paged_kernel(model.lm_head.weight, PAGED_BLOCK)
         block_size = block_size or (PAGED_BLOCK if paged else 16)
-        kv_heads = model.model.layers[0].self_attn.n_kv_heads  # this rank's share under tensor parallelism
+        # this rank's share under tensor parallelism
+        kv_heads = model.model.layers[0].self_attn.n_kv_heads
         per_block = block_size * plan.kv_bytes_per_token(model.cfg, kv_heads, dtype.itemsize)
         if kv_memory_gb is not None:
             budget = kv_memory_gb * 1e9
-        elif self.device.type == "cuda":  # what the weights left, less room for one step's activations
-            torch.cuda.empty_cache()  # memory an earlier engine's pool left in PyTorch's cache counts as free
+        elif self.device.type == "cuda":  # what the weights left, less one step's activations
+            # memory an earlier engine's pool left in PyTorch's cache counts as free
+            torch.cuda.empty_cache()
             tp = dist.get_world_size() if dist.is_initialized() else 1
             activations = plan.activation_bytes(model.cfg, max_tokens, max_rows, tp, dtype.itemsize)
             budget = 0.9 * torch.cuda.mem_get_info(self.device)[0] - activations
@@ -268,13 +284,14 @@ class Engine:
             budget = min(4e9, max_rows * -(-max_tokens // block_size) * per_block)
         num_blocks = int(budget // per_block)
         if dist.is_initialized():  # every rank must schedule alike: the smallest pool wins
-            n = torch.tensor(num_blocks, device=self.device if dist.get_backend() == "nccl" else "cpu")
+            where = self.device if dist.get_backend() == "nccl" else "cpu"
+            n = torch.tensor(num_blocks, device=where)
             dist.all_reduce(n, op=dist.ReduceOp.MIN)
             num_blocks = int(n)
         if num_blocks < -(-max_tokens // block_size):
-            raise ValueError(f"the KV pool holds {num_blocks * block_size} tokens, less than one row of "
-                             f"max_tokens={max_tokens}: give more kv_memory_gb (one token takes "
-                             f"{per_block / block_size / 1e6:.3f} MB) or fewer max_tokens")
+            raise ValueError(f"the KV pool holds {num_blocks * block_size} tokens, less than one "
+                             f"row of max_tokens={max_tokens}: give more kv_memory_gb (one token "
+                             f"takes {per_block / block_size / 1e6:.3f} MB) or fewer max_tokens")
         self.pool = BlockPool(model.cfg, num_blocks, block_size, kv_heads, self.device, dtype)
         self.prefill_tokens = max(max_tokens, 8192)  # most prompt tokens in one prefill forward
         self.waiting, self.running = deque(), []
@@ -303,7 +320,8 @@ class Engine:
         count rows, not sequences: a sequence can fork into as many sequences as it has rows."""
         batch, tokens, bs = [], 0, self.pool.block_size
         rows = sum(len(s.rows) for s in self.running)
-        while self.waiting and (rows + len(self.waiting[0].rows) <= self.max_rows or not self.running + batch):
+        while self.waiting and (rows + len(self.waiting[0].rows) <= self.max_rows
+                                or not self.running + batch):
             seq = self.waiting[0]
             need = -(-len(seq.ids) // bs)
             # keep a block free per running sequence, so that the next decode step has room to grow
@@ -319,11 +337,11 @@ class Engine:
 
     def room_for_next_token(self, seq):
         """Give the slot of seq's next token a block of its own; False if the pool is empty."""
-        if seq.cached == len(seq.blocks) * self.pool.block_size:  # its blocks are full: take a new one
+        if seq.cached == len(seq.blocks) * self.pool.block_size:  # its blocks are full: take one
             if not self.pool.free:
                 return False
             seq.blocks.append(self.pool.allocate())
-        elif self.pool.refs[seq.blocks[-1]] > 1:  # its last block is shared with a fork: copy, then write
+        elif self.pool.refs[seq.blocks[-1]] > 1:  # its last block is shared: copy, then write
             if not self.pool.free:
                 return False
             seq.blocks[-1] = self.pool.copy_on_write(seq.blocks[-1])
@@ -342,7 +360,8 @@ class Engine:
             seq.blocks, seq.cached = [], 0
             self.waiting.appendleft(seq)
             self.preempted += 1
-        return list(self.running)  # a copy: forks and finished sequences change the list during the step
+        # a copy: forks and finished sequences change the list during the step
+        return list(self.running)
 
     # -- the step
 
@@ -352,7 +371,8 @@ class Engine:
         batch = self.admit() or self.make_room()
         if not batch:
             if self.waiting and not self.running:
-                raise RuntimeError(f"the KV pool ({len(self.pool.refs)} blocks) cannot hold a waiting sequence")
+                raise RuntimeError(f"the KV pool ({len(self.pool.refs)} blocks) cannot hold a "
+                                   "waiting sequence")
             return []
         new = [t for s in batch for t in s.ids[s.cached:]]
         view = PagedBatch(self.pool, batch, self.device)
@@ -369,8 +389,8 @@ class Engine:
         for one, a draw from its sequence's logits; rows that draw alike draw once (a sweep's
         settings). Each sequence whose rows now feed different tokens splits (a fork); a sequence
         whose rows are all done frees its blocks. Returns the rows that finished."""
-        keys = {self.draw_key(i, row, row.banned()): None for i, seq in enumerate(seqs) for row in seq.rows
-                if not row.forced}
+        keys = {self.draw_key(i, row, row.banned()): None
+                for i, seq in enumerate(seqs) for row in seq.rows if not row.forced}
         drawn = dict(zip(keys, self.draw(logits, list(keys)))) if keys else {}
 
         def draw(i, row, banned):
@@ -403,8 +423,8 @@ class Engine:
     def draw(self, logits, keys):
         """One token per key (draw_key), in one batched call of the sampler."""
         index, seeds, temperatures, top_ps, banned = zip(*keys)
-        return sample_tokens(logits[list(index)], list(temperatures), list(top_ps), self.vocab_size, list(seeds),
-                             list(banned)).tolist()
+        return sample_tokens(logits[list(index)], list(temperatures), list(top_ps), self.vocab_size,
+                             list(seeds), list(banned)).tolist()
 
     def split(self, seq, groups):
         if not groups:  # every row is done

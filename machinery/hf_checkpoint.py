@@ -5,9 +5,11 @@ model.safetensors or shards listed in model.safetensors.index.json, generation_c
 the tokenizer files. In the order they appear:
     read_config(path) -> Config         config.json in transformers 4.x or 5.x spelling
     config_json(cfg)                    config.json as we write it (the 4.x spelling Qwen2.5 uses)
-    known_shape(name) -> Config | None  the Qwen2.5 sizes by hub name, for memory plans without a download
+    known_shape(name) -> Config | None  the Qwen2.5 sizes by hub name, for memory plans without a
+                                        download
     checkpoint_dir(name_or_path)        a local directory as is, else a hub download (once per node)
-    weights_fingerprint(path)           the sha256 of each safetensors file: which weights made an output
+    weights_fingerprint(path)           the sha256 of each safetensors file: which weights made an
+                                        output
     read_checkpoint(path, shapes, ...)  stream (name, tensor) out of the safetensors, checked
     from_pretrained(name_or_path)       a Qwen2 with the checkpoint's weights
     save_pretrained(model, out_dir)     write a checkpoint that transformers and vLLM load
@@ -39,9 +41,11 @@ def read_config(path):
     if not isinstance(raw, dict):
         raise SystemExit(f"{path}: not a JSON object")
     if raw.get("model_type", "qwen2") != "qwen2":
-        raise SystemExit(f"{path}: model_type is {raw['model_type']!r}; model.py implements qwen2 only")
+        raise SystemExit(f"{path}: model_type is {raw['model_type']!r}; model.py implements qwen2 "
+                         "only")
     if raw.get("use_sliding_window"):
-        raise SystemExit(f"{path}: use_sliding_window=true is not supported (no Qwen2.5 checkpoint uses it)")
+        raise SystemExit(f"{path}: use_sliding_window=true is not supported (no Qwen2.5 checkpoint "
+                         "uses it)")
     # 4.x writes rope_theta and torch_dtype at the top level; 5.x writes rope_parameters and dtype.
     rope_theta = raw.get("rope_theta", (raw.get("rope_parameters") or {}).get("rope_theta"))
     scaling = raw.get("rope_scaling") or (raw.get("rope_parameters") or {})
@@ -64,20 +68,25 @@ def read_config(path):
     except (TypeError, ValueError) as e:
         raise SystemExit(f"{path}: {e}") from None
     if raw.get("head_dim", cfg.head_dim) != cfg.head_dim:
-        raise SystemExit(f"{path}: head_dim {raw['head_dim']} != hidden_size / num_attention_heads ({cfg.head_dim})")
+        raise SystemExit(f"{path}: head_dim {raw['head_dim']} != hidden_size / "
+                         f"num_attention_heads ({cfg.head_dim})")
     return cfg
 
 
 def config_json(cfg, dtype=None):
-    """config.json in the 4.x spelling that real Qwen2.5 checkpoints use; transformers 5 and vLLM read it."""
+    """config.json in the 4.x spelling that real Qwen2.5 checkpoints use; transformers 5 and vLLM
+    read it."""
     return {
         "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",
         "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
         "intermediate_size": cfg.intermediate_size, "num_hidden_layers": cfg.num_hidden_layers,
-        "num_attention_heads": cfg.num_attention_heads, "num_key_value_heads": cfg.num_key_value_heads,
-        "max_position_embeddings": cfg.max_position_embeddings, "max_window_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "num_key_value_heads": cfg.num_key_value_heads,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "max_window_layers": cfg.num_hidden_layers,
         "rms_norm_eps": cfg.rms_norm_eps, "rope_theta": cfg.rope_theta, "rope_scaling": None,
-        "tie_word_embeddings": cfg.tie_word_embeddings, "use_sliding_window": False, "sliding_window": None,
+        "tie_word_embeddings": cfg.tie_word_embeddings, "use_sliding_window": False,
+        "sliding_window": None,
         "attention_dropout": 0.0, "initializer_range": 0.02, "use_cache": True,
         "bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id,
         "torch_dtype": dtype or cfg.torch_dtype,
@@ -88,15 +97,20 @@ def config_json(cfg, dtype=None):
 # Sizes known by name
 
 # The Qwen2.5 sizes (each one's config.json on the hub: hidden, intermediate, layers, heads, KV
-# heads, vocab, tied), so that memory plans need no download. s1-32B and s1.1-32B are the 32B shape.
-QWEN25_SHAPES = {"0.5B": (896, 4864, 24, 14, 2, 151936, True), "1.5B": (1536, 8960, 28, 12, 2, 151936, True),
-                 "3B": (2048, 11008, 36, 16, 2, 151936, True), "7B": (3584, 18944, 28, 28, 4, 152064, False),
-                 "14B": (5120, 13824, 48, 40, 8, 152064, False), "32B": (5120, 27648, 64, 40, 8, 152064, False),
+# heads, vocab, tied), so that memory plans need no download. s1-32B and s1.1-32B are the 32B
+# shape.
+QWEN25_SHAPES = {"0.5B": (896, 4864, 24, 14, 2, 151936, True),
+                 "1.5B": (1536, 8960, 28, 12, 2, 151936, True),
+                 "3B": (2048, 11008, 36, 16, 2, 151936, True),
+                 "7B": (3584, 18944, 28, 28, 4, 152064, False),
+                 "14B": (5120, 13824, 48, 40, 8, 152064, False),
+                 "32B": (5120, 27648, 64, 40, 8, 152064, False),
                  "72B": (8192, 29568, 80, 64, 8, 152064, False)}
 
 
 def known_shape(name):
-    """The Config of a hub name ending in a Qwen2.5 size (Qwen/Qwen2.5-32B-Instruct, simplescaling/s1.1-32B), or None."""
+    """The Config of a hub name ending in a Qwen2.5 size (Qwen/Qwen2.5-32B-Instruct,
+    simplescaling/s1.1-32B), or None."""
     m = re.search(r"-(\d+(?:\.\d+)?B)(?:-|$)", name)
     if not m or m.group(1) not in QWEN25_SHAPES:
         return None
@@ -107,18 +121,23 @@ def known_shape(name):
 
 def plan_config(name_or_path):
     """A model's Config for a memory plan, without downloading weights: a local config.json, the
-    shipped shape of a Qwen2.5 size named in a hub name, or else the hub's config.json (one small file)."""
+    shipped shape of a Qwen2.5 size named in a hub name, or else the hub's config.json (one small
+    file)."""
     if os.path.isdir(name_or_path):
         return read_config(os.path.join(name_or_path, "config.json"))
-    return known_shape(name_or_path) or \
-        read_config(os.path.join(checkpoint_dir(name_or_path, patterns=("config.json",)), "config.json"))
+    known = known_shape(name_or_path)
+    if known:
+        return known
+    path = checkpoint_dir(name_or_path, patterns=("config.json",))
+    return read_config(os.path.join(path, "config.json"))
 
 
 # ----------------------------------------------------------------------------------------------
 # Finding a checkpoint: a local directory or the hub
 
-# What to fetch of a hub checkpoint: everything but the weights (config.json, generation_config.json,
-# the safetensors index, the tokenizer files), and with them (a process that reads weights).
+# What to fetch of a hub checkpoint: everything but the weights (config.json,
+# generation_config.json, the safetensors index, the tokenizer files), and that with the weights
+# (a process that reads them).
 METADATA_FILES = ("*.json", "*.txt", "*.jinja")
 CHECKPOINT_FILES = METADATA_FILES + ("*.safetensors",)
 
@@ -131,19 +150,22 @@ def checkpoint_dir(name_or_path, patterns=CHECKPOINT_FILES):
     name_or_path = os.path.expanduser(os.fspath(name_or_path))
     if os.path.isdir(name_or_path):
         return name_or_path
-    if os.path.exists(name_or_path) or name_or_path.startswith((".", "/")) or name_or_path.count("/") != 1:
-        raise FileNotFoundError(f"{name_or_path}: not a checkpoint directory (nor a hub name like Qwen/Qwen2.5-0.5B)")
+    if (os.path.exists(name_or_path) or name_or_path.startswith((".", "/"))
+            or name_or_path.count("/") != 1):
+        raise FileNotFoundError(f"{name_or_path}: not a checkpoint directory (nor a hub name like "
+                                "Qwen/Qwen2.5-0.5B)")
     from huggingface_hub import snapshot_download
     try:
         with download_lock(name_or_path) as waited:
-            # A process that waited reads what the one before it fetched, without asking the hub again:
-            # every rank then loads the same commit even if the repo moves meanwhile. If that snapshot
-            # lacks files we want (the first process died, or fetched config.json only), fetch them.
+            # A process that waited reads what the one before it fetched, without asking the hub
+            # again: every rank then loads the same commit even if the repo moves meanwhile. If that
+            # snapshot lacks files we want (the first process died, or fetched config.json only),
+            # fetch them.
             return (waited and cached_snapshot(name_or_path, patterns)) or \
                 snapshot_download(name_or_path, allow_patterns=list(patterns))
     except Exception as e:
-        raise FileNotFoundError(f"{name_or_path}: not a local directory and not available from the hub "
-                                f"({type(e).__name__}: {e})") from None
+        raise FileNotFoundError(f"{name_or_path}: not a local directory and not available from "
+                                f"the hub ({type(e).__name__}: {e})") from None
 
 
 @contextlib.contextmanager
@@ -157,7 +179,8 @@ def download_lock(repo):
     lock_dir = os.path.join(constants.HF_HUB_CACHE, ".locks")  # huggingface_hub's own lock folder
     try:
         os.makedirs(lock_dir, exist_ok=True)
-        f = open(os.path.join(lock_dir, "models--" + repo.replace("/", "--") + ".download.lock"), "a")
+        name = "models--" + repo.replace("/", "--") + ".download.lock"
+        f = open(os.path.join(lock_dir, name), "a")
     except OSError:  # a read-only cache: nothing can be downloaded into it, so nothing to serialise
         yield False
         return
@@ -190,7 +213,8 @@ def safetensors_files(path):
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.exists(index):
         with open(index) as f:
-            return [os.path.join(path, name) for name in sorted(set(json.load(f)["weight_map"].values()))]
+            files = sorted(set(json.load(f)["weight_map"].values()))
+        return [os.path.join(path, name) for name in files]
     single = os.path.join(path, "model.safetensors")
     if os.path.exists(single):
         return [single]
@@ -198,13 +222,13 @@ def safetensors_files(path):
 
 
 def weights_fingerprint(path, earlier=None):
-    """Which weights a local checkpoint holds, for outputs that must not mix two models (eval.py's and
-    sample.py's resume): {"sha256": one digest, "files": {file: its sha256}, "stat": {file: [bytes,
-    mtime_ns]}}. The digest is the file's sha256 (what `sha256sum model.safetensors` prints) when
-    there is one file, else the sha256 of the listing `sha256sum` prints for the shards. Files are
-    hashed in parallel (hashlib releases the GIL). earlier: a fingerprint of the same directory made
-    before; when no file's size or modification time has changed it is returned as is, so that a
-    resumed run does not read 65 GB again."""
+    """Which weights a local checkpoint holds, for outputs that must not mix two models (eval.py's
+    and sample.py's resume): {"sha256": one digest, "files": {file: its sha256}, "stat": {file:
+    [bytes, mtime_ns]}}. The digest is the file's sha256 (what `sha256sum model.safetensors`
+    prints) when there is one file, else the sha256 of the listing `sha256sum` prints for the
+    shards. Files are hashed in parallel (hashlib releases the GIL). earlier: a fingerprint of the
+    same directory made before; when no file's size or modification time has changed it is
+    returned as is, so that a resumed run does not read 65 GB again."""
     import hashlib
     from concurrent.futures import ThreadPoolExecutor
     files = safetensors_files(path)
@@ -221,7 +245,10 @@ def weights_fingerprint(path, earlier=None):
     with ThreadPoolExecutor(min(8, len(files))) as pool:
         digests = dict(zip(stat, pool.map(sha256, files)))
     listing = "".join(f"{d}  {name}\n" for name, d in digests.items())
-    one = next(iter(digests.values())) if len(digests) == 1 else hashlib.sha256(listing.encode()).hexdigest()
+    if len(digests) == 1:
+        one = next(iter(digests.values()))
+    else:
+        one = hashlib.sha256(listing.encode()).hexdigest()
     return {"sha256": one, "files": digests, "stat": stat}
 
 
@@ -238,8 +265,8 @@ def read_checkpoint(path, expected_shapes, tied, select=None):
     """Yield (name, tensor) from a checkpoint's safetensors, checking every name and shape against
     `expected_shapes`, and that none is missing. Streams one tensor at a time.
     select(name, shape) -> index or None, if given: read only tensor[index] (a tuple of slices) of
-    that tensor, through safetensors' get_slice, so that the rest is never read (parallel.py's tensor
-    parallel ranks read only their rows or columns); None reads it whole."""
+    that tensor, through safetensors' get_slice, so that the rest is never read (parallel.py's
+    tensor-parallel ranks read only their slice of each weight matrix); None reads it whole."""
     from safetensors import safe_open
     seen = set()
     for file in safetensors_files(path):
@@ -254,7 +281,8 @@ def read_checkpoint(path, expected_shapes, tied, select=None):
                 part = f.get_slice(name)
                 shape = tuple(part.get_shape())
                 if shape != tuple(expected_shapes[name]):
-                    raise ValueError(f"{file}: {name} has shape {shape}, expected {tuple(expected_shapes[name])}")
+                    raise ValueError(f"{file}: {name} has shape {shape}, expected "
+                                     f"{tuple(expected_shapes[name])}")
                 seen.add(name)
                 index = select(name, shape) if select else None
                 # a column slice comes back as a strided view: make it dense (copies the slice only)
@@ -289,7 +317,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "mer
                    "special_tokens_map.json", "added_tokens.json", "chat_template.jinja")
 
 
-def save_pretrained(model_or_state_dict, out_dir, cfg=None, tokenizer_dir=None, max_shard_bytes=5 << 30):
+def save_pretrained(model_or_state_dict, out_dir, cfg=None, tokenizer_dir=None,
+                    max_shard_bytes=5 << 30):
     """Write a checkpoint transformers and vLLM load: config.json, generation_config.json,
     safetensors (sharded with an index above max_shard_bytes) and the tokenizer files. Takes a
     model or a full state dict (train.py passes FSDP's). Written to a temporary directory first and
@@ -336,7 +365,8 @@ def save_pretrained(model_or_state_dict, out_dir, cfg=None, tokenizer_dir=None, 
         shutil.copy(source, tmp)
     else:
         with open(os.path.join(tmp, "generation_config.json"), "w") as f:
-            json.dump({"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id}, f, indent=2)
+            json.dump({"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id}, f,
+                      indent=2)
     for name in TOKENIZER_FILES if tokenizer_dir else ():
         if os.path.exists(os.path.join(tokenizer_dir, name)):
             shutil.copy(os.path.join(tokenizer_dir, name), tmp)

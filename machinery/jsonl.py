@@ -3,10 +3,10 @@
 Reading: blank lines are skipped. A torn last line (no trailing newline and not valid JSON: what a
 kill in the middle of a write leaves) is dropped and reported in one line on stderr; an unreadable
 line anywhere else is an error naming the file and the line (a one-line SystemExit).
-Resuming an output that is appended to a line at a time (sample.py --output, eval.py's samples.jsonl,
-prepare.py's distill cache, curate.py's feature caches, train.py's log): read as above, then the torn
-tail, and only it, is cut from the file, so that the next line starts on a line of its own. Nothing
-already written is ever rewritten away.
+Resuming an output that is appended to a line at a time (sample.py --output, eval.py's
+samples.jsonl, prepare.py's distill cache, curate.py's feature caches, train.py's log): read as
+above, then the torn tail, and only it, is cut from the file, so that the next line starts on a
+line of its own. Nothing already written is ever rewritten away.
 Writing a whole file: to a temporary file beside it, then renamed over it, so that a crash never
 leaves half a file under the real name.
 """
@@ -34,14 +34,19 @@ def numbered(path):
                 try:
                     record = json.loads(line.decode("utf-8"))
                 except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    if line.endswith(b"\n"):  # a whole line: only a line with no newline can be the torn last one
-                        why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else \
-                            f"not UTF-8 text, byte {e.start + 1}"
-                        raise SystemExit(f"{path} line {n}: not valid JSON ({why}); fix or remove that line") from None
+                    # a whole line: only a line with no newline can be the torn last one
+                    if line.endswith(b"\n"):
+                        if isinstance(e, json.JSONDecodeError):
+                            why = f"{e.msg} at column {e.colno}"
+                        else:
+                            why = f"not UTF-8 text, byte {e.start + 1}"
+                        raise SystemExit(f"{path} line {n}: not valid JSON ({why}); "
+                                         "fix or remove that line") from None
                     print(f"{path} line {n}: dropping a half-written last line", file=sys.stderr)
                     return
                 if not isinstance(record, dict):
-                    raise SystemExit(f"{path} line {n}: a JSON {type(record).__name__}, not an object ({{...}})")
+                    raise SystemExit(f"{path} line {n}: a JSON {type(record).__name__}, "
+                                     "not an object ({...})")
                 yield n, record
         except (gzip.BadGzipFile, EOFError, zlib.error) as e:
             raise SystemExit(f"{path}: not a readable gzip file ({e})") from None
@@ -60,69 +65,74 @@ def read_json(path):
 
 
 def read_records(path):
-    """The rows of a local .jsonl, .jsonl.gz or .json (one list of objects) file."""
+    """The records of a local .jsonl, .jsonl.gz or .json (one list of objects) file."""
     if path.endswith(".json") and os.path.isfile(path):
         try:
             with open(path, encoding="utf-8") as f:
-                rows = json.load(f)
+                records = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SystemExit(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise SystemExit(f"{path}: not a JSON list of objects")
-        return rows
+        return records
     return read_jsonl(path)
 
 
 def local_or_hub(source, config=None, split="train", flag=None, hint=None):
-    """The rows of a local .jsonl, .jsonl.gz, .json or .parquet file, else of a hub dataset (or a
-    directory in the hub's layout) through the datasets library, which offline reads its cache.
-    flag: the command-line flag that named source, hint: what to do instead, for the error message."""
+    """The records of a local .jsonl, .jsonl.gz, .json or .parquet file, else of a hub dataset (or
+    a directory in the hub's layout) through the datasets library, which offline reads its cache.
+    flag: the command-line flag that named source, hint: what to do instead, for the error
+    message."""
     name = f"{flag} {source}" if flag else source
-    if source.endswith((".jsonl", ".jsonl.gz", ".json")) or os.path.isfile(source) and not source.endswith(".parquet"):
+    parquet = source.endswith(".parquet")
+    if source.endswith((".jsonl", ".jsonl.gz", ".json")) or os.path.isfile(source) and not parquet:
         if not os.path.exists(source):
             raise SystemExit(f"{name}: no such file")
         return read_input(source)
     import datasets
     try:
-        rows = (datasets.load_dataset("parquet", data_files=source, split="train") if source.endswith(".parquet")
-                else datasets.load_dataset(source, config, split=split))
+        if parquet:
+            records = datasets.load_dataset("parquet", data_files=source, split="train")
+        else:
+            records = datasets.load_dataset(source, config, split=split)
     except Exception as e:
-        raise SystemExit(f"{name}: not a local file and cannot be loaded from the hub ({type(e).__name__}: {e})"
-                         + (f"; {hint}" if hint else ""))
-    return list(rows)
+        raise SystemExit(f"{name}: not a local file and cannot be loaded from the hub "
+                         f"({type(e).__name__}: {e})" + (f"; {hint}" if hint else ""))
+    return list(records)
 
 
 def read_input(path):
-    """read_records for a stage's input, which must hold at least one row."""
-    rows = read_records(path)
-    if not rows:
-        raise SystemExit(f"{path}: no rows (the file is empty or blank)")
-    return rows
+    """read_records for a stage's input, which must hold at least one record."""
+    records = read_records(path)
+    if not records:
+        raise SystemExit(f"{path}: no records (the file is empty or blank)")
+    return records
 
 
-def read_questions(path, what="rows"):
-    """A stage's input rows (at least one), each with a non-empty string 'question': prepare.py's pool,
-    distill's output, curate.py's featurized pool."""
+def read_questions(path, what="records"):
+    """A stage's input records (at least one), each with a non-empty string 'question':
+    prepare.py's pool, distill's output, curate.py's featurized pool."""
     if not os.path.exists(path):
         raise SystemExit(f"{path}: no such file ({what})")
-    rows = read_input(path)
-    for i, r in enumerate(rows):
+    records = read_input(path)
+    for i, r in enumerate(records):
         if not isinstance(r.get("question"), str) or not r["question"].strip():
-            raise SystemExit(f"{path} row {i}: needs a non-empty string 'question'")
-    return rows
+            raise SystemExit(f"{path} record {i}: needs a non-empty string 'question'")
+    return records
 
 
 def question_hash(question):
-    """s1's key for a question in the caches (distill's, curate's): the first 16 hex digits of its sha256."""
+    """s1's key for a question in the caches (distill's, curate's): the first 16 hex digits of its
+    sha256."""
     return hashlib.sha256(question.encode()).hexdigest()[:16]
 
 
 def resume(path):
-    """The records of an output that a run appends to, none before its first run. Its torn last line is
-    dropped (and reported) and cut from the file; nothing else of the file is touched."""
+    """The records of an output that a run appends to, none before its first run. Its torn last
+    line is dropped (and reported) and cut from the file; nothing else of the file is touched."""
     if not os.path.exists(path):
         return []
-    records = read_jsonl(path)  # stops at an unreadable line that is not the last, before any change
+    records = read_jsonl(path)  # stops at an unreadable line but the last, before any change
     cut_torn_tail(path)
     return records
 
@@ -152,14 +162,16 @@ def parses(line):
 
 
 def same_config(config_path, config, hint, defaults=None, ignore=()):
-    """Stop if config_path, saved beside a resumable output, records other settings than config: an
-    output resumed with other settings would mix rows made two ways. The message names each change.
-    defaults: the value of a setting that older files do not record; ignore: keys not compared."""
+    """Stop if config_path, saved beside a resumable output, holds another config than config: an
+    output resumed with another config would mix records made two ways. The message names each
+    change. defaults: the value of a key that older files do not hold; ignore: keys not
+    compared."""
     if not os.path.exists(config_path):
         return
     with open(config_path, encoding="utf-8") as f:
         old = {**(defaults or {}), **json.load(f)}
-    changed = [f"{k} {old.get(k)!r} (now {v!r})" for k, v in config.items() if old.get(k) != v and k not in ignore]
+    changed = [f"{k} {old.get(k)!r} (now {v!r})" for k, v in config.items()
+               if old.get(k) != v and k not in ignore]
     if changed:
         raise SystemExit(f"{config_path}: made with {', '.join(changed)}; {hint}")
 
@@ -184,6 +196,6 @@ def write_atomic(path, text):
         f.write(text)
 
 
-def write_jsonl(path, rows):
+def write_jsonl(path, records):
     with atomic(path) as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
+        f.writelines(json.dumps(r) + "\n" for r in records)

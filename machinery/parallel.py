@@ -17,7 +17,8 @@ from machinery import cli
 # torch is imported inside the functions that use it: prepare.py and curate.py import this file for
 # WORLD and RANK, and most of their runs never need torch (importing it costs 1.5 s).
 
-WORLD, RANK = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))  # torchrun sets them
+# torchrun sets them
+WORLD, RANK = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
 
 
 def init_distributed(device="auto", timeout_min=60, always=False):
@@ -34,7 +35,8 @@ def init_distributed(device="auto", timeout_min=60, always=False):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(port))
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     if (world > 1 or always) and not dist.is_initialized():
         if device.type == "cuda":
@@ -46,8 +48,8 @@ def init_distributed(device="auto", timeout_min=60, always=False):
 
 
 def group():
-    """torch.distributed while a process group is up, else None (torch is not imported for this: where
-    nothing imported it, no group can be up)."""
+    """torch.distributed while a process group is up, else None (torch is not imported for this:
+    where nothing imported it, no group can be up)."""
     dist = sys.modules.get("torch.distributed")
     return dist if dist is not None and dist.is_initialized() else None
 

@@ -1,6 +1,7 @@
 """plan.py: will it fit, and how long will it take, before anything is loaded or rented.
 
-One count of a Qwen2.5's parameters, KV cache and activations, and the two memory plans built on it:
+One count of a Qwen2.5's parameters, KV cache and activations, and the two memory plans built on
+it:
     training_plan     bytes per GPU of train.py's FSDP2 step, part by part (train.py --dry-run)
     generation_plan   bytes per GPU of engine.py's engine under tensor parallelism, and how many
                       full-context rows its KV pool holds (sample.py / eval.py --dry-run)
@@ -12,7 +13,8 @@ from machinery import hf_checkpoint as hf
 from machinery import parallel
 
 H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM (NVIDIA datasheet)
-ASSUMED_MFU = 0.35  # torchtitan's published 33-39 % for FSDP2 on H100 (make gpu-check measures ours)
+# torchtitan's published 33-39 % for FSDP2 on H100 (make gpu-check measures ours)
+ASSUMED_MFU = 0.35
 GIB = 1024 ** 3
 
 
@@ -27,8 +29,10 @@ def block_params(cfg):
 
 
 def root_params(cfg):
-    """What is not in a block: the embedding, the LM head (none of its own when tied), the final norm."""
-    return cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_word_embeddings else 2) + cfg.hidden_size
+    """What is not in a block: the embedding, the LM head (none of its own when tied), the final
+    norm."""
+    embeddings = 1 if cfg.tie_word_embeddings else 2
+    return cfg.vocab_size * cfg.hidden_size * embeddings + cfg.hidden_size
 
 
 def num_params(cfg):
@@ -44,19 +48,24 @@ def in_units(n):
 
 
 def matmul_params(cfg):
-    """Parameters that take part in matmuls: all but the embedding lookup (the LM head does), biases and norms."""
+    """Parameters that take part in matmuls: all but the embedding lookup (the LM head does),
+    biases and norms."""
     h, kv = cfg.hidden_size, cfg.num_key_value_heads * cfg.head_dim
-    return cfg.num_hidden_layers * (2 * h * h + 2 * h * kv + 3 * h * cfg.intermediate_size) + h * cfg.vocab_size
+    block = 2 * h * h + 2 * h * kv + 3 * h * cfg.intermediate_size
+    return cfg.num_hidden_layers * block + h * cfg.vocab_size
 
 
 def train_flops(cfg, seq_len):
     """Forward + backward FLOPs of one sequence: 6 per matmul parameter per token, plus causal
-    attention, 6 * layers * hidden * seq_len per token (recomputation is not counted: MFU convention)."""
-    return 6 * matmul_params(cfg) * seq_len + 6 * cfg.num_hidden_layers * cfg.hidden_size * seq_len ** 2
+    attention, 6 * layers * hidden * seq_len per token (recomputation is not counted: MFU
+    convention)."""
+    attention = 6 * cfg.num_hidden_layers * cfg.hidden_size * seq_len ** 2
+    return 6 * matmul_params(cfg) * seq_len + attention
 
 
 def kv_bytes_per_token(cfg, kv_heads, dtype_bytes=2):
-    """Keys and values of one token in every layer, for kv_heads heads (a rank's share under tensor parallelism)."""
+    """Keys and values of one token in every layer, for kv_heads heads (a rank's share under tensor
+    parallelism)."""
     return 2 * cfg.num_hidden_layers * kv_heads * cfg.head_dim * dtype_bytes
 
 
@@ -68,11 +77,12 @@ def activation_bytes(cfg, max_tokens, max_rows, tp=1, dtype_bytes=2):
     calls have no mask, so CUDA's flash kernel takes them, never the math kernel, which would
     repeat them to every query head) and sampling: fp32 logits and log-probabilities, and at the
     peak, nucleus's sort (values, int64 order, masks, the scattered result): 9 fp32-sized copies of
-    rows x vocab (counted, not measured). In fp32 (dtype_bytes 4, s1's own evaluation dtype) no flash
-    kernel runs: the gathered keys and values go to SDPA's math kernel, which repeats them to every
-    query head."""
+    rows x vocab (counted, not measured). In fp32 (dtype_bytes 4, s1's own evaluation dtype) no
+    flash kernel runs: the gathered keys and values go to SDPA's math kernel, which repeats them to
+    every query head."""
     tokens = max(max_tokens, 8192)
-    per_token = (4 * cfg.hidden_size + 2 * cfg.hidden_size // tp + 3 * cfg.intermediate_size // tp) * dtype_bytes
+    per_token = (4 * cfg.hidden_size + 2 * cfg.hidden_size // tp
+                 + 3 * cfg.intermediate_size // tp) * dtype_bytes
     heads = cfg.num_attention_heads if dtype_bytes == 4 else cfg.num_key_value_heads
     gathered = 2 * max_rows * max_tokens * heads // tp * cfg.head_dim * dtype_bytes
     return max(tokens * per_token, gathered) + 9 * max_rows * cfg.vocab_size * 4
@@ -91,18 +101,20 @@ def training_plan(cfg, gpus, seq_len, checkpointing, ce_chunk, compute_bytes=2, 
     - activations: with checkpointing each block keeps its input (hidden) and one block at a time
       is recomputed with about 10 hidden- and 4 intermediate-sized tensors per token; without, all;
     - the LM-head backward of one ce_chunk of positions: fp32 logits, softmax and gradient, plus
-      their bf16 forms (measured on CPU: 11.5 B per logit in fp32, python bench.py plan);
+      their bf16 forms (measured on CPU: 11.5 B per logit in fp32, python -m tools.bench plan);
     - on CUDA, its context and NCCL's buffers (an estimate, to be measured: make gpu-check)."""
-    h, i, L, V, b = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size, compute_bytes
+    h, i, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
+    b = compute_bytes
     root, block = root_params(cfg), block_params(cfg)
     block_inside = seq_len * (10 * h + 4 * i) * b
     fp32_copy = 4 if b < 4 else 0
+    narrow_logits = 2 * b if b < 4 else 0  # the bf16 forms of the fp32 logits
     parts = {
         "params+grads+AdamW (fp32, sharded)": 16 * num_params(cfg) / gpus,
         "gathered weights (embedding, LM head, 2 blocks)": b * (root + 2 * block),
         "unsharded grads (LM head, 2 blocks) + fp32 copies": (b + fp32_copy) * (V * h + 2 * block),
         "activations": (L * seq_len * h * b + block_inside) if checkpointing else L * block_inside,
-        "LM-head backward, one loss chunk": (12 + (2 * b if b < 4 else 0)) * min(ce_chunk, seq_len) * V,
+        "LM-head backward, one loss chunk": (12 + narrow_logits) * min(ce_chunk, seq_len) * V,
     }
     if cuda:
         parts["CUDA context + NCCL buffers (estimate)"] = 2 * GIB
@@ -110,37 +122,46 @@ def training_plan(cfg, gpus, seq_len, checkpointing, ce_chunk, compute_bytes=2, 
 
 
 def print_training_plan(cfg, args, gpus, checkpointing, ce_chunk, lengths=None, steps=None):
-    """train.py's plan: memory per GPU at the longest row, the disk --out needs, and (with the data)
-    the time at ASSUMED_MFU. Returns whether it fits."""
+    """train.py's plan: memory per GPU at the longest micro-batch, the disk --out needs, and (with
+    the data) the time at ASSUMED_MFU. Returns whether it fits."""
     n_params = num_params(cfg)
     cpu = getattr(args, "device", None) == "cpu"  # one process in the machine's memory, not GPUs
     gpus = 1 if cpu else gpus
-    # the longest row decides: a full block when packing or when the data is unknown, else the longest example
+    # the longest micro-batch decides: a full block when packing or when the data is unknown, else
+    # the longest example
     seq_len = args.block_size if args.pack or not lengths else min(args.block_size, max(lengths))
-    parts = training_plan(cfg, gpus, seq_len, checkpointing, ce_chunk, compute_bytes=2 if args.dtype == "bfloat16" else 4,
-                          cuda=not cpu)
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB if cpu else args.gpu_memory_gib
-    total, usable = sum(parts.values()), 0.95 * memory_gib * GIB  # 5 %: the allocator's fragmentation
+    parts = training_plan(cfg, gpus, seq_len, checkpointing, ce_chunk,
+                          compute_bytes=2 if args.dtype == "bfloat16" else 4, cuda=not cpu)
+    if cpu:
+        memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+    else:
+        memory_gib = args.gpu_memory_gib
+    total, usable = sum(parts.values()), 0.95 * memory_gib * GIB  # 5 %: allocator fragmentation
     print0 = parallel.print0
     where = "one CPU process (--device cpu)" if cpu else f"{gpus} GPUs"
-    print0(f"memory per {'process' if cpu else 'GPU'} at {seq_len} tokens/row "
+    print0(f"memory per {'process' if cpu else 'GPU'} at {seq_len} tokens per micro-batch "
            f"({'the longest example' if seq_len < args.block_size else '--block-size'}), "
            f"{where}, activation checkpointing {'on' if checkpointing else 'off'}:")
     for name, nbytes in parts.items():
         print0(f"  {name:50s} {nbytes / GIB:8.1f} GiB")
     verdict = "fits" if total <= usable else "does NOT fit"
-    print0(f"  {'total':50s} {total / GIB:8.1f} GiB of {memory_gib:.1f} GiB (95 % usable) -> {verdict}")
-    checkpoint, final = 12 * n_params, (4 if args.save_dtype == "float32" else 2) * n_params  # fp32 weights + AdamW m, v
-    at_once = args.keep_checkpoints + 1 if args.save_every else 1  # the kept ones and the one being written
-    print0(f"disk in --out: {checkpoint / 1e9:.3g} GB per checkpoint (fp32 weights and AdamW state), up to {at_once} "
-           f"at once with --keep-checkpoints {args.keep_checkpoints}" + ("" if args.save_every else " (--save-every 0: "
-           "only at --stop-at)") + f", final model {final / 1e9:.3g} GB ({args.save_dtype}): "
+    print0(f"  {'total':50s} {total / GIB:8.1f} GiB of {memory_gib:.1f} GiB (95 % usable) "
+           f"-> {verdict}")
+    checkpoint = 12 * n_params  # fp32 weights + AdamW m, v
+    final = (4 if args.save_dtype == "float32" else 2) * n_params
+    # the kept ones and the one being written
+    at_once = args.keep_checkpoints + 1 if args.save_every else 1
+    print0(f"disk in --out: {checkpoint / 1e9:.3g} GB per checkpoint (fp32 weights and AdamW "
+           f"state), up to {at_once} at once with --keep-checkpoints {args.keep_checkpoints}"
+           + ("" if args.save_every else " (--save-every 0: only at --stop-at)")
+           + f", final model {final / 1e9:.3g} GB ({args.save_dtype}): "
            f"{(at_once * checkpoint + final) / 1e12:.3g} TB at most")
     if lengths is not None and steps is not None and not cpu:
         flops = args.epochs * sum(train_flops(cfg, n) for n in lengths)
         seconds = flops / (gpus * H100_BF16_TFLOPS * 1e12 * ASSUMED_MFU)
-        print0(f"time: {len(steps)} steps, {args.epochs * sum(lengths) / 1e6:.1f}M tokens, {flops / 1e18:.1f} EFLOP "
-               f"-> {seconds / 60:.0f} min on {gpus} H100 at {ASSUMED_MFU:.0%} MFU ({seconds * gpus / 3600:.1f} GPU-hours)")
+        print0(f"time: {len(steps)} steps, {args.epochs * sum(lengths) / 1e6:.1f}M tokens, "
+               f"{flops / 1e18:.1f} EFLOP -> {seconds / 60:.0f} min on {gpus} H100 at "
+               f"{ASSUMED_MFU:.0%} MFU ({seconds * gpus / 3600:.1f} GPU-hours)")
     return total <= usable
 
 
@@ -151,11 +172,13 @@ def generation_plan(cfg, tp, max_tokens, rows, gpu_gib, dtype_bytes=2):
     """Bytes per GPU: weights (blocks split tp ways; embedding, LM head and norms whole on every
     rank), the CUDA context and NCCL buffers, one forward's activations, and the KV pool that the
     engine makes of 90 % of what is left; and how many full-context rows that pool holds."""
-    plan = {"weights": (cfg.num_hidden_layers * block_params(cfg) / tp + root_params(cfg)) * dtype_bytes,
+    weights = (cfg.num_hidden_layers * block_params(cfg) / tp + root_params(cfg)) * dtype_bytes
+    plan = {"weights": weights,
             "cuda context and NCCL": (1.0 if tp > 1 else 0.5) * 1e9,
             "activations": activation_bytes(cfg, max_tokens, rows, tp, dtype_bytes)}
     per_token = kv_bytes_per_token(cfg, cfg.num_key_value_heads // tp, dtype_bytes)
-    plan["KV pool"] = max(0.0, 0.9 * (gpu_gib * GIB - plan["weights"] - plan["cuda context and NCCL"]) - plan["activations"])
+    left = gpu_gib * GIB - plan["weights"] - plan["cuda context and NCCL"]
+    plan["KV pool"] = max(0.0, 0.9 * left - plan["activations"])
     plan["rows that fit"] = int(plan["KV pool"] // (per_token * max_tokens))
     plan["kv per token"] = per_token
     return plan
@@ -169,26 +192,29 @@ def print_generation_plan(name, gpus, max_tokens, rows, gpu_gib):
           f"{cfg.num_key_value_heads} KV heads; context {max_tokens:,} tokens, up to {rows} rows; "
           f"{gpu_gib:g} GiB per GPU; bf16")
     print("| tensor parallel | weights | activations | context+NCCL | KV pool | KV per token | "
-          f"{max_tokens // 1024}K rows that fit | rows at once |\n|---|---|---|---|---|---|---|---|")
+          f"{max_tokens // 1024}K rows that fit | rows at once |\n"
+          "|---|---|---|---|---|---|---|---|")
     fits = {}
     for tp in [t for t in (1, 2, 4, 8, 16) if t <= gpus and cfg.num_key_value_heads % t == 0]:
         p = generation_plan(cfg, tp, max_tokens, rows, gpu_gib)
         gb = lambda x: f"{x / GIB:.1f} GiB"
-        print(f"| {tp} | {gb(p['weights'])} | {gb(p['activations'])} | {gb(p['cuda context and NCCL'])} | "
+        print(f"| {tp} | {gb(p['weights'])} | {gb(p['activations'])} | "
+              f"{gb(p['cuda context and NCCL'])} | "
               f"{gb(p['KV pool'])} | {p['kv per token'] / 1e3:.0f} KB | {p['rows that fit']} | "
               f"{min(rows, p['rows that fit'])} |")
         if p["rows that fit"] >= 1:
             fits[tp] = p["rows that fit"]
     if not fits:
-        print(f"Does not fit: no tensor-parallel degree up to {gpus} GPUs holds the weights and one "
-              f"{max_tokens:,}-token row. Use more GPUs, larger ones, or a shorter --max-tokens.")
+        print(f"Does not fit: no tensor-parallel degree up to {gpus} GPUs holds the weights and "
+              f"one {max_tokens:,}-token row. Use more GPUs, larger ones, or a shorter "
+              "--max-tokens.")
         return None
     best, most = min(fits), max(fits)
-    print(f"Smallest fit: torchrun --nproc-per-node {best} ({fits[best]} full-context rows at once). "
-          f"Most rows: --nproc-per-node {most} ({fits[most]}); the degree must divide the "
-          f"{cfg.num_key_value_heads} KV heads" + (f", so {gpus} GPUs run {gpus // most} such jobs side by side "
-                                                   f"(e.g. one benchmark each, each with its own --out)."
-                                                   if gpus // most > 1 else "."))
+    side_by_side = (f", so {gpus} GPUs run {gpus // most} such jobs side by side (e.g. one "
+                    f"benchmark each, each with its own --out)." if gpus // most > 1 else ".")
+    print(f"Smallest fit: torchrun --nproc-per-node {best} ({fits[best]} full-context rows at "
+          f"once). Most rows: --nproc-per-node {most} ({fits[most]}); the degree must divide the "
+          f"{cfg.num_key_value_heads} KV heads" + side_by_side)
     return best
 
 
@@ -197,5 +223,6 @@ def check_fits(name, world, max_tokens, rows, gpu_gib, dtype_bytes=2):
     plan = generation_plan(hf.plan_config(name), world, max_tokens, rows, gpu_gib, dtype_bytes)
     if plan["rows that fit"] < 1:
         raise SystemExit(f"{name} does not fit {world} GPU(s) with one {max_tokens:,}-token row "
-                         f"(weights {plan['weights'] / GIB:.1f} GiB per GPU): run under torchrun with more "
-                         f"GPUs (sample.py --dry-run shows the plan) or lower --max-tokens")
+                         f"(weights {plan['weights'] / GIB:.1f} GiB per GPU): run under torchrun "
+                         f"with more GPUs (sample.py --dry-run shows the plan) or lower "
+                         f"--max-tokens")

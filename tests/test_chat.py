@@ -28,14 +28,17 @@ def test_tokenizer_reproduces_llamacpp_reference_tokenizations(tokenizer):
 
 
 def test_special_token_ids(tokenizer):
-    assert tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>", "<|endoftext|>"]) == [151644, 151645, 151643]
+    ids = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>", "<|endoftext|>"])
+    assert ids == [151644, 151645, 151643]
 
 
 QUESTION = "How many r in raspberry?"
 THINKING = "  r-a-s-p-b-e-r-r-y: one r, then two more.\nSo 3.  "
-EXPECTED = ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+EXPECTED = ("<|im_start|>system\n"
+            "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
             "<|im_start|>user\nHow many r in raspberry?<|im_end|>\n"
-            "<|im_start|>assistant\n<|im_start|>think\nr-a-s-p-b-e-r-r-y: one r, then two more.\nSo 3.\n"
+            "<|im_start|>assistant\n<|im_start|>think\n"
+            "r-a-s-p-b-e-r-r-y: one r, then two more.\nSo 3.\n"
             "<|im_start|>answer\nAnswer: 3<|im_end|>\n")
 
 
@@ -45,7 +48,8 @@ def test_rendered_example_is_the_exact_s1_string(tokenizer):
     # s1 built the same string with the Qwen2.5 chat template (s1 tokenization.py); so does ours.
     content = "<|im_start|>think\n" + THINKING.strip() + "\n<|im_start|>answer\nAnswer: 3"
     templated = tokenizer.apply_chat_template([{"role": "user", "content": QUESTION},
-                                               {"role": "assistant", "content": content}], tokenize=False)
+                                               {"role": "assistant", "content": content}],
+                                              tokenize=False)
     assert text == templated
     # An attempt that already says "Answer:" is not prefixed twice.
     assert chat.completion_text("t", "The Answer: 3").endswith("answer\nThe Answer: 3<|im_end|>\n")

@@ -1,6 +1,6 @@
-"""make gpu-check (tools/gpu_check.py) on a CPU: tiny shapes through every path it checks on a GPU, so
-that none of it is dead code by the time someone runs it on one; and without a GPU, the check as
-make runs it stops in one line instead of handing back a CPU report."""
+"""make gpu-check (python -m tools.gpu_check) on a CPU: tiny shapes through every path it checks on
+a GPU, so that none of it is dead code by the time someone runs it on one; and without a GPU, the
+check as make runs it stops in one line instead of handing back a CPU report."""
 import json
 import subprocess
 import sys
@@ -15,28 +15,33 @@ SECTIONS = ["attention", "sdpa_kernels", "train", "decode", "two_gpus", "goals"]
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
 def test_make_gpu_check_without_a_gpu_exits_nonzero_in_one_line(tmp_path):
     # -o .venv/installed: never (re)build the environment from inside a test
-    proc = subprocess.run(["make", "-s", "-o", ".venv/installed", "gpu-check", f"GPU_CHECK_ARGS=--report-dir {tmp_path}"],
+    proc = subprocess.run(["make", "-s", "-o", ".venv/installed", "gpu-check",
+                           f"GPU_CHECK_ARGS=--report-dir {tmp_path}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     ours = [line for line in proc.stderr.splitlines() if not line.startswith("make")]
     assert proc.returncode != 0 and proc.stdout == "" and len(ours) == 1, (proc.stdout, proc.stderr)
     assert ours[0].startswith("--device cuda: no usable CUDA GPU") and "nvidia-smi" in ours[0]
-    assert not list(tmp_path.iterdir())  # no report written: a CPU result is never handed back as a GPU one
+    # no report written: a CPU result is never handed back as a GPU one
+    assert not list(tmp_path.iterdir())
 
 
 def test_gpu_check_runs_on_cpu_and_reports_every_section(tmp_path):
-    run([sys.executable, "-m", "tools.gpu_check", "--device", "cpu", "--report-dir", str(tmp_path)], timeout=600)
+    run([sys.executable, "-m", "tools.gpu_check", "--device", "cpu", "--report-dir", str(tmp_path)],
+        timeout=600)
     report = json.loads((tmp_path / "report.json").read_text())
     md = (tmp_path / "report.md").read_text()
     for name in SECTIONS:
         assert name in report and "error" not in report[name], (name, report.get(name))
-    for title in ["Attention vs fp32 CPU", "SDPA kernel per shape", "train.py step", "Decode", "Two GPUs", "Goals"]:
+    for title in ["Attention vs fp32 CPU", "SDPA kernel per shape", "train.py step", "Decode",
+                  "Two GPUs", "Goals"]:
         assert f"## {title}" in md
     assert "skipped: a CPU run" in md and "| rows: SDPA |" in md
 
     # Every path that runs here agrees with fp32 (bf16 rounding is far below the tolerance), and the
     # CUDA-only kernels say why they were skipped.
     paths = {p["path"]: p for p in report["attention"]["paths"]}
-    assert paths["packed: torch varlen_attn"]["note"] in ("skipped: CUDA only", "skipped: torch.nn.attention.varlen not installed")
+    assert paths["packed: torch varlen_attn"]["note"] in (
+        "skipped: CUDA only", "skipped: torch.nn.attention.varlen not installed")
     assert paths["packed: flash-attn varlen"]["note"].startswith("skipped: ")
     ran = [p for p in paths.values() if "note" not in p]
     assert {"rows: SDPA", "packed: SDPA per document", "KV cache: paged prefill, 16-token blocks",
@@ -45,15 +50,19 @@ def test_gpu_check_runs_on_cpu_and_reports_every_section(tmp_path):
         assert p["ok"] and 0 < p["logits_rel"] < 0.02 and p["logits_max_abs"] < 0.05, p
         assert p.get("grad_rel", 0) < 0.02, p
     kernels = report["sdpa_kernels"]
-    assert len(kernels) == 4 and all(s["selected"] for s in kernels) and "train, unpacked row" in kernels[0]["shape"]
+    assert len(kernels) == 4 and all(s["selected"] for s in kernels)
+    assert "train, unpacked row" in kernels[0]["shape"]
     assert not any("flash_or_efficient" in s for s in kernels)  # asked on CUDA only
 
-    # train.py really ran (its log), decode really generated; GPU-only numbers are absent, not made up.
+    # train.py really ran (its log), decode really generated; GPU-only numbers are absent, not made
+    # up.
     (train,) = report["train"]
-    assert train["steps"] == 2 and train["tokens_per_s"] > 0 and train["mfu"] is None and train["plan_error"] is None
-    assert report["decode"]["batch_1_tokens_per_s"] > 0 and report["decode"]["batch_64_tokens_per_s"] > 0
-    assert report["decode"]["roofline_fraction"] is None and "unknown HBM bandwidth" in report["decode"]["note"]
-    assert report["decode"]["kernel"] == "gather + SDPA"
+    assert train["steps"] == 2 and train["tokens_per_s"] > 0
+    assert train["mfu"] is None and train["plan_error"] is None
+    decode = report["decode"]
+    assert decode["batch_1_tokens_per_s"] > 0 and decode["batch_64_tokens_per_s"] > 0
+    assert decode["roofline_fraction"] is None and "unknown HBM bandwidth" in decode["note"]
+    assert decode["kernel"] == "gather + SDPA"
     assert "skipped" in report["two_gpus"]
     # per goal: the goal, the measured value and the result
     assert len(report["goals"]) == 4 and all(g["result"] == "not measured" for g in report["goals"])
@@ -61,7 +70,7 @@ def test_gpu_check_runs_on_cpu_and_reports_every_section(tmp_path):
 
 
 def test_the_decode_roofline_counts_what_a_step_reads():
-    """Every weight once, but of an untied embedding table only the rows of the tokens fed (none
+    """Every weight once, but of an untied embedding table only the vectors of the tokens fed (none
     counted); a tied one is the LM head, read whole. Plus the KV cache at the mean context."""
     import dataclasses
 

@@ -16,7 +16,8 @@ import sample
 import train
 from machinery import cli, parallel
 
-NVIDIA_SMI = """+-----------------------------------------------------------------------------------------+
+NVIDIA_SMI = """\
++-----------------------------------------------------------------------------------------+
 | NVIDIA-SMI 550.54.15              Driver Version: 550.54.15      CUDA Version: 12.4     |
 |-----------------------------------------+------------------------+----------------------+
 |   0  NVIDIA H100 80GB HBM3          On  |   00000000:18:00.0 Off |                    0 |
@@ -37,8 +38,8 @@ def test_nvidia_smi_gives_the_driver_and_its_cuda_or_none(monkeypatch):
 
 @pytest.fixture
 def node(monkeypatch):
-    """A node as the test describes it: whether torch's CUDA works, torch's CUDA version, nvidia-smi's
-    answer (None: no driver). Returns a setter; counts nvidia-smi calls."""
+    """A node as the test describes it: whether torch's CUDA works, torch's CUDA version,
+    nvidia-smi's answer (None: no driver). Returns a setter; counts nvidia-smi calls."""
     calls = []
 
     def set_(available, torch_cuda, smi):
@@ -59,16 +60,19 @@ def device_error(choice):
 
 
 def test_the_preflight_names_torchs_cuda_the_driver_and_what_to_install(node):
-    # PyPI's torch 2.13.0 (CUDA 13.0) on a node whose driver runs CUDA 12.4: both --device cuda and auto stop
+    # PyPI's torch 2.13.0 (CUDA 13.0) on a node whose driver runs CUDA 12.4: both --device cuda and
+    # auto stop
     node(False, "13.0", ("550.54.15", "12.4"))
     for choice in ("cuda", "auto"):
         message = device_error(choice)
-        assert "torch.version.cuda 13.0" in message and "driver 550.54.15" in message and "CUDA 12.4 at most" in message
-        assert "R580" in message and "torch built for CUDA 12.x" in message and "On a GPU node" in message
+        assert "torch.version.cuda 13.0" in message and "driver 550.54.15" in message
+        assert "CUDA 12.4 at most" in message and "R580" in message
+        assert "torch built for CUDA 12.x" in message and "On a GPU node" in message
     # a CPU build of torch on a GPU node
     node(False, None, ("580.82.07", "13.0"))
     message = device_error("auto")
-    assert "torch.version.cuda None" in message and "CPU build" in message and "580.82.07" in message
+    assert "torch.version.cuda None" in message and "CPU build" in message
+    assert "580.82.07" in message
     # no driver at all: auto is the CPU (a laptop, CI); cuda stops, naming the missing driver
     node(False, None, None)
     assert cli.device("auto") == torch.device("cpu")
@@ -79,22 +83,26 @@ def test_the_preflight_names_torchs_cuda_the_driver_and_what_to_install(node):
     assert cli.device("cpu") == torch.device("cpu") and node.calls == []
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="fakes a GPU node whose torch cannot use the GPU")
-@pytest.mark.parametrize("argv", [["train.py", "--model", "nowhere/model", "--data", "missing.jsonl"],
-                                  ["sample.py", "--model", "nowhere/model", "--prompt", "hi"],
-                                  ["serve.py", "--model", "nowhere/model"],
-                                  ["-m", "tools.gpu_check"]], ids=lambda a: a[-1] if a[0] == "-m" else a[0])
+@pytest.mark.skipif(torch.cuda.is_available(),
+                    reason="fakes a GPU node whose torch cannot use the GPU")
+@pytest.mark.parametrize("argv", [
+    ["train.py", "--model", "nowhere/model", "--data", "missing.jsonl"],
+    ["sample.py", "--model", "nowhere/model", "--prompt", "hi"],
+    ["serve.py", "--model", "nowhere/model"],
+    ["-m", "tools.gpu_check"]], ids=lambda a: a[-1] if a[0] == "-m" else a[0])
 def test_each_command_runs_the_preflight_first(tmp_path, argv):
-    """A fake nvidia-smi on PATH makes this CPU machine a GPU node with an old driver, where this CPU
-    build of torch cannot use the GPU: each command stops first (before the missing model or data),
-    in one line, with exit code 1."""
+    """A fake nvidia-smi on PATH makes this CPU machine a GPU node with an old driver, where this
+    CPU build of torch cannot use the GPU: each command stops first (before the missing model or
+    data), in one line, with exit code 1."""
     smi = tmp_path / "nvidia-smi"
     smi.write_text(f"#!/bin/sh\ncat <<'EOF'\n{NVIDIA_SMI}EOF\n")
     smi.chmod(0o755)
     env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
-    proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith(f"--device {'cuda' if argv[0] == '-m' else 'auto'}: no usable CUDA GPU")
+    choice = "cuda" if argv[0] == "-m" else "auto"
+    assert proc.stderr.startswith(f"--device {choice}: no usable CUDA GPU")
     assert "driver 550.54.15 (CUDA 12.4)" in proc.stderr and "CPU build" in proc.stderr
 
 
@@ -108,11 +116,13 @@ class Stop(Exception):
 @pytest.fixture
 def fake_hub(tmp_path, monkeypatch, tiny_checkpoint):
     """huggingface_hub.snapshot_download serving the tiny checkpoint as "someone/tiny": each call
-    copies the files its allow_patterns match into a fresh snapshot. Returns the patterns asked for."""
+    copies the files its allow_patterns match into a fresh snapshot. Returns the patterns asked
+    for."""
     import huggingface_hub
     from huggingface_hub import constants
     source, _ = tiny_checkpoint
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # download_lock's lock files
+    # where download_lock puts its lock files
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     asked = []
 
     def snapshot_download(repo, allow_patterns=None, local_files_only=False):
@@ -133,11 +143,13 @@ def weights_fetched(patterns):
     return any(fnmatch.fnmatch("model.safetensors", p) for p in patterns)
 
 
-@pytest.mark.parametrize("rank, init, reads", [("0", "pretrained", True), ("1", "pretrained", False),
-                                               ("3", "pretrained", False), ("0", "random", False)])
+@pytest.mark.parametrize("rank, init, reads", [("0", "pretrained", True),
+                                               ("1", "pretrained", False),
+                                               ("3", "pretrained", False),
+                                               ("0", "random", False)])
 def test_train_fetches_weights_on_rank_0_only(fake_hub, monkeypatch, rank, init, reads):
-    """train.py: rank 0 reads the checkpoint and broadcasts it (build_model), so the other ranks, and
-    a random init, fetch the config and tokenizer files only."""
+    """train.py: rank 0 reads the checkpoint and broadcasts it (build_model), so the other ranks,
+    and a random init, fetch the config and tokenizer files only."""
     monkeypatch.setenv("RANK", rank)
 
     def stop(*a, **kw):
@@ -175,6 +187,7 @@ def test_the_generation_process_group_gets_the_timeout(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
-    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend, timeout: seen.update(b=backend, t=timeout))
+    monkeypatch.setattr(torch.distributed, "init_process_group",
+                        lambda backend, timeout: seen.update(b=backend, t=timeout))
     assert parallel.init_distributed("cpu", 240) == (torch.device("cpu"), 2, 1)
     assert seen == dict(b="gloo", t=datetime.timedelta(minutes=240))

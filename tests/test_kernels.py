@@ -18,18 +18,21 @@ from machinery import chat, engine, hf_checkpoint
 
 
 def attention(q, k, v, causal):
-    """One sequence: q (Tq, Hq, D), k and v (Tk, Hkv, D); kv head h // (Hq / Hkv) serves query head h;
-    causal is aligned to the bottom right (flash-attn's convention): query i sees keys <= i + Tk - Tq."""
+    """One sequence: q (Tq, Hq, D), k and v (Tk, Hkv, D); kv head h // (Hq / Hkv) serves query head
+    h; causal is aligned to the bottom right (flash-attn's convention): query i sees keys
+    <= i + Tk - Tq."""
     (Tq, Hq, D), Tk = q.shape, k.shape[0]
     k, v = (t.repeat_interleave(Hq // t.shape[1], dim=1) for t in (k, v))
     scores = torch.einsum("qhd,khd->hqk", q.double(), k.double()) / D ** 0.5
     if causal:
-        scores = scores.masked_fill(torch.arange(Tk)[None] > torch.arange(Tq)[:, None] + Tk - Tq, float("-inf"))
+        hidden = torch.arange(Tk)[None] > torch.arange(Tq)[:, None] + Tk - Tq
+        scores = scores.masked_fill(hidden, float("-inf"))
     return torch.einsum("hqk,khd->qhd", scores.softmax(-1), v.double()).to(q.dtype)
 
 
 def int32_vector(name, t, n=None):
-    assert isinstance(t, torch.Tensor) and t.dtype == torch.int32 and t.dim() == 1, f"{name} must be int32, 1-D"
+    assert isinstance(t, torch.Tensor) and t.dtype == torch.int32 and t.dim() == 1, (
+        f"{name} must be int32, 1-D")
     assert n is None or t.numel() == n, f"{name} must have {n} elements"
 
 
@@ -41,22 +44,27 @@ def paged_keys(key, value, table, n):
     return key[pages].flatten(0, 1)[:n], value[pages].flatten(0, 1)[:n]
 
 
-def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
-                window_size=(-1, -1), enable_gqa=False, seqused_k=None, block_table=None, num_splits=None):
+def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None,
+                scale=None, window_size=(-1, -1), enable_gqa=False, seqused_k=None,
+                block_table=None, num_splits=None):
     """torch.nn.attention.varlen.varlen_attn's signature (torch 2.13), computed plainly."""
     assert return_aux is None and scale is None and num_splits is None
-    assert isinstance(max_q, int) and isinstance(max_k, int), "max_q, max_k are ints (a tensor costs a sync)"
-    assert cu_seq_q is not None and cu_seq_k is not None, "cumulative_sequence_length_q and _k must be both set"
+    assert isinstance(max_q, int) and isinstance(max_k, int), (
+        "max_q, max_k are ints (a tensor costs a sync)")
+    assert cu_seq_q is not None and cu_seq_k is not None, (
+        "cumulative_sequence_length_q and _k must be both set")
     B = cu_seq_q.numel() - 1
     int32_vector("cu_seq_q", cu_seq_q), int32_vector("cu_seq_k", cu_seq_k, B + 1)
     Hq, Hkv = query.shape[1], key.shape[2] if block_table is not None else key.shape[1]
-    assert query.dim() == 3 and (Hq == Hkv or enable_gqa and Hq % Hkv == 0), "GQA needs enable_gqa=True"
-    assert window_size in [(-1, -1), (-1, 0)], "windows other than none and causal are not used here"
+    assert query.dim() == 3 and (Hq == Hkv or enable_gqa and Hq % Hkv == 0), (
+        "GQA needs enable_gqa=True")
+    assert window_size in [(-1, -1), (-1, 0)], (
+        "windows other than none and causal are not used here")
     causal = window_size == (-1, 0)  # as torch: a list [-1, 0] would not be causal
     if block_table is not None:
         assert seqused_k is not None, "block_table requires seqused_k"
-        assert block_table.dtype == torch.int32 and block_table.dim() == 2 and len(block_table) == B, \
-            "block_table must be int32, (batch, pages)"
+        assert block_table.dtype == torch.int32 and block_table.dim() == 2 \
+            and len(block_table) == B, "block_table must be int32, (batch, pages)"
     if seqused_k is not None:
         int32_vector("seqused_k", seqused_k, B)
     cq, ck = cu_seq_q.tolist(), cu_seq_k.tolist()
@@ -71,8 +79,9 @@ def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_a
     return torch.cat(out)
 
 
-def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
-                           softmax_scale=None, causal=False, block_table=None, **rest):
+def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                           dropout_p=0.0, softmax_scale=None, causal=False, block_table=None,
+                           **rest):
     """flash-attn 2.8.3's flash_attn_varlen_func (its positional order), computed plainly."""
     assert dropout_p == 0.0 and softmax_scale is None and block_table is None and not rest
     return varlen_attn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
@@ -80,16 +89,19 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
 
 
 def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None,
-                            cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None, block_table=None,
-                            softmax_scale=None, causal=False, **rest):
-    """flash-attn 2.8.3's flash_attn_with_kvcache with a paged cache: q (batch, seqlen, nheads, headdim),
-    k_cache (num_blocks, page_block_size, nheads_k, headdim), cache_seqlens int32 (batch,)."""
-    assert k is None and v is None and rotary_cos is None and cache_batch_idx is None and cache_leftpad is None
+                            cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None,
+                            block_table=None, softmax_scale=None, causal=False, **rest):
+    """flash-attn 2.8.3's flash_attn_with_kvcache with a paged cache: q (batch, seqlen, nheads,
+    headdim), k_cache (num_blocks, page_block_size, nheads_k, headdim), cache_seqlens int32
+    (batch,)."""
+    assert k is None and v is None and rotary_cos is None
+    assert cache_batch_idx is None and cache_leftpad is None
     assert softmax_scale is None and not rest and q.dim() == 4
     B = len(q)
     int32_vector("cache_seqlens", cache_seqlens, B)
     assert block_table.dtype == torch.int32 and block_table.shape[0] == B
-    return torch.stack([attention(q[b], *paged_keys(k_cache, v_cache, block_table[b], cache_seqlens[b].item()), causal)
+    return torch.stack([attention(q[b], *paged_keys(k_cache, v_cache, block_table[b],
+                                                    cache_seqlens[b].item()), causal)
                         for b in range(B)])
 
 
@@ -102,9 +114,11 @@ def test_the_stand_ins_agree_with_sdpa_and_refuse_what_the_kernels_refuse():
     cu = torch.tensor([0, *lengths]).cumsum(0).to(torch.int32)
     q, k, v = (torch.randn(sum(lengths), h, D, generator=gen) for h in (Hq, Hkv, Hkv))
     sdpa = M.packed_attention(q, k, v, cu, max(lengths))  # on a CPU: SDPA per document
-    packed = varlen_attn(q, k, v, cu, cu, max(lengths), max(lengths), window_size=(-1, 0), enable_gqa=True)
+    packed = varlen_attn(q, k, v, cu, cu, max(lengths), max(lengths), window_size=(-1, 0),
+                         enable_gqa=True)
     assert (packed - sdpa).abs().max() < 1e-5
-    assert (flash_attn_varlen_func(q, k, v, cu, cu, max(lengths), max(lengths), causal=True) - sdpa).abs().max() < 1e-5
+    flash = flash_attn_varlen_func(q, k, v, cu, cu, max(lengths), max(lengths), causal=True)
+    assert (flash - sdpa).abs().max() < 1e-5
 
     # paged: each sequence's keys in 256-token pages, shuffled in the pool, vs SDPA on its own keys
     pages = torch.randperm(8, generator=gen)
@@ -113,27 +127,37 @@ def test_the_stand_ins_agree_with_sdpa_and_refuse_what_the_kernels_refuse():
     seqused = torch.tensor([700, 300], dtype=torch.int32)
     q1 = torch.randn(2, Hq, D, generator=gen)
     gathered = lambda pool, b: pool[table[b].long()].flatten(0, 1)[:seqused[b]]
-    want = torch.stack([F.scaled_dot_product_attention(q1[b, :, None], gathered(k_pool, b).transpose(0, 1),
-                                                       gathered(v_pool, b).transpose(0, 1), enable_gqa=True)[:, 0]
+    want = torch.stack([F.scaled_dot_product_attention(q1[b, :, None],
+                                                       gathered(k_pool, b).transpose(0, 1),
+                                                       gathered(v_pool, b).transpose(0, 1),
+                                                       enable_gqa=True)[:, 0]
                         for b in range(2)])
-    cu_q, cu_k = torch.tensor([0, 1, 2], dtype=torch.int32), torch.tensor([0, 700, 1000], dtype=torch.int32)
-    got = varlen_attn(q1, k_pool, v_pool, cu_q, cu_k, 1, 700, enable_gqa=True, seqused_k=seqused, block_table=table)
+    cu_q = torch.tensor([0, 1, 2], dtype=torch.int32)
+    cu_k = torch.tensor([0, 700, 1000], dtype=torch.int32)
+    got = varlen_attn(q1, k_pool, v_pool, cu_q, cu_k, 1, 700, enable_gqa=True, seqused_k=seqused,
+                      block_table=table)
     assert (got - want).abs().max() < 1e-5
-    got = flash_attn_with_kvcache(q1[:, None], k_pool, v_pool, cache_seqlens=seqused, block_table=table, causal=True)
+    got = flash_attn_with_kvcache(q1[:, None], k_pool, v_pool, cache_seqlens=seqused,
+                                  block_table=table, causal=True)
     assert (got[:, 0] - want).abs().max() < 1e-5
 
     # what the kernels refuse, the stand-ins refuse
     call = dict(enable_gqa=True, seqused_k=seqused, block_table=table)
-    for bad, message in ((dict(call, seqused_k=seqused.long()), "int32"), (dict(call, block_table=table.long()), "block_table"),
-                         (dict(call, seqused_k=None), "requires seqused_k"), (dict(call, enable_gqa=False), "GQA")):
+    for bad, message in ((dict(call, seqused_k=seqused.long()), "int32"),
+                         (dict(call, block_table=table.long()), "block_table"),
+                         (dict(call, seqused_k=None), "requires seqused_k"),
+                         (dict(call, enable_gqa=False), "GQA")):
         with pytest.raises(AssertionError, match=message):
             varlen_attn(q1, k_pool, v_pool, cu_q, cu_k, 1, 700, **bad)
     with pytest.raises(AssertionError, match="divisible by 256"):
-        varlen_attn(q1, k_pool.view(128, 16, Hkv, D), v_pool.view(128, 16, Hkv, D), cu_q, cu_k, 1, 700, **call)
+        varlen_attn(q1, k_pool.view(128, 16, Hkv, D), v_pool.view(128, 16, Hkv, D), cu_q, cu_k, 1,
+                    700, **call)
     with pytest.raises(AssertionError, match="ints"):
         varlen_attn(q, k, v, cu, cu, torch.tensor(300), 300, window_size=(-1, 0), enable_gqa=True)
-    # a causal window given as a list is not causal to torch (window_size == (-1, 0) is False): visible
-    assert (varlen_attn(q, k, v, cu, cu, 300, 300, window_size=(-1, -1), enable_gqa=True) - sdpa).abs().max() > 0.1
+    # a causal window given as a list is not causal to torch (window_size == (-1, 0) is False):
+    # visible
+    full = varlen_attn(q, k, v, cu, cu, 300, 300, window_size=(-1, -1), enable_gqa=True)
+    assert (full - sdpa).abs().max() > 0.1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,7 +167,8 @@ def test_the_stand_ins_agree_with_sdpa_and_refuse_what_the_kernels_refuse():
 def tiny(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-kernels")
     tiny_hf_model(vocab=320, hidden=64, layers=2, heads=4, kv_heads=2, seed=5).save_pretrained(path)
-    return hf_checkpoint.from_pretrained(str(path), dtype=torch.float32), chat.build_byte_tokenizer(str(path))
+    return (hf_checkpoint.from_pretrained(str(path), dtype=torch.float32),
+            chat.build_byte_tokenizer(str(path)))
 
 
 def kernels(monkeypatch, packed=None, flash_packed=None, paged=None, flash_paged=None):
@@ -164,7 +189,8 @@ def counted(fn, calls):
 
 
 def packed_loss_and_grads(model):
-    docs = [torch.randint(0, 320, (n,), generator=torch.Generator().manual_seed(n)) for n in (7, 30, 2, 19)]
+    docs = [torch.randint(0, 320, (n,), generator=torch.Generator().manual_seed(n))
+            for n in (7, 30, 2, 19)]
     ids, pos = torch.cat(docs)[None], torch.cat([torch.arange(len(d)) for d in docs])[None]
     model.zero_grad(set_to_none=True)
     logits = model(ids, position_ids=pos)
@@ -178,11 +204,13 @@ def test_packed_training_through_each_varlen_kernel_equals_sdpa(tiny, monkeypatc
     want_logits, want_grads = packed_loss_and_grads(model)  # SDPA per document
     calls = []
     if which == "torch varlen_attn":
-        kernels(monkeypatch, packed=counted(varlen_attn, calls), flash_packed=counted(flash_attn_varlen_func, calls))
+        kernels(monkeypatch, packed=counted(varlen_attn, calls),
+                flash_packed=counted(flash_attn_varlen_func, calls))
     else:  # a torch without varlen_attn: flash-attn's
         kernels(monkeypatch, flash_packed=counted(flash_attn_varlen_func, calls))
     logits, grads = packed_loss_and_grads(model)
-    assert set(calls) == {"varlen_attn" if which == "torch varlen_attn" else "flash_attn_varlen_func"}
+    kernel = "varlen_attn" if which == "torch varlen_attn" else "flash_attn_varlen_func"
+    assert set(calls) == {kernel}
     assert (logits - want_logits).abs().max() < 1e-5
     assert all((g - w).abs().max() < 1e-5 for g, w in zip(grads, want_grads))
 
@@ -192,9 +220,11 @@ def decode_logits(model, block_size, steps=12):
     """A prefill of rows of different lengths (two of them equal), then `steps` decoded tokens
     (teacher-forced): every step's logits, through engine.PagedBatch as the engine builds it."""
     gen = torch.Generator().manual_seed(1)
-    rows = [torch.randint(0, 320, (n + steps,), generator=gen).tolist() for n in (3, 40, 17, 17, 300)]
+    rows = [torch.randint(0, 320, (n + steps,), generator=gen).tolist()
+            for n in (3, 40, 17, 17, 300)]
     blocks = sum(-(-len(r) // block_size) for r in rows)
-    pool = engine.BlockPool(model.cfg, blocks, block_size, model.cfg.num_key_value_heads, "cpu", torch.float32)
+    pool = engine.BlockPool(model.cfg, blocks, block_size, model.cfg.num_key_value_heads, "cpu",
+                            torch.float32)
     seqs = [engine.Seq(r[:len(r) - steps], rows=[]) for r in rows]
     out = []
     for _ in range(steps + 1):
@@ -202,8 +232,8 @@ def decode_logits(model, block_size, steps=12):
             while len(s.blocks) * block_size < len(s.ids):
                 s.blocks.append(pool.allocate())
         view = engine.PagedBatch(pool, seqs, "cpu")
-        out.append(model(torch.tensor([t for s in seqs for t in s.ids[s.cached:]]).view(view.positions.shape),
-                         cache=view))
+        new = torch.tensor([t for s in seqs for t in s.ids[s.cached:]])
+        out.append(model(new.view(view.positions.shape), cache=view))
         for s, r in zip(seqs, rows):
             s.cached, s.ids = len(s.ids), r[:len(s.ids) + 1]
     return torch.stack(out)
@@ -215,14 +245,18 @@ def test_paged_decode_through_each_kernel_equals_gather_and_sdpa(tiny, monkeypat
     want = decode_logits(model, 16)  # the CPU's path: gather the blocks, SDPA
     calls = []
     paged = dict(paged=counted(varlen_attn, calls)) if which == "torch varlen_attn" else {}
-    kernels(monkeypatch, packed=counted(varlen_attn, calls), flash_paged=counted(flash_attn_with_kvcache, calls), **paged)
-    assert engine.Engine(model, 64, kv_memory_gb=0.01).pool.block_size == engine.PAGED_BLOCK  # the kernels' rule
+    kernels(monkeypatch, packed=counted(varlen_attn, calls),
+            flash_paged=counted(flash_attn_with_kvcache, calls), **paged)
+    # the kernels' rule
+    assert engine.Engine(model, 64, kv_memory_gb=0.01).pool.block_size == engine.PAGED_BLOCK
     got = decode_logits(model, engine.PAGED_BLOCK)
     kernel = "varlen_attn" if which == "torch varlen_attn" else "flash_attn_with_kvcache"
-    assert calls.count(kernel) == 2 * 12 + (2 if kernel == "varlen_attn" else 0)  # every layer of every decode step
+    # every layer of every decode step
+    assert calls.count(kernel) == 2 * 12 + (2 if kernel == "varlen_attn" else 0)
     assert (got - want).abs().max() < 1e-5
     calls.clear()  # with blocks the kernels do not take, decoding gathers the blocks instead
-    assert (decode_logits(model, 16) - want).abs().max() < 1e-5 and set(calls) == {"varlen_attn"}  # the prefills'
+    assert (decode_logits(model, 16) - want).abs().max() < 1e-5
+    assert set(calls) == {"varlen_attn"}  # the prefills'
     # and the engine, end to end: the same greedy text as on the CPU's path
     kw = dict(max_tokens=300, max_thinking_tokens=40, num_ignore=1, progress=False)
     questions = ["What is 2+3?", "Why?"]
@@ -237,24 +271,28 @@ def test_decode_fallback_calls_sdpa_without_a_mask(tiny, monkeypatch):
     the math kernel, which copies K and V to every query head). Here: the arguments; on CUDA, the
     next test runs them with only the flash and efficient kernels allowed."""
     model, _ = tiny
-    kernels(monkeypatch)  # a GPU in fp16/bf16 without a paged kernel (a CPU, or fp32, takes one masked call)
+    # a GPU in fp16/bf16 without a paged kernel (a CPU, or fp32, takes one masked call)
+    kernels(monkeypatch)
     sdpa, calls = F.scaled_dot_product_attention, []
 
-    def recording(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-        calls.append(dict(q=q.shape, k=k.shape, v=v.shape, mask=attn_mask, causal=is_causal, gqa=enable_gqa,
-                          strides=(q.stride(-1), k.stride(-1), v.stride(-1))))
+    def recording(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                  enable_gqa=False):
+        calls.append(dict(q=q.shape, k=k.shape, v=v.shape, mask=attn_mask, causal=is_causal,
+                          gqa=enable_gqa, strides=(q.stride(-1), k.stride(-1), v.stride(-1))))
         return sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=enable_gqa)
     monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
     decode_logits(model, 16, steps=1)
     decode = [c for c in calls if c["q"][2] == 1]  # (rows, heads, 1 query, head_dim)
     # rows of lengths 4, 41, 18, 18, 301 after one decoded token: 4 groups per layer, 2 layers
-    assert sorted((c["q"][0], c["k"][2]) for c in decode) == sorted([(1, 4), (1, 41), (2, 18), (1, 301)] * 2)
+    assert sorted((c["q"][0], c["k"][2]) for c in decode) == sorted(
+        [(1, 4), (1, 41), (2, 18), (1, 301)] * 2)
     for c in decode:
         assert c["mask"] is None and not c["causal"] and c["gqa"] and c["strides"] == (1, 1, 1)
         assert c["k"] == c["v"] and c["q"][0] == c["k"][0] and (c["q"][1], c["k"][1]) == (4, 2)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA only: which SDPA kernels take the decode call")
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="CUDA only: which SDPA kernels take the decode call")
 def test_decode_fallback_runs_with_only_flash_or_efficient_on_cuda(monkeypatch):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     cfg = M.Config(vocab_size=320, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
@@ -266,7 +304,8 @@ def test_decode_fallback_runs_with_only_flash_or_efficient_on_cuda(monkeypatch):
     with torch.no_grad(), sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
         runner = engine.Engine(model, 800, max_rows=4, kv_memory_gb=0.1)
         for r in rows:
-            runner.add(r, [sample.Row(prompt_len=len(r), max_len=len(r) + 4, special=dict(im_start=-1, im_end=-1, eos=[]),
+            special = dict(im_start=-1, im_end=-1, eos=[])
+            runner.add(r, [sample.Row(prompt_len=len(r), max_len=len(r) + 4, special=special,
                                       ignores_left=0, phase="answer")])
         while runner.busy():
             runner.step()  # raises if SDPA has no flash or efficient kernel for a call
@@ -281,7 +320,8 @@ SYNCS = ("item", "tolist", "__int__", "__float__", "__bool__", "__index__", "cpu
 @pytest.mark.parametrize("path", ["gather + SDPA", "a paged kernel"])
 def test_a_decode_step_waits_for_the_device_once(tiny, monkeypatch, path):
     """Every read of a tensor's value from Python is a host sync on a GPU. A decode step has one:
-    the sampled tokens. Counted per engine step, sampling (temperature, top_p, banned ids) included."""
+    the sampled tokens. Counted per engine step, sampling (temperature, top_p, banned ids)
+    included."""
     model, tokenizer = tiny
     if path == "a paged kernel":  # stand-ins that read nothing: this test counts the engine's reads
         stub = lambda q, *a, **kw: torch.zeros_like(q)
@@ -293,10 +333,12 @@ def test_a_decode_step_waits_for_the_device_once(tiny, monkeypatch, path):
                             reads.append(_name) or _real(self, *a, **kw))
     runner = engine.Engine(model, 200, max_rows=8, vocab_size=len(tokenizer), kv_memory_gb=0.05)
     ids = sample.special_ids(tokenizer, "Wait")
-    prompt = tokenizer.encode(chat.prompt_text("Why?") + chat.completion_text(), add_special_tokens=False)
+    prompt = tokenizer.encode(chat.prompt_text("Why?") + chat.completion_text(),
+                              add_special_tokens=False)
     for i in range(4):  # sampled rows, one with a round start (banned ids); one greedy
-        runner.add(prompt + [i], [sample.Row(prompt_len=len(prompt) + 1, max_len=len(prompt) + 30, special=ids,
-                                             ignores_left=i % 2, temperature=1.0 if i else 0.0, top_p=0.9, seed=i)])
+        row = sample.Row(prompt_len=len(prompt) + 1, max_len=len(prompt) + 30, special=ids,
+                         ignores_left=i % 2, temperature=1.0 if i else 0.0, top_p=0.9, seed=i)
+        runner.add(prompt + [i], [row])
     per_step = []
     while runner.busy():
         reads.clear()

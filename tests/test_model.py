@@ -35,7 +35,7 @@ def test_attention_head_layouts_match_transformers(tmp_path, heads, kv_heads):
 
 
 def test_real_vocab_size_and_keys(tmp_path):
-    """One model with Qwen2.5's real 151,936-row vocabulary and tied embeddings, like 0.5B."""
+    """One model with Qwen2.5's real 151,936-token vocabulary and tied embeddings, like 0.5B."""
     hf = tiny_hf_model(tie=True, vocab=151936, hidden=32, layers=1, heads=2, kv_heads=1)
     hf.save_pretrained(tmp_path)
     ours = hf_checkpoint.from_pretrained(str(tmp_path), dtype=torch.float32)
@@ -58,7 +58,8 @@ def test_batch_of_different_lengths_matches_transformers_padding(tiny_checkpoint
         padded[i, :len(d)], mask[i, :len(d)] = d, 1
     with torch.no_grad():
         ref = hf(padded, attention_mask=mask).logits
-        packed = ours(torch.cat(docs)[None], position_ids=torch.cat([torch.arange(n) for n in lengths])[None])[0]
+        positions = torch.cat([torch.arange(n) for n in lengths])[None]
+        packed = ours(torch.cat(docs)[None], position_ids=positions)[0]
         pool = paged_pool(ours, torch.float32)
         seqs = [engine.Seq(d.tolist(), rows=[]) for d in docs]
         last = paged_forward(ours, pool, seqs)  # a prefill: the three packed, each attending alone
@@ -85,17 +86,20 @@ def test_packed_rows_equal_documents_run_separately(tiny_checkpoint):
 
 
 def paged_pool(model, dtype, block_size=4, blocks=64):
-    return engine.BlockPool(model.cfg, blocks, block_size, model.cfg.num_key_value_heads, "cpu", dtype)
+    return engine.BlockPool(model.cfg, blocks, block_size, model.cfg.num_key_value_heads, "cpu",
+                            dtype)
 
 
 def paged_forward(model, pool, seqs):
     """One forward as engine.Engine runs it: give each sequence the blocks its new tokens need,
-    run the model on the paged cache, mark the tokens cached. Returns each sequence's last logits."""
+    run the model on the paged cache, mark the tokens cached. Returns each sequence's last
+    logits."""
     for s in seqs:
         while len(s.blocks) * pool.block_size < len(s.ids):
             s.blocks.append(pool.allocate())
     view = engine.PagedBatch(pool, seqs, "cpu")
-    logits = model(torch.tensor([t for s in seqs for t in s.ids[s.cached:]]).view(view.positions.shape), cache=view)
+    new_tokens = torch.tensor([t for s in seqs for t in s.ids[s.cached:]])
+    logits = model(new_tokens.view(view.positions.shape), cache=view)
     for s in seqs:
         s.cached = len(s.ids)
     return logits
@@ -158,7 +162,8 @@ def test_save_pretrained_loads_in_transformers(tiny_checkpoint, tmp_path):
         with torch.no_grad():
             assert max_diff(reloaded(ids).logits, hf(ids).logits) <= 1e-5
             assert max_diff(again(ids), hf(ids).logits) <= 1e-5
-        assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] == hf.config.tie_word_embeddings
+        config = json.loads((out / "config.json").read_text())
+        assert config["tie_word_embeddings"] == hf.config.tie_word_embeddings
 
 
 def test_save_pretrained_copies_tokenizer_and_replaces_atomically(tiny_checkpoint, tmp_path):
@@ -167,7 +172,8 @@ def test_save_pretrained_copies_tokenizer_and_replaces_atomically(tiny_checkpoin
     ours = hf_checkpoint.from_pretrained(path, dtype=torch.float32)
     out = tmp_path / "ckpt"
     hf_checkpoint.save_pretrained(ours, str(out), tokenizer_dir=TOKENIZER_DIR)
-    hf_checkpoint.save_pretrained(ours, str(out), tokenizer_dir=TOKENIZER_DIR)  # overwrite an existing checkpoint
+    # again: overwrite an existing checkpoint
+    hf_checkpoint.save_pretrained(ours, str(out), tokenizer_dir=TOKENIZER_DIR)
     names = sorted(os.listdir(out))
     assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
             "tokenizer_config.json"} <= set(names)
@@ -175,25 +181,29 @@ def test_save_pretrained_copies_tokenizer_and_replaces_atomically(tiny_checkpoin
 
 
 def test_config_accepts_transformers_4_and_5_spellings(tmp_path):
-    base = dict(model_type="qwen2", vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2)
+    base = dict(model_type="qwen2", vocab_size=256, hidden_size=64, intermediate_size=128,
+                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
     v4 = dict(base, rope_theta=10000.0, torch_dtype="bfloat16")
-    v5 = dict(base, rope_parameters={"rope_theta": 10000.0, "rope_type": "default"}, dtype="bfloat16")
+    v5 = dict(base, rope_parameters={"rope_theta": 10000.0, "rope_type": "default"},
+              dtype="bfloat16")
     for i, raw in enumerate((v4, v5)):
         (tmp_path / f"{i}.json").write_text(json.dumps(raw))
         cfg = hf_checkpoint.read_config(str(tmp_path / f"{i}.json"))
         assert (cfg.rope_theta, cfg.torch_dtype, cfg.head_dim) == (10000.0, "bfloat16", 16)
-    (tmp_path / "bad.json").write_text(json.dumps({k: v for k, v in v4.items() if k != "hidden_size"}))
+    no_hidden_size = {k: v for k, v in v4.items() if k != "hidden_size"}
+    (tmp_path / "bad.json").write_text(json.dumps(no_hidden_size))
     with pytest.raises(SystemExit, match="bad.json.*hidden_size"):
         hf_checkpoint.read_config(str(tmp_path / "bad.json"))
     # What a real Qwen2.5 config.json (written by transformers 4.x) carries besides
-    real = dict(v4, sliding_window=131072, use_sliding_window=False, max_window_layers=21, rope_scaling=None,
-                bos_token_id=151643, eos_token_id=151645, hidden_act="silu", use_cache=True)
+    real = dict(v4, sliding_window=131072, use_sliding_window=False, max_window_layers=21,
+                rope_scaling=None, bos_token_id=151643, eos_token_id=151645, hidden_act="silu",
+                use_cache=True)
     (tmp_path / "real.json").write_text(json.dumps(real))
     assert hf_checkpoint.read_config(str(tmp_path / "real.json")).eos_token_id == 151645
     for bad, error in ((dict(real, use_sliding_window=True), "use_sliding_window"),
                        (dict(real, rope_scaling={"type": "yarn", "factor": 4.0}), "rope scaling"),
-                       (dict(real, model_type="llama"), "model_type"), (dict(real, head_dim=32), "head_dim")):
+                       (dict(real, model_type="llama"), "model_type"),
+                       (dict(real, head_dim=32), "head_dim")):
         (tmp_path / "bad.json").write_text(json.dumps(bad))
         with pytest.raises(SystemExit, match=error):
             hf_checkpoint.read_config(str(tmp_path / "bad.json"))
@@ -203,7 +213,8 @@ def test_config_accepts_transformers_4_and_5_spellings(tmp_path):
                        (dict(base, num_attention_heads=3), "not a multiple of num_attention_heads"),
                        (dict(base, num_key_value_heads=3), "not a multiple of num_key_value_heads"),
                        (dict(base, vocab_size=0), "vocab_size must be a positive integer"),
-                       (dict(base, num_hidden_layers="2"), "num_hidden_layers must be a positive integer")):
+                       (dict(base, num_hidden_layers="2"),
+                        "num_hidden_layers must be a positive integer")):
         (tmp_path / "bad.json").write_text(json.dumps(bad))
         with pytest.raises(SystemExit, match=f"bad.json: .*{error}"):
             hf_checkpoint.read_config(str(tmp_path / "bad.json"))
@@ -225,15 +236,17 @@ def test_every_qwen25_size_has_transformers_parameters(size, tmp_path):
     """Built on the meta device (no memory): same parameter names and shapes as transformers."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
     hidden, inter, layers, heads, kv, vocab, tie = QWEN25[size]
-    raw = dict(model_type="qwen2", hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-               num_attention_heads=heads, num_key_value_heads=kv, vocab_size=vocab, tie_word_embeddings=tie,
-               rope_theta=1e6, torch_dtype="bfloat16", max_position_embeddings=32768)
+    raw = dict(model_type="qwen2", hidden_size=hidden, intermediate_size=inter,
+               num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
+               vocab_size=vocab, tie_word_embeddings=tie, rope_theta=1e6, torch_dtype="bfloat16",
+               max_position_embeddings=32768)
     (tmp_path / "config.json").write_text(json.dumps(raw))
     cfg = hf_checkpoint.read_config(str(tmp_path / "config.json"))
     with torch.device("meta"):
         ours = M.Qwen2(cfg)
         ref = Qwen2ForCausalLM(Qwen2Config(**raw))
-    assert {n: p.shape for n, p in ours.named_parameters()} == {n: p.shape for n, p in ref.named_parameters()}
+    shapes = lambda model: {n: p.shape for n, p in model.named_parameters()}
+    assert shapes(ours) == shapes(ref)
     if size == "0.5B":
         assert M.num_params(ours) == 494_032_768
 
@@ -243,7 +256,8 @@ def _corrupt(src, dst, edit):
     import shutil
     from safetensors.torch import load_file, save_file
     shutil.copytree(src, dst)
-    save_file(edit(load_file(os.path.join(dst, "model.safetensors"))), os.path.join(dst, "model.safetensors"))
+    weights = os.path.join(dst, "model.safetensors")
+    save_file(edit(load_file(weights)), weights)
     return str(dst)
 
 
@@ -257,13 +271,15 @@ def test_bad_checkpoints_raise_clear_errors(tiny_checkpoint, tmp_path):
     (empty / "config.json").write_text(open(os.path.join(path, "config.json")).read())
     with pytest.raises(FileNotFoundError, match="no model.safetensors"):
         hf_checkpoint.from_pretrained(str(empty))
-    missing = _corrupt(path, tmp_path / "missing", lambda sd: {k: v for k, v in sd.items() if k != key})
+    missing = _corrupt(path, tmp_path / "missing",
+                       lambda sd: {k: v for k, v in sd.items() if k != key})
     with pytest.raises(KeyError, match=key.replace(".", r"\.")):
         hf_checkpoint.from_pretrained(missing)
     wrong = _corrupt(path, tmp_path / "wrong", lambda sd: {**sd, key: torch.zeros(7)})
     with pytest.raises(ValueError, match=r"k_proj\.bias has shape \(7,\), expected \(32,\)"):
         hf_checkpoint.from_pretrained(wrong)
-    extra = _corrupt(path, tmp_path / "extra", lambda sd: {**sd, "model.layers.9.foo": torch.zeros(1)})
+    extra = _corrupt(path, tmp_path / "extra",
+                     lambda sd: {**sd, "model.layers.9.foo": torch.zeros(1)})
     with pytest.raises(KeyError, match="unexpected tensor 'model.layers.9.foo'"):
         hf_checkpoint.from_pretrained(extra)
 
@@ -282,7 +298,8 @@ def test_bf16_logits_equal_transformers_bf16(tmp_path):
         assert max_diff(ours(ids), expected) <= 1e-6
         # the packed path (positions given, one document per row) takes the same SDPA kernel
         assert max_diff(ours(ids, position_ids=torch.arange(64)[None]), expected) <= 1e-6
-        # a bf16 paged cache: prefill then single steps, within a bf16 rounding step of the full forward
+        # a bf16 paged cache: prefill then single steps, within a bf16 rounding step of the full
+        # forward
         pool = paged_pool(ours, torch.bfloat16, block_size=16)
         seqs = [engine.Seq(ids[b, :60].tolist(), rows=[]) for b in range(2)]
         paged_forward(ours, pool, seqs)
@@ -300,7 +317,7 @@ def test_one_row_of_positions_serves_the_batch(tiny_checkpoint):
         assert max_diff(ours(ids, position_ids=torch.arange(10)[None]), hf(ids).logits) <= 1e-5
 
 
-def test_a_row_without_labels_still_gives_every_parameter_a_gradient(tiny_checkpoint):
+def test_an_idle_micro_batch_still_gives_every_parameter_a_gradient(tiny_checkpoint):
     """FSDP reduce-scatters every parameter's gradient on every rank: an idle rank (nothing to
     learn) must still produce one, the LM head's included, or the collectives fall out of step."""
     path, _ = tiny_checkpoint
@@ -329,7 +346,8 @@ def test_processes_resolving_one_hub_name_download_it_once(tmp_path, monkeypatch
                 raise FileNotFoundError("not in the cache")
             with open(log, "a") as f:
                 f.write(f"{repo}\n")
-            time.sleep(0.5)  # a download takes a while: without the lock, the others would start one too
+            # a download takes a while: without the lock, the others would start one too
+            time.sleep(0.5)
             snapshot.mkdir(parents=True, exist_ok=True)
         return str(snapshot)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)

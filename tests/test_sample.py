@@ -26,7 +26,8 @@ def tiny(tmp_path_factory):
 
 
 def generate_with_ids(*args, **kw):
-    """sample.generate, plus each row's generated token ids (byte-level text does not round-trip)."""
+    """sample.generate, plus each row's generated token ids (byte-level text does not
+    round-trip)."""
     rows = {}
     outs = sample.generate(*args, on_token=lambda row: rows.__setitem__(row.index, row), **kw)
     return outs, [rows[b].tokens for b in range(len(outs))]
@@ -34,14 +35,17 @@ def generate_with_ids(*args, **kw):
 
 def test_greedy_equals_naive_full_recompute(tiny):
     model, tokenizer, _ = tiny
-    out, generated = generate_with_ids(model, tokenizer, QUESTIONS, max_tokens=200, batch_size=3, progress=False)
+    out, generated = generate_with_ids(model, tokenizer, QUESTIONS, max_tokens=200, batch_size=3,
+                                       progress=False)
     for o, tokens in zip(out, generated):
         ids = tokenizer.encode(o["prompt"], add_special_tokens=False)
         assert len(tokens) >= 24
         expected = []
-        with torch.no_grad():  # the naive reference: the whole sequence through the model for every token
+        # the naive reference: the whole sequence through the model for every token
+        with torch.no_grad():
             for _ in range(24):
-                expected.append(int(model(torch.tensor([ids + expected]))[0, -1, :len(tokenizer)].argmax()))
+                logits = model(torch.tensor([ids + expected]))[0, -1, :len(tokenizer)]
+                expected.append(int(logits.argmax()))
         assert tokens[:24] == expected
 
 
@@ -56,14 +60,15 @@ def test_rows_of_different_lengths_batch_like_one_at_a_time(tiny):
 def test_cap_gives_exactly_n_thinking_tokens_then_the_answer_header(tiny):
     model, tokenizer, _ = tiny
     for cap in (1, 7, 25):
-        outs, generated = generate_with_ids(model, tokenizer, QUESTIONS, max_thinking_tokens=cap, max_tokens=200,
-                                            progress=False)
+        outs, generated = generate_with_ids(model, tokenizer, QUESTIONS, max_thinking_tokens=cap,
+                                            max_tokens=200, progress=False)
         for o, tokens in zip(outs, generated):
             assert o["thinking_tokens"] == cap and o["ended"] == "capped"
             newline = "" if o["thinking"].endswith("\n") else "\n"
-            header = tokenizer.encode(newline + "<|im_start|>answer\nFinal Answer:", add_special_tokens=False)
+            forced = newline + "<|im_start|>answer\nFinal Answer:"
+            header = tokenizer.encode(forced, add_special_tokens=False)
             assert tokens[cap:cap + len(header)] == header
-            assert o["text"].startswith(o["thinking"] + newline + "<|im_start|>answer\nFinal Answer:")
+            assert o["text"].startswith(o["thinking"] + forced)
 
 
 def test_natural_end_and_wait_insertions_on_a_known_model(bigram):
@@ -73,26 +78,31 @@ def test_natural_end_and_wait_insertions_on_a_known_model(bigram):
     assert o["text"] == "abc<|im_start|>answer\n7<|im_end|>"
     assert o["answer"] == "\n7" and o["finished"]
     for k in (1, 2, 4):
-        o = sample.generate(model, tokenizer, ["q"], num_ignore=k, max_tokens=300, progress=False)[0]
+        o = sample.generate(model, tokenizer, ["q"], num_ignore=k, max_tokens=300,
+                            progress=False)[0]
         assert [e["what"] for e in o["forced"]] == ["Wait"] * k
         assert o["thinking"] == "abc" + "Waitabc" * k and o["thinking_tokens"] == 3 + 7 * k
         assert o["ended"] == "natural" and o["text"].endswith("<|im_start|>answer\n7<|im_end|>")
     # The budget shrinks across rounds: with 4 ignores but a cap of 12, the second round is cut.
-    o = sample.generate(model, tokenizer, ["q"], num_ignore=4, max_thinking_tokens=12, max_tokens=300, progress=False)[0]
+    o = sample.generate(model, tokenizer, ["q"], num_ignore=4, max_thinking_tokens=12,
+                        max_tokens=300, progress=False)[0]
     assert o["thinking"] == "abcWaitabcWa" and o["ended"] == "capped"
-    assert o["text"].endswith("\n<|im_start|>answer\nFinal Answer: 7<|im_end|>") and o["answer"] == " 7"
+    assert o["text"].endswith("\n<|im_start|>answer\nFinal Answer: 7<|im_end|>")
+    assert o["answer"] == " 7"
 
 
 def test_tokens_fed_are_prompt_plus_generated_no_reprefill(bigram):
     model, tokenizer = bigram
     fed = []
-    handle = model.model.embed_tokens.register_forward_hook(lambda m, inp, out: fed.append(inp[0].numel()))
+    handle = model.model.embed_tokens.register_forward_hook(
+        lambda m, inp, out: fed.append(inp[0].numel()))
     stats = {}
-    outs = sample.generate(model, tokenizer, ["q", "a longer question"], num_ignore=4, max_tokens=300,
-                           stats=stats, batch_size=2, progress=False)
+    outs = sample.generate(model, tokenizer, ["q", "a longer question"], num_ignore=4,
+                           max_tokens=300, stats=stats, batch_size=2, progress=False)
     handle.remove()
     prompts = [len(tokenizer.encode(o["prompt"], add_special_tokens=False)) for o in outs]
-    # every token after the prompt is fed once, except the closing <|im_end|>, which needs no successor
+    # every token after the prompt is fed once, except the closing <|im_end|>, which needs no
+    # successor
     assert stats["fed"] == sum(prompts) + sum(o["generated_tokens"] - o["finished"] for o in outs)
     steps = len(fed) - 1  # one prefill, then one token per row per step
     assert steps == max(o["generated_tokens"] - o["finished"] for o in outs)
@@ -100,18 +110,20 @@ def test_tokens_fed_are_prompt_plus_generated_no_reprefill(bigram):
 
 def test_a_prompt_longer_than_the_context_is_a_clear_error(bigram):
     model, tokenizer = bigram
-    with pytest.raises(ValueError, match="question 1: the prompt has .* tokens, the context .* 120"):
+    with pytest.raises(ValueError,
+                       match="question 1: the prompt has .* tokens, the context .* 120"):
         sample.generate(model, tokenizer, ["q", "x" * 200], max_tokens=120, progress=False)
 
 
 def test_auto_budget_and_context_limit(bigram):
     model, tokenizer = bigram
-    o = sample.generate(model, tokenizer, ["q"], max_thinking_tokens="auto", num_ignore=100, max_tokens=300,
-                        progress=False)[0]
+    o = sample.generate(model, tokenizer, ["q"], max_thinking_tokens="auto", num_ignore=100,
+                        max_tokens=300, progress=False)[0]
     prompt = len(tokenizer.encode(o["prompt"], add_special_tokens=False))
     # s1 vllm_causallms.py l. 264: max_tokens - prompt - len(tok("<|im_start|>think"))
-    #                              - len(tok("<|im_start|>answer\nFinal Answer:")) - 100; our prompt holds the first
-    assert o["thinking_tokens"] == 300 - prompt - len(tokenizer.encode("<|im_start|>answer\nFinal Answer:")) - 100
+    #     - len(tok("<|im_start|>answer\nFinal Answer:")) - 100; our prompt holds the first
+    header = len(tokenizer.encode("<|im_start|>answer\nFinal Answer:"))
+    assert o["thinking_tokens"] == 300 - prompt - header - 100
     assert o["ended"] == "capped" and o["finished"]
 
 
@@ -125,7 +137,8 @@ def test_sampling_is_seeded_and_respects_top_p(tiny):
     logits = torch.tensor([[0.0, 5.0, 4.9, -3.0]])
     picks = {int(engine.sample_tokens(logits, 1.0, 0.5, 4, seeds=i)) for i in range(50)}
     assert picks == {1}  # token 1 alone holds over half the mass
-    assert int(engine.sample_tokens(torch.tensor([[0.0, 1.0, 9.0]]), 0.0, 1.0, 2)) == 1  # ids past the vocab never
+    # ids past the vocabulary never
+    assert int(engine.sample_tokens(torch.tensor([[0.0, 1.0, 9.0]]), 0.0, 1.0, 2)) == 1
 
 
 def test_a_draw_follows_the_softmax_and_depends_on_its_seed_alone():
@@ -140,9 +153,11 @@ def test_a_draw_follows_the_softmax_and_depends_on_its_seed_alone():
     batch = torch.randn(6, 50, generator=torch.Generator().manual_seed(0))
     seeds, temperatures = [3, 2 ** 62 + 1, 17, 0, 99, 5], [1.0, 0.0, 0.8, 1.2, 1.0, 0.0]
     together = engine.sample_tokens(batch, temperatures, 0.9, 50, seeds).tolist()
-    assert together == [int(engine.sample_tokens(batch[i:i + 1], temperatures[i], 0.9, 50, seeds[i])) for i in range(6)]
+    assert together == [int(engine.sample_tokens(batch[i:i + 1], temperatures[i], 0.9, 50,
+                                                 seeds[i])) for i in range(6)]
     assert together[1] == batch[1].argmax() and together[5] == batch[5].argmax()
-    assert len(set(engine.sample_tokens(torch.zeros(200, 50), 1.0, 1.0, 50, list(range(200))).tolist())) > 40
+    spread = engine.sample_tokens(torch.zeros(200, 50), 1.0, 1.0, 50, list(range(200)))
+    assert len(set(spread.tolist())) > 40
 
     def hash32(x):  # the uint32 hash in Python integers, which never overflow
         for _ in range(2):
@@ -156,8 +171,8 @@ def test_parallel_sampling_and_rejection_sampling(bigram):
     model, tokenizer = bigram
     outs = sample.generate(model, tokenizer, ["q", "r"], n=3, max_tokens=200, progress=False)
     assert len(outs) == 6 and all(o["thinking"] == "abc" for o in outs)
-    ok = sample.rejection_sample(model, tokenizer, ["q"], max_thinking_tokens=5, max_tries=3, max_tokens=200,
-                                 progress=False, temperature=0.0)[0]
+    ok = sample.rejection_sample(model, tokenizer, ["q"], max_thinking_tokens=5, max_tries=3,
+                                 max_tokens=200, progress=False, temperature=0.0)[0]
     assert ok["accepted"] and ok["tries"] == 1
     rejected = sample.rejection_sample(model, tokenizer, ["q"], max_thinking_tokens=2, max_tries=3,
                                        max_tokens=200, progress=False, temperature=0.0)[0]
@@ -165,8 +180,9 @@ def test_parallel_sampling_and_rejection_sampling(bigram):
     # s1 vllm_causallms.py l. 299 accepts len(token_ids) <= B, the delimiter it stopped on included:
     # "abc" + <|im_start|> is 4 tokens, so a budget of 4 accepts it and 3 does not.
     for budget, accepted in ((4, True), (3, False)):
-        o = sample.rejection_sample(model, tokenizer, ["q"], max_thinking_tokens=budget, max_tries=2, max_tokens=200,
-                                    progress=False, temperature=0.0)[0]
+        o = sample.rejection_sample(model, tokenizer, ["q"], max_thinking_tokens=budget,
+                                    max_tries=2, max_tokens=200, progress=False,
+                                    temperature=0.0)[0]
         assert o["accepted"] == accepted
 
 
@@ -182,26 +198,29 @@ def bigram_with(tokenizer, chain, also=()):
 
 
 def test_cap_adds_a_newline_only_where_the_thinking_lacks_one(bigram):
-    """s1 vllm_causallms.py l. 404-409: `if text[-1] == "\n"` append "<|im_start|>answer\nFinal Answer:",
-    else "\n" + it. The model thinks "a\nb" here; a cap of 2 stops after "a\n", a cap of 1 after "a"."""
+    """s1 vllm_causallms.py l. 404-409: `if text[-1] == "\n"` append "<|im_start|>answer\nFinal
+    Answer:", else "\n" + it. The model thinks "a\nb" here; a cap of 2 stops after "a\n", a cap of
+    1 after "a"."""
     _, tokenizer = bigram
-    model = bigram_with(tokenizer, {"k": "a", "a": "\n", "\n": "b", "b": "<|im_start|>", ":": " ", " ": "7",
-                                    "7": "<|im_end|>"})
-    two, one = (sample.generate(model, tokenizer, ["q"], max_thinking_tokens=cap, max_tokens=200, progress=False)[0]
-                for cap in (2, 1))
+    model = bigram_with(tokenizer, {"k": "a", "a": "\n", "\n": "b", "b": "<|im_start|>", ":": " ",
+                                    " ": "7", "7": "<|im_end|>"})
+    two, one = (sample.generate(model, tokenizer, ["q"], max_thinking_tokens=cap, max_tokens=200,
+                                progress=False)[0] for cap in (2, 1))
     assert two["text"] == "a\n<|im_start|>answer\nFinal Answer: 7<|im_end|>"
-    assert one["text"] == "a\n<|im_start|>answer\nFinal Answer: 7<|im_end|>"  # the newline the model lacked
+    # the newline the model lacked
+    assert one["text"] == "a\n<|im_start|>answer\nFinal Answer: 7<|im_end|>"
     assert (two["thinking"], one["thinking"]) == ("a\n", "a")
     assert [e["what"] for e in one["forced"]] == ["\n<|im_start|>answer\nFinal Answer:"]
 
 
 def test_wait_mode_cannot_end_a_thinking_round_on_its_first_token(bigram):
-    """s1 vllm_causallms.py l. 273-280: with thinking_n_ignore every round runs with min_tokens=1, so
-    the delimiter cannot be the first token of a round (after "<|im_start|>think", after each "Wait").
-    This model would end its thinking at once; its second choice is "a"."""
+    """s1 vllm_causallms.py l. 273-280: with thinking_n_ignore every round runs with min_tokens=1,
+    so the delimiter cannot be the first token of a round (after "<|im_start|>think", after each
+    "Wait"). This model would end its thinking at once; its second choice is "a"."""
     _, tokenizer = bigram
-    model = bigram_with(tokenizer, {"k": "<|im_start|>", "a": "<|im_start|>", "t": "<|im_start|>", "r": "\n",
-                                    "\n": "7", "7": "<|im_end|>"}, also=[("k", "a", 0.5), ("t", "a", 0.5)])
+    model = bigram_with(tokenizer, {"k": "<|im_start|>", "a": "<|im_start|>", "t": "<|im_start|>",
+                                    "r": "\n", "\n": "7", "7": "<|im_end|>"},
+                        also=[("k", "a", 0.5), ("t", "a", 0.5)])
     plain = sample.generate(model, tokenizer, ["q"], max_tokens=200, progress=False)[0]
     assert plain["thinking"] == "" and plain["ended"] == "natural"  # no Wait: no min_tokens
     o = sample.generate(model, tokenizer, ["q"], num_ignore=2, max_tokens=200, progress=False)[0]
@@ -209,8 +228,9 @@ def test_wait_mode_cannot_end_a_thinking_round_on_its_first_token(bigram):
 
 
 def test_endoftext_ends_the_thinking_and_the_answer_and_stays_in_the_context(bigram):
-    """vLLM stops on the generation config's EOS ids (Qwen2.5: <|im_end|> and <|endoftext|>) and returns
-    the stop id among the tokens; the harness strips only <|im_start|> and <|im_end|> (l. 362, 397)."""
+    """vLLM stops on the generation config's EOS ids (Qwen2.5: <|im_end|> and <|endoftext|>) and
+    returns the stop id among the tokens; the harness strips only <|im_start|> and <|im_end|>
+    (l. 362, 397)."""
     _, tokenizer = bigram
     model = bigram_with(tokenizer, {"k": "a", "a": "<|endoftext|>", "t": "a", "r": "\n", "\n": "7",
                                     "7": "<|endoftext|>"})
@@ -222,42 +242,49 @@ def test_endoftext_ends_the_thinking_and_the_answer_and_stays_in_the_context(big
 
 
 def test_an_empty_ignore_string_suppresses_the_delimiter_and_appends_nothing(bigram, tmp_path):
-    """s1's "no string" ablation (eval/commands.sh: thinking_n_ignore=2 without thinking_n_ignore_str):
-    the delimiter is dropped and the round goes on from the same context; the model's second choice
-    after "c" is "d", after "d" the delimiter again."""
+    """s1's "no string" ablation (eval/commands.sh: thinking_n_ignore=2 without
+    thinking_n_ignore_str): the delimiter is dropped and the round goes on from the same context;
+    the model's second choice after "c" is "d", after "d" the delimiter again."""
     _, tokenizer = bigram
-    model = bigram_with(tokenizer, {"k": "a", "a": "b", "b": "c", "c": "<|im_start|>", "d": "<|im_start|>",
-                                    "r": "\n", "\n": "7", "7": "<|im_end|>"}, also=[("c", "d", 0.5), ("d", "c", 0.5)])
-    o = sample.generate(model, tokenizer, ["q"], num_ignore=2, ignore_str="", max_tokens=200, progress=False)[0]
+    model = bigram_with(tokenizer, {"k": "a", "a": "b", "b": "c", "c": "<|im_start|>",
+                                    "d": "<|im_start|>", "r": "\n", "\n": "7", "7": "<|im_end|>"},
+                        also=[("c", "d", 0.5), ("d", "c", 0.5)])
+    o = sample.generate(model, tokenizer, ["q"], num_ignore=2, ignore_str="", max_tokens=200,
+                        progress=False)[0]
     assert o["thinking"] == "abcdc" and [e["what"] for e in o["forced"]] == ["", ""]
     assert o["text"] == "abcdc<|im_start|>answer\n7<|im_end|>"
     for word in ("Hmm", "Alternatively"):  # the paper's other extrapolation strings
-        o = sample.generate(model, tokenizer, ["q"], num_ignore=1, ignore_str=word, max_tokens=200, progress=False)[0]
+        o = sample.generate(model, tokenizer, ["q"], num_ignore=1, ignore_str=word, max_tokens=200,
+                            progress=False)[0]
         assert o["thinking"].startswith("abc" + word)
 
 
 def test_conditional_control_prompts():
     assert sample.control_prompt("Q", "tokens", 2048) == "Q\n\nThink for up to 2048 tokens."
     assert sample.control_prompt("Q", "steps", 64) == "Q\n\nThink for up to 64 steps."
-    assert sample.control_prompt("Q", "short").startswith("Q\n\nAnswer after a short amount of thinking.")
+    short = sample.control_prompt("Q", "short")
+    assert short.startswith("Q\n\nAnswer after a short amount of thinking.")
 
 
 def test_file_mode_resumes_and_tensor_parallel_matches_one_process(tiny, tmp_path):
     _, _, path = tiny
     questions = tmp_path / "q.jsonl"
-    questions.write_text("".join(json.dumps({"id": f"q{i}", "question": q}) + "\n" for i, q in enumerate(QUESTIONS)))
+    questions.write_text("".join(json.dumps({"id": f"q{i}", "question": q}) + "\n"
+                                 for i, q in enumerate(QUESTIONS)))
     args = ["sample.py", "--model", path, "--input", str(questions), "--max-thinking-tokens", "12",
             "--num-ignore", "1", "--max-tokens", "160", "--batch-size", "2"]
     one = tmp_path / "one.jsonl"
-    one.write_text(json.dumps({"id": "q1", "question": "already done"}) + "\n" + '{"id": "q2", "quest')  # torn line
+    torn = '{"id": "q2", "quest'
+    one.write_text(json.dumps({"id": "q1", "question": "already done"}) + "\n" + torn)
     run([PY, *args, "--output", str(one)])
-    rows = [json.loads(line) for line in one.read_text().splitlines()]
-    assert [r["id"] for r in rows] == ["q1", "q0", "q2"] and rows[0]["question"] == "already done"
+    records = [json.loads(line) for line in one.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["q1", "q0", "q2"]
+    assert records[0]["question"] == "already done"
     two = tmp_path / "two.jsonl"
     run([TORCHRUN, "--standalone", "--nproc-per-node", "2", *args, "--output", str(two)])
     by_id = {r["id"]: r["text"] for r in map(json.loads, two.read_text().splitlines())}
     assert len(by_id) == 3
-    assert all(by_id[r["id"]] == r["text"] for r in rows[1:])
+    assert all(by_id[r["id"]] == r["text"] for r in records[1:])
 
 
 def test_command_line_prompt_and_rejection_sampling(tiny):
@@ -265,10 +292,12 @@ def test_command_line_prompt_and_rejection_sampling(tiny):
     args = [PY, "sample.py", "--model", path, "--prompt", "What is 2+3?", "--max-tokens", "200"]
     out = run(args + ["--max-thinking-tokens", "8"]).stdout
     assert "--- thinking (8 tokens, ended capped" in out and "--- answer (" in out
-    out = run(args + ["--max-thinking-tokens", "8", "--rejection-sampling", "--max-tries", "2", "--temperature", "1"]).stdout
+    out = run(args + ["--max-thinking-tokens", "8", "--rejection-sampling", "--max-tries", "2",
+                      "--temperature", "1"]).stdout
     assert "--- thinking (" in out and "--- answer (" in out
     bad = run(args + ["--rejection-sampling"], check=False)
-    assert bad.returncode == 2 and "--rejection-sampling needs an integer --max-thinking-tokens" in bad.stderr
+    assert bad.returncode == 2
+    assert "--rejection-sampling needs an integer --max-thinking-tokens" in bad.stderr
 
 
 def test_a_row_that_reaches_the_context_ends_exactly_there(bigram):
@@ -276,16 +305,17 @@ def test_a_row_that_reaches_the_context_ends_exactly_there(bigram):
     endless "Wait"s and no cap it runs until the context is full."""
     model, tokenizer = bigram
     for max_tokens in (140, 141, 157):
-        o = sample.generate(model, tokenizer, ["q"], num_ignore=1000, max_tokens=max_tokens, progress=False)[0]
+        o = sample.generate(model, tokenizer, ["q"], num_ignore=1000, max_tokens=max_tokens,
+                            progress=False)[0]
         prompt = len(tokenizer.encode(o["prompt"], add_special_tokens=False))
         assert prompt + o["generated_tokens"] == max_tokens
         assert o["ended"] == "length" and not o["finished"]
 
 
 def test_tensor_parallel_ranks_read_only_their_slice(tiny, monkeypatch):
-    """Each rank of 2 asks safetensors for half of every block weight (its rows of q/k/v/gate/up, its
-    columns of o/down) and for the embedding, norms and LM head whole; and what it keeps is exactly
-    torch.chunk's piece of the whole tensor, as if it had read it all and cut it."""
+    """Each rank of 2 asks safetensors for half of every block weight (its rows of q/k/v/gate/up,
+    its columns of o/down) and for the embedding, norms and LM head whole; and what it keeps is
+    exactly torch.chunk's piece of the whole tensor, as if it had read it all and cut it."""
     import safetensors
     whole, _, path = tiny
     full = dict(whole.named_parameters())
@@ -328,7 +358,8 @@ def test_tensor_parallel_ranks_read_only_their_slice(tiny, monkeypatch):
 
     for rank in range(2):
         asked.clear()
-        ours = dict(sample.load_model(path, torch.device("cpu"), torch.float32, world=2, rank=rank).named_parameters())
+        part = sample.load_model(path, torch.device("cpu"), torch.float32, world=2, rank=rank)
+        ours = dict(part.named_parameters())
         assert sorted(asked) == sorted(full)
         for name, p in full.items():
             block = ".layers." in name and "norm" not in name
@@ -341,31 +372,36 @@ def test_tensor_parallel_ranks_read_only_their_slice(tiny, monkeypatch):
 
 
 def test_budget_forcing_ids_on_the_real_tokenizer_as_s1_saved_it():
-    """s1's train/sft.py l. 56 sets pad_token = "<|fim_pad|>" and saves that tokenizer with the model,
-    so <|endoftext|> is no longer a special token there; vLLM still stops on it (the generation
-    config's eos_token_id). And the cap's newline rule needs every token whose text ends in a newline."""
+    """s1's train/sft.py l. 56 sets pad_token = "<|fim_pad|>" and saves that tokenizer with the
+    model, so <|endoftext|> is no longer a special token there; vLLM still stops on it (the
+    generation config's eos_token_id). And the cap's newline rule needs every token whose text ends
+    in a newline."""
     from conftest import TOKENIZER_DIR
     tokenizer = chat.load_tokenizer(TOKENIZER_DIR)
     tokenizer.pad_token = "<|fim_pad|>"
     ids = sample.special_ids(tokenizer, "Wait")
     assert ids["eos"] == [151643] and ids["stops"] == {151643, 151644, 151645}
     enc = lambda t: tokenizer.encode(t, add_special_tokens=False)
-    assert all(len(enc(t)) == 1 and enc(t)[0] in ids["ends_in_newline"] for t in (".\n\n", ");\n", "\n"))
-    assert enc(" the")[0] not in ids["ends_in_newline"] and enc("\n ")[-1] not in ids["ends_in_newline"]
+    assert all(len(enc(t)) == 1 and enc(t)[0] in ids["ends_in_newline"]
+               for t in (".\n\n", ");\n", "\n"))
+    assert enc(" the")[0] not in ids["ends_in_newline"]
+    assert enc("\n ")[-1] not in ids["ends_in_newline"]
     assert len(ids["ends_in_newline"]) == 2178
 
 
 def test_a_plain_completion_counts_the_thinking_it_writes_itself(bigram):
-    """s1's "nottc" run: no think prefix, yet an s1 model writes "<|im_start|>think ...<|im_start|>answer"
-    itself, and s1's eval/compute_sample_stats.py counts what lies between as thinking."""
+    """s1's "nottc" run: no think prefix, yet an s1 model writes "<|im_start|>think ...
+    <|im_start|>answer" itself, and s1's eval/compute_sample_stats.py counts what lies between as
+    thinking."""
     _, tokenizer = bigram
     ids = sample.special_ids(tokenizer, "Wait")
     enc = lambda t: tokenizer.encode(t, add_special_tokens=False)
     text = "<|im_start|>think\nabc\n<|im_start|>answer\nAnswer: 7<|im_end|>"
-    row = sample.Row(prompt_len=5, max_len=100, special=ids, ignores_left=0, phase="done", tokens=enc(text),
-                     finished=True)
+    row = sample.Row(prompt_len=5, max_len=100, special=ids, ignores_left=0, phase="done",
+                     tokens=enc(text), finished=True)
     o = sample.result(row, tokenizer, "p", plain=True)
-    assert (o["thinking"], o["thinking_tokens"], o["answer"]) == ("\nabc\n", len(enc("\nabc\n")), "\nAnswer: 7")
+    assert (o["thinking"], o["thinking_tokens"], o["answer"]) == (
+        "\nabc\n", len(enc("\nabc\n")), "\nAnswer: 7")
     row.tokens = enc("Answer: 7<|im_end|>")  # no header: all of it is the answer
     o = sample.result(row, tokenizer, "p", plain=True)
     assert (o["thinking"], o["thinking_tokens"], o["answer"]) == ("", 0, "Answer: 7")

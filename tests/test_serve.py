@@ -52,18 +52,23 @@ def test_round_trip_streaming_and_bad_requests(bigram):
         code, text = post(url, body)
         assert code == 200
         message = json.loads(text)["choices"][0]["message"]
-        direct = sample.generate(model, tokenizer, ["q"], num_ignore=2, max_tokens=300, progress=False)[0]
-        assert (message["reasoning_content"], message["content"]) == (direct["thinking"], direct["answer"])
+        direct = sample.generate(model, tokenizer, ["q"], num_ignore=2, max_tokens=300,
+                                 progress=False)[0]
+        assert message["reasoning_content"] == direct["thinking"]
+        assert message["content"] == direct["answer"]
         code, text = post(url, dict(body, stream=True))
         chunks = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
         deltas = [c["choices"][0]["delta"] for c in chunks]
         assert "".join(d.get("reasoning_content", "") for d in deltas) == direct["thinking"]
         assert "".join(d.get("content", "") for d in deltas) == direct["answer"]
-        assert text.rstrip().endswith("data: [DONE]") and chunks[-1]["choices"][0]["finish_reason"] == "stop"
-        for bad in (b"not json", {"messages": []}, {"messages": [{"role": "user"}]}, ask("q", temperature=-1),
-                    ask("q", max_thinking_tokens="lots"), ask("q", stream="yes"), ask("q", n=0),
-                    ask("q", max_thinking_tokens=True), ask("q", stop=[""]),
-                    {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
+        assert text.rstrip().endswith("data: [DONE]")
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+        two_users = {"messages": [{"role": "user", "content": "a"},
+                                  {"role": "user", "content": "b"}]}
+        for bad in (b"not json", {"messages": []}, {"messages": [{"role": "user"}]},
+                    ask("q", temperature=-1), ask("q", max_thinking_tokens="lots"),
+                    ask("q", stream="yes"), ask("q", n=0), ask("q", max_thinking_tokens=True),
+                    ask("q", stop=[""]), two_users,
                     ask("q" * 400)):  # longer than the context
             code, text = post(url, bad)
             assert code == 400 and "message" in json.loads(text)["error"], bad
@@ -89,8 +94,8 @@ def test_stop_strings_end_the_content(bigram):
 def test_concurrent_clients_get_what_serial_ones_get_and_n_and_seed_are_honoured(tiny):
     model, tokenizer = tiny
     server, url = start(model, tokenizer, context=300)
-    bodies = [ask(f"Question number {i}: what is {i} + {i}?", max_thinking_tokens=5 + 7 * i, max_tokens=120,
-                  num_ignore=i % 2) for i in range(8)]
+    bodies = [ask(f"Question number {i}: what is {i} + {i}?", max_thinking_tokens=5 + 7 * i,
+                  max_tokens=120, num_ignore=i % 2) for i in range(8)]
     threads_before = threading.active_count()
     try:
         serial = [post(url, b) for b in bodies]
@@ -108,7 +113,8 @@ def test_concurrent_clients_get_what_serial_ones_get_and_n_and_seed_are_honoured
         assert [message(r) for r in concurrent] == [message(r) for r in serial]
         # n choices share the prompt; a seed makes them repeatable; no seed draws afresh
         sampled = ask("Tell me a story.", n=3, temperature=1.0, max_tokens=40)
-        texts = lambda r: [c["message"]["reasoning_content"] + c["message"]["content"] for c in json.loads(r[1])["choices"]]
+        texts = lambda r: [c["message"]["reasoning_content"] + c["message"]["content"]
+                           for c in json.loads(r[1])["choices"]]
         a, b = texts(post(url, dict(sampled, seed=5))), texts(post(url, dict(sampled, seed=5)))
         assert a == b and len(set(a)) == 3
         assert texts(post(url, sampled)) != texts(post(url, sampled))
@@ -128,7 +134,8 @@ def test_a_client_that_leaves_frees_its_rows(tiny, stream):
     try:
         body = json.dumps(ask("Think forever.", num_ignore=10 ** 6, stream=stream)).encode()
         sock = socket.create_connection(("127.0.0.1", server.server_address[1]))
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\n"
                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         deadline = time.time() + 10
         while not engine.running and time.time() < deadline:
@@ -155,13 +162,16 @@ def test_command_line_serves_alone_and_tensor_parallel(tmp_path, processes):
     import subprocess
     import sys
     from conftest import ROOT
-    tiny_hf_model(vocab=320, hidden=64, layers=2, heads=4, kv_heads=2, seed=3).save_pretrained(tmp_path)
+    hf_model = tiny_hf_model(vocab=320, hidden=64, layers=2, heads=4, kv_heads=2, seed=3)
+    hf_model.save_pretrained(tmp_path)
     tokenizer = chat.build_byte_tokenizer(str(tmp_path))
-    launcher = [sys.executable] if processes == 1 else [
-        os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone", "--nproc-per-node", "2"]
-    proc = subprocess.Popen(launcher + ["serve.py", "--model", str(tmp_path), "--port", "0", "--max-tokens", "300"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    launcher = ([sys.executable] if processes == 1
+                else [torchrun, "--standalone", "--nproc-per-node", "2"])
+    command = ["serve.py", "--model", str(tmp_path), "--port", "0", "--max-tokens", "300"]
+    proc = subprocess.Popen(launcher + command, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
     try:
         line = ""
         while not line.startswith("serving "):
@@ -172,7 +182,8 @@ def test_command_line_serves_alone_and_tensor_parallel(tmp_path, processes):
         replies = [None] * 3
 
         def client(i):
-            replies[i] = post(url, ask(questions[i], max_thinking_tokens=9 + 5 * i, max_tokens=60))
+            replies[i] = post(url, ask(questions[i], max_thinking_tokens=9 + 5 * i,
+                                       max_tokens=60))
         threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
         for t in threads:
             t.start()
@@ -180,12 +191,18 @@ def test_command_line_serves_alone_and_tensor_parallel(tmp_path, processes):
             t.join()
         model = hf_checkpoint.from_pretrained(str(tmp_path), dtype=torch.float32)
         for i, (code, text) in enumerate(replies):
-            prompt = len(tokenizer.encode(chat.prompt_text(questions[i]) + chat.THINK, add_special_tokens=False))
-            direct = sample.generate(model, tokenizer, [questions[i]], max_thinking_tokens=9 + 5 * i,
-                                     max_tokens=prompt + 60, progress=False)[0]
+            text_in = chat.prompt_text(questions[i]) + chat.THINK
+            prompt = len(tokenizer.encode(text_in, add_special_tokens=False))
+            direct = sample.generate(model, tokenizer, [questions[i]],
+                                     max_thinking_tokens=9 + 5 * i, max_tokens=prompt + 60,
+                                     progress=False)[0]
             message = json.loads(text)["choices"][0]["message"]
-            assert code == 200 and (message["reasoning_content"], message["content"]) == (direct["thinking"], direct["answer"])
-    finally:  # SIGTERM first: torchrun passes it on to its workers, which SIGKILL to torchrun would orphan
+            assert code == 200
+            assert (message["reasoning_content"], message["content"]) == (direct["thinking"],
+                                                                          direct["answer"])
+    finally:
+        # SIGTERM first: torchrun passes it on to its workers, which a SIGKILL to torchrun would
+        # orphan
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=20)
@@ -229,8 +246,9 @@ def wait_for(condition, seconds):
 
 
 def http(body, length=None):
-    return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: "
-            + str(len(body) if length is None else length).encode() + b"\r\n\r\n" + body)
+    return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Length: " + str(len(body) if length is None else length).encode()
+            + b"\r\n\r\n" + body)
 
 
 def test_no_request_blocks_or_crashes_the_server(tiny):
@@ -257,7 +275,8 @@ def test_no_request_blocks_or_crashes_the_server(tiny):
             (b"[" * 10_000, 400, "nested"),
             (ask("q", stream="yes"), 400, "stream"),
             (ask("q", max_thinking_tokens=True), 400, "max_thinking_tokens"),
-            (b'{"messages": [{"role": "user", "content": "q"}], "temperature": Infinity}', 400, "temperature"),
+            (b'{"messages": [{"role": "user", "content": "q"}], "temperature": Infinity}', 400,
+             "temperature"),
             (ask("q", logprobs=True), 400, "'logprobs'"),
             (ask("q", tools=[{"type": "function"}]), 400, "'tools'"),
             (ask("q", response_format={"type": "json_object"}), 400, "'response_format'"),
@@ -266,7 +285,8 @@ def test_no_request_blocks_or_crashes_the_server(tiny):
         ]
         for body, status, says in bad:
             code, text = post(url, body)
-            assert code == status and says in json.loads(text)["error"]["message"], (str(body)[:80], code, text)
+            assert code == status and says in json.loads(text)["error"]["message"], (
+                str(body)[:80], code, text)
         reply = raw(port, http(b"{}", length=10 ** 12))
         assert reply.startswith(b"HTTP/1.0 413") and b"--max-body-bytes" in reply
         # 30 clients announce 100 bytes and send 11: each gets a 408 after the 3 s timeout, and the
@@ -283,11 +303,13 @@ def test_no_request_blocks_or_crashes_the_server(tiny):
         wait_for(lambda: threading.active_count() <= threads + 1, 3)
         assert threading.active_count() <= threads + 1
         answer = lambda reply: (reply[0], json.loads(reply[1])["choices"])
-        assert answer(post(url, good)) == answer(first)  # the same answer, greedy, as before any of this
-        system = json.loads(post(url, dict(good, messages=[{"role": "system", "content": "Be brief."},
-                                                            *good["messages"]]))[1])
-        expected = tokenizer.encode(chat.prompt_text("What is 2+2?", "Be brief.") + chat.completion_text(),
-                                    add_special_tokens=False)
-        assert system["usage"]["prompt_tokens"] == len(expected) != json.loads(first[1])["usage"]["prompt_tokens"]
+        # the same answer, greedy, as before any of this
+        assert answer(post(url, good)) == answer(first)
+        brief = [{"role": "system", "content": "Be brief."}, *good["messages"]]
+        system = json.loads(post(url, dict(good, messages=brief))[1])
+        expected = tokenizer.encode(chat.prompt_text("What is 2+2?", "Be brief.")
+                                    + chat.completion_text(), add_special_tokens=False)
+        without = json.loads(first[1])["usage"]["prompt_tokens"]
+        assert system["usage"]["prompt_tokens"] == len(expected) != without
     finally:
         server.shutdown()

@@ -1,1 +1,2 @@
-"""Tools that run the stages: benchmarks (python -m tools.bench) and the GPU check (python -m tools.gpu_check)."""
+"""Tools that run the stages: benchmarks (python -m tools.bench) and the GPU check
+(python -m tools.gpu_check)."""

@@ -1,14 +1,16 @@
-"""tools/gpu_check.py: what `make gpu-check` runs, the first command on any GPU machine (under 10 minutes
-on one H100). Writes report.json and report.md to --report-dir.
+"""python -m tools.gpu_check: what `make gpu-check` runs, the first command on any GPU machine
+(under 10 minutes on one H100). Writes report.json and report.md to --report-dir.
 
-    python -m tools.gpu_check --device cuda      # make gpu-check: without a usable GPU it stops in one line
-    python -m tools.gpu_check --device cpu       # the same paths on tiny shapes (CI runs every line of it)
+    python -m tools.gpu_check --device cuda  # make gpu-check: without a usable GPU it stops in
+                                             # one line
+    python -m tools.gpu_check --device cpu   # the same paths on tiny shapes (CI runs every line
+                                             # of it)
 
 Sections: every attention path's numerics against fp32 (packed training, paged prefill and decode,
 each kernel that is installed), the SDPA backend each shape selects, train.py's real step (MFU,
 peak memory against plan.py's plan), decode through engine.py against the HBM roofline, and
 train.py and tensor-parallel sample.py on 2 GPUs against 1. The report ends with each goal, the
-measured value and pass/FAIL.
+measured value and pass/FAIL. docs/gpu.md has the driver, the CUDA builds and the kernels.
 """
 import argparse
 import contextlib
@@ -34,13 +36,17 @@ from tools.bench import engine_run, seconds
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: tools/..
-TOKENIZER = os.path.join(ROOT, "data", "qwen2.5-tokenizer")  # Qwen2.5's own, in the repo: real vocab, offline
-# On a CPU: the same code paths on 2 layers (with Qwen's vocabulary for train.py, which tokenizes with it).
-TINY = M.Config(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, tie_word_embeddings=True)
-HBM_BYTES_PER_S = {"H200": 4.8e12, "H100 80GB HBM3": 3.35e12, "H100 SXM": 3.35e12}  # by device name (SXM: HBM3)
-# Relative L2 error that is rounding, not a bug: bf16 through 0.5B's 24 layers gives 2-3 % (measured on
-# a CPU); a wrong mask or position is O(1). The rows-SDPA path is the baseline the others should match.
+# Qwen2.5's own tokenizer, in the repository: the real vocabulary, offline
+TOKENIZER = os.path.join(ROOT, "data", "qwen2.5-tokenizer")
+# On a CPU: the same code paths on 2 layers (with Qwen's vocabulary for train.py, which tokenizes
+# with it).
+TINY = M.Config(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+# HBM bandwidth by device name (SXM: HBM3)
+HBM_BYTES_PER_S = {"H200": 4.8e12, "H100 80GB HBM3": 3.35e12, "H100 SXM": 3.35e12}
+# Relative L2 error that is rounding, not a bug: bf16 through 0.5B's 24 layers gives 2-3 % (measured
+# on a CPU); a wrong mask or position is O(1). The rows-SDPA path is the baseline the others should
+# match.
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 0.1}
 
 
@@ -55,13 +61,15 @@ def grad_errors(model, ref_grads):
     worst = num = den = 0.0
     for p, r in zip(model.parameters(), ref_grads):
         d = p.grad.float() - r.to(p.device)
-        worst, num, den = max(worst, d.abs().max().item()), num + d.pow(2).sum().item(), den + r.pow(2).sum().item()
+        worst = max(worst, d.abs().max().item())
+        num, den = num + d.pow(2).sum().item(), den + r.pow(2).sum().item()
     return worst, (num / den) ** 0.5
 
 
 @contextlib.contextmanager
 def packed_kernel(flash, varlen):
-    """model.py's packed attention with only these kernels available (None, None: SDPA per document)."""
+    """model.py's packed attention with only these kernels available (None, None: SDPA per
+    document)."""
     saved = M.flash_attn_varlen_func, M.varlen_attn
     M.flash_attn_varlen_func, M.varlen_attn = flash, varlen
     try:
@@ -77,7 +85,8 @@ def paged_logits(model, rows, prompt_lens, steps, bs):
     step's; and the kernel that decoded (engine.paged_kernel: None is gather + SDPA)."""
     device, cfg = model.lm_head.weight.device, model.cfg
     need = [-(-(p + steps) // bs) for p in prompt_lens]
-    pool = engine.BlockPool(cfg, sum(need), bs, cfg.num_key_value_heads, device, model.lm_head.weight.dtype)
+    pool = engine.BlockPool(cfg, sum(need), bs, cfg.num_key_value_heads, device,
+                            model.lm_head.weight.dtype)
     seqs = [engine.Seq(r[:p], rows=[], blocks=[pool.allocate() for _ in range(n)])
             for r, p, n in zip(rows, prompt_lens, need)]
     out = []
@@ -102,13 +111,16 @@ def check_attention(ref, model, seq, steps):
     ref_logits = ref(ids)
     loss(ref_logits).backward()
     ref_logits, ref_grads = ref_logits.detach(), [p.grad for p in ref.parameters()]
-    ids, pos = ids.to(device), torch.arange(half, device=device).repeat(2)[None]  # restarts at 0: 2 documents
+    # positions restart at 0: 2 documents
+    ids, pos = ids.to(device), torch.arange(half, device=device).repeat(2)[None]
     packed = lambda m: m(ids.view(1, -1), position_ids=pos).view(2, half, -1)
     flash, varlen = M.flash_attn_varlen_func, M.varlen_attn
-    missing = lambda fn, what: f"skipped: {what} not installed" if fn is None else None if cuda else "skipped: CUDA only"
+    missing = lambda fn, what: (f"skipped: {what} not installed" if fn is None
+                                else None if cuda else "skipped: CUDA only")
     paths = [("rows: SDPA", None, (flash, varlen), lambda m: m(ids)),
              ("packed: flash-attn varlen", missing(flash, "flash-attn"), (flash, None), packed),
-             ("packed: torch varlen_attn", missing(varlen, "torch.nn.attention.varlen"), (None, varlen), packed),
+             ("packed: torch varlen_attn", missing(varlen, "torch.nn.attention.varlen"),
+              (None, varlen), packed),
              ("packed: SDPA per document", None, (None, None), packed)]
     tol, out = TOLERANCE[model.lm_head.weight.dtype], []
     for name, skipped, kernels, forward in paths:
@@ -124,22 +136,28 @@ def check_attention(ref, model, seq, steps):
             out.append(dict(path=name, note=f"error: {type(e).__name__}: {e}", ok=False))
             continue
         (la, lr), (ga, gr) = errors(logits, ref_logits), grad_errors(model, ref_grads)
-        out.append(dict(path=name, logits_max_abs=la, logits_rel=lr, grad_max_abs=ga, grad_rel=gr, ok=max(lr, gr) < tol))
+        out.append(dict(path=name, logits_max_abs=la, logits_rel=lr, grad_max_abs=ga, grad_rel=gr,
+                        ok=max(lr, gr) < tol))
     model.zero_grad(set_to_none=True)
-    prompts = [half - steps, half - steps - 3]  # unequal: decode must keep the shorter row's padding out
-    at = lambda j: ref_logits[[0, 1], [p - 1 + j for p in prompts]]  # the reference j tokens after the prompt
+    # unequal: decode must keep the shorter row's padding out
+    prompts = [half - steps, half - steps - 3]
+    # the reference j tokens after the prompt
+    at = lambda j: ref_logits[[0, 1], [p - 1 + j for p in prompts]]
     decoded = torch.stack([at(j) for j in range(1, steps + 1)])
     # the Engine's block size (a paged kernel's, where one runs), and 16-token blocks: gather + SDPA
-    engine_bs = engine.PAGED_BLOCK if engine.paged_kernel(model.lm_head.weight, engine.PAGED_BLOCK) else 16
+    has_kernel = engine.paged_kernel(model.lm_head.weight, engine.PAGED_BLOCK)
+    engine_bs = engine.PAGED_BLOCK if has_kernel else 16
     for bs in dict.fromkeys([engine_bs, 16]):
         try:
             with torch.no_grad():
                 paged, kernel = paged_logits(model, ids.tolist(), prompts, steps, bs)
         except Exception as e:
-            out.append(dict(path=f"KV cache: {bs}-token blocks", note=f"error: {type(e).__name__}: {e}", ok=False))
+            out.append(dict(path=f"KV cache: {bs}-token blocks",
+                            note=f"error: {type(e).__name__}: {e}", ok=False))
             continue
-        for name, ours, theirs in ((f"KV cache: paged prefill, {bs}-token blocks", paged[0], at(0)),
-                                   (f"KV cache: paged decode, {kernel or 'gather + SDPA'}", paged[1:], decoded)):
+        for name, ours, theirs in (
+                (f"KV cache: paged prefill, {bs}-token blocks", paged[0], at(0)),
+                (f"KV cache: paged decode, {kernel or 'gather + SDPA'}", paged[1:], decoded)):
             la, lr = errors(ours, theirs)
             out.append(dict(path=name, logits_max_abs=la, logits_rel=lr, ok=lr < tol))
     return dict(tokens=seq, tolerance=tol, paths=out)
@@ -156,27 +174,33 @@ def check_sdpa(cfg, device, dtype, seq, train_seq):
     from torch.profiler import ProfilerActivity, profile
     H, KV, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
 
-    def call(batch, q_len, kv_len, causal):  # laid out as model.py and engine.py call it: (B, T, H, D) transposed
+    # laid out as model.py and engine.py call it: (B, T, H, D) transposed
+    def call(batch, q_len, kv_len, causal):
         q = torch.randn(batch, q_len, H, D, device=device, dtype=dtype).transpose(1, 2)
-        k, v = (torch.randn(batch, kv_len, KV, D, device=device, dtype=dtype).transpose(1, 2) for _ in range(2))
+        k, v = (torch.randn(batch, kv_len, KV, D, device=device, dtype=dtype).transpose(1, 2)
+                for _ in range(2))
         return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
     out = []
-    for name, fn in ((f"train, unpacked row: 1 x {train_seq:,}, causal", call(1, train_seq, train_seq, True)),
-                     (f"rows/prefill: 1 x {seq:,}, causal", call(1, seq, seq, True)),
-                     (f"decode fallback: 1 row, {seq:,} cached", call(1, 1, seq, False)),
-                     (f"decode fallback: 64 rows of one length, {seq:,} cached", call(64, 1, seq, False))):
-        with profile(activities=[ProfilerActivity.CPU]) as prof:  # the op's name is the kernel SDPA chose
+    shapes = ((f"train, unpacked row: 1 x {train_seq:,}, causal",
+               call(1, train_seq, train_seq, True)),
+              (f"rows/prefill: 1 x {seq:,}, causal", call(1, seq, seq, True)),
+              (f"decode fallback: 1 row, {seq:,} cached", call(1, 1, seq, False)),
+              (f"decode fallback: 64 rows of one length, {seq:,} cached", call(64, 1, seq, False)))
+    for name, fn in shapes:
+        # the op's name is the kernel SDPA chose
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
             fn()
-        row = dict(shape=name, selected=sorted({e.name for e in prof.events()
-                                                 if e.name.startswith("aten::_scaled_dot_product")}))
+        selected = {e.name for e in prof.events()
+                    if e.name.startswith("aten::_scaled_dot_product")}
+        entry = dict(shape=name, selected=sorted(selected))
         if device.type == "cuda":
             try:
                 with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
                     fn()
-                row["flash_or_efficient"] = True
+                entry["flash_or_efficient"] = True
             except RuntimeError as e:
-                row["flash_or_efficient"], row["note"] = False, str(e).splitlines()[0][:200]
-        out.append(row)
+                entry["flash_or_efficient"], entry["note"] = False, str(e).splitlines()[0][:200]
+        out.append(entry)
         torch.cuda.empty_cache() if device.type == "cuda" else None
     return out
 
@@ -203,9 +227,11 @@ def run_train(launcher, model_dir, data, out, device, dtype, block, batch):
     """train.py as one runs it (random init from config.json only), FSDP2, packed, with activation
     checkpointing; its log.jsonl records."""
     import train
-    cmd = launcher + ["train.py", "--model", model_dir, "--init", "random", "--tokenizer", TOKENIZER, "--data", data,
-                      "--out", out, "--epochs", "1", "--global-batch", str(batch), "--block-size", str(block), "--pack",
-                      "--activation-checkpointing", "on", "--device", device, "--dtype", dtype, "--save-dtype", "bfloat16"]
+    cmd = launcher + ["train.py", "--model", model_dir, "--init", "random",
+                      "--tokenizer", TOKENIZER, "--data", data, "--out", out, "--epochs", "1",
+                      "--global-batch", str(batch), "--block-size", str(block), "--pack",
+                      "--activation-checkpointing", "on", "--device", device, "--dtype", dtype,
+                      "--save-dtype", "bfloat16"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-2000:]}")
@@ -218,17 +244,20 @@ def check_train(tmp, shapes, device, dtype, block, steps):
     import train
     out = []
     for name, cfg in shapes.items():
-        data = digit_data(os.path.join(tmp, f"{name}.jsonl"), [block + 100] * steps)  # each step: one full row
+        # each step: one full row
+        data = digit_data(os.path.join(tmp, f"{name}.jsonl"), [block + 100] * steps)
         log = run_train([sys.executable], write_config(cfg, os.path.join(tmp, name)), data,
                         os.path.join(tmp, f"run-{name}"), device.type, dtype, block, 1)
         parts = plan.training_plan(cfg, 1, block, True, train.CE_CHUNK)
-        # the log's peak is torch.cuda.max_memory_allocated: it cannot see the CUDA context and NCCL buffers
+        # the log's peak is torch.cuda.max_memory_allocated: it cannot see the CUDA context and
+        # NCCL buffers
         planned = sum(v for k, v in parts.items() if "context" not in k) / 2 ** 30
         timed, peak = log[1:] or log, max(r["peak_mem_gb"] for r in log)
         out.append(dict(shape=name, tokens=block, steps=len(log),
                         tokens_per_s=statistics.median(r["tokens_per_s"] for r in timed),
                         mfu=statistics.median(r["mfu"] for r in timed) if "mfu" in log[0] else None,
-                        peak_mem_gib=peak, planned_mem_gib=planned,  # on a CPU peak is resident memory: no comparison
+                        # on a CPU peak is resident memory: no comparison
+                        peak_mem_gib=peak, planned_mem_gib=planned,
                         plan_error=planned / peak - 1 if device.type == "cuda" else None))
     return out
 
@@ -254,25 +283,31 @@ def check_decode(model, new, repeats):
     """Greedy decode tokens/s through engine.Engine at batch 1 and 64. At batch 1 a step reads every
     weight and the KV cache once, so bytes per token / time against the HBM bandwidth is the
     roofline; the embedding table is not counted unless it is also the LM head (a step reads one
-    row of it). The shape must make a step bandwidth-bound: 7B on an H100 (1.5B's 3 GB read in
-    about 1 ms would measure kernel launches, not bandwidth, without CUDA graphs)."""
+    token's vector of it). The shape must make a step bandwidth-bound: 7B on an H100 (1.5B's 3 GB
+    read in about 1 ms would measure kernel launches, not bandwidth, without CUDA graphs)."""
     cfg, device, dtype = model.cfg, model.lm_head.weight.device, model.lm_head.weight.dtype
     out = {}
     for batch in (1, 64):
-        prompts = torch.randint(0, cfg.vocab_size, (batch, 16), generator=torch.Generator().manual_seed(0)).tolist()
+        prompts = torch.randint(0, cfg.vocab_size, (batch, 16),
+                                generator=torch.Generator().manual_seed(0)).tolist()
         run = lambda: engine_run(model, prompts, [new] * batch, batch, False)
         run()  # warm-up
-        out[f"batch_{batch}_tokens_per_s"] = batch * new / statistics.median(seconds(run) for _ in range(repeats))
+        median = statistics.median(seconds(run) for _ in range(repeats))
+        out[f"batch_{batch}_tokens_per_s"] = batch * new / median
     read = lambda name: cfg.tie_word_embeddings or name != "model.embed_tokens.weight"
-    weights = sum(p.numel() * p.element_size() for name, p in model.named_parameters() if read(name))
-    per_token = weights + plan.kv_bytes_per_token(cfg, cfg.num_key_value_heads, dtype.itemsize) * (16 + new / 2)  # mean context
+    weights = sum(p.numel() * p.element_size()
+                  for name, p in model.named_parameters() if read(name))
+    kv_per_token = plan.kv_bytes_per_token(cfg, cfg.num_key_value_heads, dtype.itemsize)
+    per_token = weights + kv_per_token * (16 + new / 2)  # at the mean context
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     peak = next((bw for key, bw in HBM_BYTES_PER_S.items() if key in name), None)
     achieved = per_token * out["batch_1_tokens_per_s"]
     kernel = engine.paged_kernel(model.lm_head.weight, engine.PAGED_BLOCK) or "gather + SDPA"
-    return dict(out, shape=f"{cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}", kernel=kernel, new_tokens=new,
-                bytes_per_token=per_token, achieved_gb_s=achieved / 1e9, hbm_gb_s=peak and peak / 1e9,
-                roofline_fraction=peak and achieved / peak, note=None if peak else f"unknown HBM bandwidth for {name}")
+    return dict(out, shape=f"{cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}",
+                kernel=kernel, new_tokens=new, bytes_per_token=per_token,
+                achieved_gb_s=achieved / 1e9, hbm_gb_s=peak and peak / 1e9,
+                roofline_fraction=peak and achieved / peak,
+                note=None if peak else f"unknown HBM bandwidth for {name}")
 
 
 def check_two_gpus(tmp, cfg, device="cuda"):
@@ -280,55 +315,75 @@ def check_two_gpus(tmp, cfg, device="cuda"):
     the same on 2 gloo processes, to try this function without GPUs)."""
     if device == "cuda" and torch.cuda.device_count() < 2:
         return dict(skipped=f"needs 2 GPUs, {torch.cuda.device_count()} visible")
-    dtype, path = "bfloat16" if device == "cuda" else "float32", lambda name: os.path.join(tmp, name)
-    launchers = {1: [sys.executable], 2: [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                          "--nproc-per-node", "2"]}
+    dtype = "bfloat16" if device == "cuda" else "float32"
+    path = lambda name: os.path.join(tmp, name)
+    launchers = {1: [sys.executable],
+                 2: [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                     "--nproc-per-node", "2"]}
     data = digit_data(path("two.jsonl"), [random.Random(i).randint(300, 2000) for i in range(8)])
-    losses = {w: [r["loss"] for r in run_train(launcher, write_config(cfg, path("two")), data, path(f"two-{w}"),
-                                               device, dtype, 2048, 4)] for w, launcher in launchers.items()}
+    losses = {w: [r["loss"] for r in run_train(launcher, write_config(cfg, path("two")), data,
+                                               path(f"two-{w}"), device, dtype, 2048, 4)]
+              for w, launcher in launchers.items()}
     init = M.Qwen2(cfg)
     init.init_weights(seed=0)
-    hf.save_pretrained({k: v.to(getattr(torch, dtype)) for k, v in init.state_dict().items()}, path("ckpt"), cfg=cfg,
-                      tokenizer_dir=TOKENIZER)
+    hf.save_pretrained({k: v.to(getattr(torch, dtype)) for k, v in init.state_dict().items()},
+                       path("ckpt"), cfg=cfg, tokenizer_dir=TOKENIZER)
     with open(path("q.jsonl"), "w") as f:
         f.writelines(json.dumps({"question": f"What is {i} + {i}?"}) + "\n" for i in range(4))
     texts = {}
     for w, launcher in launchers.items():
-        subprocess.run(launcher + ["sample.py", "--model", path("ckpt"), "--input", path("q.jsonl"), "--output",
-                                   path(f"tp{w}.jsonl"), "--max-tokens", "256", "--max-thinking-tokens", "128",
-                                   "--dtype", dtype, "--device", device], cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(launcher + ["sample.py", "--model", path("ckpt"), "--input", path("q.jsonl"),
+                                   "--output", path(f"tp{w}.jsonl"), "--max-tokens", "256",
+                                   "--max-thinking-tokens", "128", "--dtype", dtype,
+                                   "--device", device],
+                       cwd=ROOT, check=True, capture_output=True)
         with open(path(f"tp{w}.jsonl")) as f:
             texts[w] = [json.loads(line)["text"] for line in f]
-    same = sum(a == b for a, b in zip(texts[1], texts[2]))  # bf16 sums in another order may flip a near-tie
-    return dict(train_losses_1_gpu=losses[1], train_losses_2_gpus=losses[2], tp_identical_rows=f"{same}/{len(texts[1])}",
+    # bf16 sums in another order may flip a near-tie
+    same = sum(a == b for a, b in zip(texts[1], texts[2]))
+    return dict(train_losses_1_gpu=losses[1], train_losses_2_gpus=losses[2],
+                tp_identical_rows=f"{same}/{len(texts[1])}",
                 train_max_loss_diff=max(abs(a - b) for a, b in zip(losses[1], losses[2])))
 
 
 def goals(r):
-    """The targets, each with what this run measured and pass / FAIL (not measured: e.g. on a CPU)."""
+    """The targets, each with what this run measured and pass / FAIL (not measured: e.g. on a
+    CPU)."""
     train = {x["shape"]: x for x in r["train"]} if isinstance(r["train"], list) else {}
     mfu = train.get("1.5B", {}).get("mfu")
-    plan_error = max((abs(x["plan_error"]) for x in train.values() if x["plan_error"] is not None), default=None)
+    plan_error = max((abs(x["plan_error"]) for x in train.values() if x["plan_error"] is not None),
+                     default=None)
     roofline = r["decode"].get("roofline_fraction")
-    fused = [x["flash_or_efficient"] for x in r["sdpa_kernels"] if "flash_or_efficient" in x] \
-        if isinstance(r["sdpa_kernels"], list) else []
-    judge = lambda goal, measured, met: dict(goal=goal, measured=measured,
-                                             result="not measured" if measured is None else "pass" if met else "FAIL")
+    fused = ([x["flash_or_efficient"] for x in r["sdpa_kernels"] if "flash_or_efficient" in x]
+             if isinstance(r["sdpa_kernels"], list) else [])
+    judge = lambda goal, measured, met: dict(
+        goal=goal, measured=measured,
+        result="not measured" if measured is None else "pass" if met else "FAIL")
     return [judge("train MFU >= 0.40 at 1.5B, 16K tokens", mfu, mfu is not None and mfu >= 0.40),
-            judge("memory plan within 0.10 of the measured peak", plan_error, plan_error is not None and plan_error <= 0.10),
-            judge("decode at batch 1 >= 0.60 of the HBM roofline (7B)", roofline, roofline is not None and roofline >= 0.60),
+            judge("memory plan within 0.10 of the measured peak", plan_error,
+                  plan_error is not None and plan_error <= 0.10),
+            judge("decode at batch 1 >= 0.60 of the HBM roofline (7B)", roofline,
+                  roofline is not None and roofline >= 0.60),
             judge("every SDPA call runs with only flash/efficient allowed (never math)",
                   f"{sum(fused)}/{len(fused)}" if fused else None, all(fused))]
 
 
-TABLES = [("attention", "Attention vs fp32 CPU: {tokens} tokens, ok below {tolerance} relative L2 error",
+TABLES = [("attention",
+           "Attention vs fp32 CPU: {tokens} tokens, ok below {tolerance} relative L2 error",
            ["path", "logits_max_abs", "logits_rel", "grad_max_abs", "grad_rel", "ok", "note"]),
-          ("sdpa_kernels", "SDPA kernel per shape", ["shape", "selected", "flash_or_efficient", "note"]),
+          ("sdpa_kernels", "SDPA kernel per shape",
+           ["shape", "selected", "flash_or_efficient", "note"]),
           ("train", "train.py step: FSDP2 on one device, packed, activation checkpointing",
-           ["shape", "tokens", "steps", "tokens_per_s", "mfu", "peak_mem_gib", "planned_mem_gib", "plan_error"]),
-          ("decode", "Decode through engine.Engine, greedy, {new_tokens} new tokens after 16, {shape}, {kernel}",
-           ["batch_1_tokens_per_s", "batch_64_tokens_per_s", "achieved_gb_s", "hbm_gb_s", "roofline_fraction", "note"]),
-          ("two_gpus", "Two GPUs", ["train_losses_1_gpu", "train_losses_2_gpus", "train_max_loss_diff", "tp_identical_rows"]),
+           ["shape", "tokens", "steps", "tokens_per_s", "mfu", "peak_mem_gib", "planned_mem_gib",
+            "plan_error"]),
+          ("decode",
+           "Decode through engine.Engine, greedy, {new_tokens} new tokens after 16, "
+           "{shape}, {kernel}",
+           ["batch_1_tokens_per_s", "batch_64_tokens_per_s", "achieved_gb_s", "hbm_gb_s",
+            "roofline_fraction", "note"]),
+          ("two_gpus", "Two GPUs",
+           ["train_losses_1_gpu", "train_losses_2_gpus", "train_max_loss_diff",
+            "tp_identical_rows"]),
           ("goals", "Goals", ["goal", "measured", "result"])]
 
 
@@ -344,52 +399,54 @@ def cell(v):
 
 def markdown(report):
     """report.md: a table per section (an error or a skip in its place)."""
-    lines = [f"# gpu-check: {report['device']}, torch {report['torch']} (CUDA {report.get('cuda')}, cuDNN "
-             f"{report.get('cudnn')}), {report['mode']}"]
+    lines = [f"# gpu-check: {report['device']}, torch {report['torch']} "
+             f"(CUDA {report.get('cuda')}, cuDNN {report.get('cudnn')}), {report['mode']}"]
     for name, title, keys in TABLES:
         part = report[name]
         if isinstance(part, dict) and ("error" in part or "skipped" in part):
-            lines += ["", f"## {title.split(':')[0]}", "", next(f"{k}: {part[k]}" for k in ("error", "skipped") if k in part)]
+            why = next(f"{k}: {part[k]}" for k in ("error", "skipped") if k in part)
+            lines += ["", f"## {title.split(':')[0]}", "", why]
             continue
-        rows = part["paths"] if name == "attention" else part if isinstance(part, list) else [part]
+        entries = (part["paths"] if name == "attention"
+                   else part if isinstance(part, list) else [part])
         lines += ["", f"## {title.format(**part) if isinstance(part, dict) else title}", "",
                   f"| {' | '.join(keys)} |", "|" + "---|" * len(keys)]
-        lines += [f"| {' | '.join(cell(row.get(k)) for k in keys)} |" for row in rows]
+        lines += [f"| {' | '.join(cell(entry.get(k)) for k in keys)} |" for entry in entries]
     return "\n".join(lines) + "\n"
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
-                   help="cuda (auto means cuda: a GPU check never falls back to a CPU) or cpu (tiny shapes)")
-    p.add_argument("--report-dir", default="runs/gpu-check", help="where report.json and report.md go")
-    return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    # A GPU check never quietly runs on a CPU: without a usable GPU it stops in one line (cli.device).
-    # Only an explicit --device cpu runs the tiny CPU shapes (CI's run of every line of this check).
+    # A GPU check never quietly runs on a CPU: without a usable GPU it stops in one line
+    # (cli.device). Only an explicit --device cpu runs the tiny CPU shapes (CI's run of every line
+    # of this check).
     device = cli.device("cpu" if args.device == "cpu" else "cuda")
     gpu, dtype = device.type == "cuda", torch.bfloat16
     # full shapes on a GPU; on a CPU the same paths on tiny ones, so that CI runs every line
-    cfg, seq, steps, block, new = (hf.known_shape("Qwen2.5-0.5B"), 2048, 16, 16384, 256) if gpu else (TINY, 128, 8, 256, 16)
-    shapes = ({s: hf.known_shape(f"Qwen2.5-{s}") for s in ("0.5B", "1.5B")} if gpu
-              else {"tiny": dataclasses.replace(TINY, vocab_size=151936)})
+    if gpu:
+        cfg, seq, steps, block, new = hf.known_shape("Qwen2.5-0.5B"), 2048, 16, 16384, 256
+        shapes = {s: hf.known_shape(f"Qwen2.5-{s}") for s in ("0.5B", "1.5B")}
+    else:
+        cfg, seq, steps, block, new = TINY, 128, 8, 256, 16
+        shapes = {"tiny": dataclasses.replace(TINY, vocab_size=151936)}
     ref = M.Qwen2(cfg)  # fp32 on the CPU: the reference
     ref.init_weights(seed=0)
     model = copy.deepcopy(ref).to(device, dtype)
     tmp = tempfile.mkdtemp(prefix="gpu-check-")
-    report = dict(device=torch.cuda.get_device_name(device) if gpu else "CPU", torch=torch.__version__,
-                  cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version() if gpu else None,
-                  mode="Qwen2.5 shapes" if gpu else "CPU: tiny shapes, GPU-only numbers not measured")
-    sections = dict(attention=lambda: check_attention(ref, model, seq, steps),
-                    sdpa_kernels=lambda: check_sdpa(cfg, device, dtype, seq, 20480 if gpu else 2 * seq),
-                    # fp32 on a CPU, which train.py's CPU runs use (bf16 matmuls crawl there)
-                    train=lambda: check_train(tmp, shapes, device, "bfloat16" if gpu else "float32", block, 4 if gpu else 2),
-                    decode=lambda: check_decode(random_model(hf.known_shape("Qwen2.5-7B"), device, dtype) if gpu else ref,
-                                                new, 3 if gpu else 1),
-                    two_gpus=lambda: check_two_gpus(tmp, shapes["0.5B"]) if gpu else dict(skipped="a CPU run"))
+    report = dict(device=torch.cuda.get_device_name(device) if gpu else "CPU",
+                  torch=torch.__version__, cuda=torch.version.cuda,
+                  cudnn=torch.backends.cudnn.version() if gpu else None,
+                  mode="Qwen2.5 shapes" if gpu
+                  else "CPU: tiny shapes, GPU-only numbers not measured")
+    # train: fp32 on a CPU, which train.py's CPU runs use (bf16 matmuls crawl there)
+    train_dtype, train_steps = ("bfloat16", 4) if gpu else ("float32", 2)
+    decode_model = lambda: random_model(hf.known_shape("Qwen2.5-7B"), device, dtype) if gpu else ref
+    sections = dict(
+        attention=lambda: check_attention(ref, model, seq, steps),
+        sdpa_kernels=lambda: check_sdpa(cfg, device, dtype, seq, 20480 if gpu else 2 * seq),
+        train=lambda: check_train(tmp, shapes, device, train_dtype, block, train_steps),
+        decode=lambda: check_decode(decode_model(), new, 3 if gpu else 1),
+        two_gpus=lambda: check_two_gpus(tmp, shapes["0.5B"]) if gpu else dict(skipped="a CPU run"))
     for name, fn in sections.items():
         t0 = time.perf_counter()
         try:
@@ -407,6 +464,17 @@ def main(argv=None):
         f.write(markdown(report))
     print(markdown(report))
     shutil.rmtree(tmp)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
+                   help="cuda (auto means cuda: a GPU check never falls back to a CPU) "
+                        "or cpu (tiny shapes)")
+    p.add_argument("--report-dir", default="runs/gpu-check",
+                   help="where report.json and report.md go")
+    return p.parse_args(argv)
 
 
 if __name__ == "__main__":
