@@ -15,7 +15,7 @@ and goes on. So a cap on thinking cuts the search short, and forcing "Wait" resu
     curate.py select     quality, difficulty, diversity -> s1K.jsonl (the miniature s1K)
     train.py             a 0.8M-parameter Qwen2 from scratch on it -> train/final
     eval.py              held-out questions under budget forcing: thinking caps, then "Wait"s
-                         -> eval/results.md, eval/scaling.png
+                         -> eval/results.md, eval/results_scaling.png
 
 Every stage runs on one pinned numeric path (PINNED), so that any x86-64 machine trains the same
 model bit for bit; the run ends by printing its weights' sha256 next to README's. A stage is
@@ -69,6 +69,11 @@ README_SHA256 = "46241e582d3c452e18d85131d6ab5ad2174a73092dab4ea12390d101219c906
 MEASURED = {"no cap": (53.8, 54.6), "gap": (42.8, 43.6), "Wait x1": (44.0, 46.2),
             "Wait x2": (45.0, 46.2)}
 SPREAD_SEEDS = (42, 1, 2, 3, 4, 5, 6, 7)  # training seeds stand in for machines of other kinds
+# --compare: the paper's Table 3 and Figure 4 in miniature, on the first 100 held-out questions
+# (about 8 minutes on 2 cores): budget forcing against rejection sampling at the same budgets
+# (temperature 1, up to 64 tries), and majority voting over 8 samples at temperature 1 against
+# "Wait" at matched total thinking tokens.
+COMPARE_QUESTIONS, COMPARE_SAMPLES, COMPARE_TRIES = 100, 8, 64
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,8 +91,12 @@ def main(argv=None):
     stages = data_stages(out, sizes)
     if not args.spread:
         stages += model_stages(out, out, sizes, model, args.seed, train_flags)
+        if args.compare:
+            stages += compare_stages(out)
         run_stages(stages, env, model, args.force)
         print(report(args.out, model, args.small))
+        if args.compare:
+            print(compare_report(out))
         return
     runs = []
     for seed in SPREAD_SEEDS:
@@ -144,8 +153,58 @@ def model_stages(data, run, sizes, model, seed, train_flags):
          [PY, "eval.py", "--model", run("train", "final"), "--benchmarks", "mini",
           "--data", f"mini={data('test.jsonl')}",
           "--settings", *sizes["caps"], "nocap", "wait1", "wait2",
-          "--max-tokens", "512", "--dtype", "float32", "--batch-size", "64", "--out", run("eval")]),
+          "--max-tokens", "512", "--dtype", "float32", "--batch-size", "64", "--out", run("eval"),
+          "--report", "results"]),
     ]
+
+
+def compare_stages(out):
+    """The paper's comparisons on the demo model (--compare): Table 3's budget forcing against
+    rejection sampling, and Figure 4's sequential against parallel scaling."""
+    caps = ["8", "16", "24", "32"]
+    common = ["--model", out("train", "final"), "--benchmarks", "mini",
+              "--data", f"mini={out('test.jsonl')}", "--limit", str(COMPARE_QUESTIONS),
+              "--max-tokens", "512", "--dtype", "float32", "--batch-size", "64"]
+    return [
+        ("table 3", out("compare", "table3", "table3.json"),
+         [PY, "eval.py", *common, "--settings", *caps, "nocap",
+          *[f"reject{c}x{COMPARE_TRIES}" for c in caps],
+          "--out", out("compare", "table3"), "--report", "table3"]),
+        ("figure 4", out("compare", "figure4", "figure4.json"),
+         [PY, "eval.py", *common, "--settings", "nocap", "wait1", "wait2",
+          "--n", str(COMPARE_SAMPLES), "--temperature", "1.0",
+          "--out", out("compare", "figure4"), "--report", "figure4"]),
+    ]
+
+
+def compare_report(out):
+    """What --compare prints: the method table, and majority voting against "Wait" at about the
+    same total thinking."""
+    with open(out("compare", "table3", "table3.json")) as f:
+        methods = json.load(f)["scaling"]["mini"]
+    lines = ["", f"Table 3 in miniature ({COMPARE_QUESTIONS} held-out questions, greedy budget "
+             f"forcing; rejection sampling at temperature 1, up to {COMPARE_TRIES} tries):", "",
+             "| method | Control | Scaling | Performance | settings |", "|---|---|---|---|---|"]
+    for name, m in methods.items():
+        tries = ("; tries per sample " + ", ".join(f"{t:.1f}" for t in m["avg_tries"])
+                 if "avg_tries" in m else "")
+        lines.append(f"| {name} | {100 * m['control']:.0f} % | {m['scaling']:.1f} | "
+                     f"{m['performance']:.1f} | {', '.join(m['settings'])}{tries} |")
+    with open(out("compare", "figure4", "figure4.json")) as f:
+        runs = {r["setting"]: r for r in json.load(f)["runs"]}
+    voting = runs["nocap"]["parallel"]
+    lines += ["", f"Figure 4 in miniature ({COMPARE_SAMPLES} samples per question at temperature "
+              "1): accuracy against the thinking tokens spent per question in all", ""]
+    for p in voting:
+        lines.append(f"- majority voting over {p['k']} sample(s): {p['total_thinking_tokens']:.0f} "
+                     f"tokens, {100 * p['maj']:.1f} %")
+    for name in ("wait1", "wait2"):
+        r = runs[name]
+        lines.append(f"- {name}, one sample: {r['avg_thinking_tokens']:.0f} tokens, "
+                     f"{100 * r['accuracy']:.1f} %")
+    lines.append(f"\nplots: {out('compare', 'table3', 'table3_scaling.png')}, "
+                 f"{out('compare', 'figure4', 'figure4_parallel.png')}")
+    return "\n".join(lines)
 
 
 def report(out, model, small):
@@ -159,7 +218,7 @@ def report(out, model, small):
             sha = json.load(f)["config"]["weights"]
         weights = os.path.join(out, "train", "final", "model.safetensors")
         lines += ["", against_readme(figures(results)), "", same_bits(sha, weights, model)]
-    lines.append(f"\nplot: {os.path.join(out, 'eval', 'scaling.png')}")
+    lines.append(f"\nplot: {os.path.join(out, 'eval', 'results_scaling.png')}")
     return "\n".join(lines)
 
 
@@ -263,7 +322,7 @@ def reading(results_path):
     runs = results["runs"]
     caps = [r for r in runs if r["setting"].isdigit()]
     natural = next(r for r in runs if r["setting"] == "nocap")
-    m = next(iter(results["scaling"].values()))
+    m = next(iter(results["scaling"].values()))["budget forcing"]
     lo, hi = caps[0], caps[-1]
     lines = [f"Budget forcing on {lo['questions']} held-out questions:",
              f"- capping thinking at {lo['setting']} tokens gives "
@@ -358,6 +417,10 @@ def parse_args(argv=None):
     p.add_argument("--unpinned", action="store_true",
                    help="this machine's fastest kernels instead of PINNED "
                         "(about 2x faster; another model)")
+    p.add_argument("--compare", action="store_true",
+                   help="then the paper's Table 3 and Figure 4 in miniature on the trained model: "
+                        "budget forcing against rejection sampling, and majority voting against "
+                        "'Wait' (about 8 more minutes; under --out/compare/)")
     p.add_argument("--spread", action="store_true",
                    help=f"train and evaluate once per seed of {SPREAD_SEEDS} (under --out/spread/) "
                         "and print the table README's ranges come from")

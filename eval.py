@@ -11,7 +11,9 @@ extension_gains, markdown, plot). parse_setting says what each budget-forcing se
     python eval.py --model DIR --settings ablation
     # s1 without budget forcing ("nottc") and with it
     python eval.py --model DIR --settings none auto
-    # avg@8, maj@8, pass@8
+    # the paper's Table 3: every test-time method, each with its own Control, Scaling, Performance
+    python eval.py --model DIR --benchmarks aime24 --settings table3
+    # Figure 4: maj@k and pass@k for k = 1, 2, 4, 8 against budget forcing, in total tokens
     python eval.py --model DIR --benchmarks aime24 --settings auto --n 8 --temperature 0.6
     # GPQA Diamond from a local file
     python eval.py --model DIR --data gpqa=/path/gpqa_diamond.jsonl.gz --benchmarks gpqa
@@ -28,10 +30,13 @@ questions (GPQA's options in s1's shuffled order, seeded with --gpqa-seed) and g
 sample.py applies the chat template and budget forcing.
 
 Everything lands in --out: samples.jsonl (every sample: prompt, text, token counts, forced events,
-extracted answer, verdict; a rerun reuses the finished ones), results.md and results.json (accuracy
-with standard errors, compute_sample_stats' statistics, the paper's Control / Scaling / Performance,
-each "Wait" run against its natural end with a paired standard error)
-and scaling.png (accuracy vs average thinking tokens, one panel per benchmark, as Figure 1).
+extracted answer, verdict; a rerun reuses the finished ones), and a report named after the run
+(--report): NAME.md and NAME.json (accuracy with standard errors, compute_sample_stats'
+statistics, each method's Control / Scaling / Performance as the paper's Table 3, each "Wait" run
+against its natural end with a paired standard error, and with --n > 1 maj@k and pass@k against
+total thinking tokens), NAME_scaling.png (accuracy vs average thinking tokens, one panel per
+benchmark, as Figure 1) and, with --n > 1, NAME_parallel.png (majority voting against budget
+forcing, as Figure 4).
 """
 import argparse
 import itertools
@@ -59,6 +64,26 @@ SWEEP = ["500", "1000", "2000", "4000", "8000", "16000", "auto", "wait1", "wait2
 # ignored twice with no string, "Hmm", "Alternatively" and "Wait".
 ABLATION = ["auto", "ignore2", "ignore2:Hmm", "ignore2:Alternatively", "wait2"]
 NOTTC = "none"  # s1's "nottc" run (commands.sh l. 22): no <|im_start|>think, one plain generation
+NOTTC_METHOD = "no thinking (nottc)"  # a point of its own: no budget, no method metrics
+# The paper's Table 3 (test-time scaling methods on AIME24), as s1's eval/commands.sh ran them:
+# token-conditional control at 2048-16384 tokens, with and without budget forcing at the same cap
+# (l. 56-66, its own model simplescaling/token-conditional-control); step-conditional at 16-256
+# steps, with and without "<|im_start|>0" ending the thinking (l. 68-80, its own model
+# simplescaling/step-conditional-control); class-conditional short and long (l. 88-89); rejection
+# sampling at 3500-16000 tokens (l. 43-48). Which budgets the paper's budget-forcing row used is
+# not in the repository; we take the token-conditional ones, so that the two rows compare.
+TABLE3 = (["2048", "4096", "8192", "16384"]
+          + [f"tokens{n}" for n in (2048, 4096, 8192, 16384)]
+          + [f"{n}+tokens{n}" for n in (2048, 4096, 8192, 16384)]
+          + [f"steps{n}" for n in (16, 32, 64, 128, 256)]
+          + [f"steps{n}+bf" for n in (16, 32, 64, 128, 256)]
+          + ["short", "long"]
+          + [f"reject{n}" for n in (3500, 4000, 5000, 6000, 8000, 16000)])
+PRESETS = {"sweep": SWEEP, "ablation": ABLATION, "table3": TABLE3}
+# Rejection sampling's temperature: s1's rejection runs set temperature=1 (commands.sh l. 43-48)
+REJECTION_TEMPERATURE = 1.0
+# Methods that s1 ran with a model of their own (--method-model)
+OWN_MODEL_METHODS = ("token-conditional", "step-conditional")
 # scaling.png's panel titles, after Figure 1's
 TITLES = {"aime24": "Competition math (AIME24)", "aime25": "Competition math (AIME25)",
           "math500": "Mathematical problem solving (MATH500)",
@@ -84,6 +109,8 @@ def main(argv=None):
     config = {k: getattr(args, k) for k in ("model", "tokenizer", "dtype", "max_tokens",
                                             "temperature", "top_p", "ignore_str", "seed",
                                             "gpqa_seed")}
+    if args.method_model:  # recorded only when given: older configs stay equal
+        config["method_models"] = args.method_model
     config_path = os.path.join(args.out, "eval_config.json")
     old = jsonl.read_json(config_path)
     if old:
@@ -97,9 +124,15 @@ def main(argv=None):
     fingerprint = hf_checkpoint.fingerprint_for_resume(config["model"],
                                                        old.get("weights_fingerprint"))
     config["weights"] = fingerprint and fingerprint["sha256"]
+    for method, name in args.method_model.items():
+        earlier = old.get("method_fingerprints", {}).get(method)
+        print_ = hf_checkpoint.fingerprint_for_resume(name, earlier)
+        config.setdefault("method_weights", {})[method] = print_ and print_["sha256"]
+        config.setdefault("method_fingerprints", {})[method] = print_
     if old:  # a file that records no gpqa_seed was made with seed 0, the default
         jsonl.same_config(config_path, config, f"use another --out than {args.out}, or delete it",
-                          defaults={"gpqa_seed": 0}, ignore=() if rank == 0 else ("weights",))
+                          defaults={"gpqa_seed": 0}, ignore=("method_fingerprints",) + (
+                              () if rank == 0 else ("weights", "method_weights")))
     args.model, args.tokenizer = config["model"], config["tokenizer"]
 
     path = os.path.join(args.out, "samples.jsonl")
@@ -118,82 +151,158 @@ def main(argv=None):
         if rank == 0:
             saved = dict(config, weights_fingerprint=fingerprint)
             jsonl.write_atomic(config_path, json.dumps(saved, indent=1) + "\n")
-        generate_missing(args, todo, path, done, *load_model(args), rank=rank)
+        settings = {label: parse_setting(label, args.ignore_str)[1] for label in args.settings}
+        for name in dict.fromkeys(model_for(args, settings[t[1]]) for t in todo):
+            mine = [t for t in todo if model_for(args, settings[t[1]]) == name]
+            model, tokenizer = load_model(args, name)
+            generate_missing(args, mine, path, done, model, tokenizer, rank=rank)
+            del model  # the next method's model loads into the memory this one frees
     if world > 1:
         parallel.workers_leave()  # ranks other than 0 exit here: the report is rank 0's
 
     runs, scaling, accuracies = [], {}, {}
     for b in args.benchmarks:
-        for s in args.settings:
-            by_question = [[done[(b, s, q["id"], i)] for i in range(args.n)] for q in questions[b]]
-            accuracies[(b, s)] = question_accuracies(by_question)
-            cap = parse_setting(s)[1]["max_thinking_tokens"]
-            a_max = cap if isinstance(cap, int) else args.max_tokens
-            runs.append(summarize(b, s, by_question, a_max))
+        for label in args.settings:
+            setting = parse_setting(label, args.ignore_str)[1]
+            by_question = [[done[(b, label, q["id"], i)] for i in range(args.n)]
+                           for q in questions[b]]
+            accuracies[(b, label)] = question_accuracies(by_question)
+            runs.append(summarize(b, label, by_question, budget_of(setting, args.max_tokens),
+                                  method_of(setting)))
             r = runs[-1]
-            print(f"{b} {s}: accuracy {fmt(r['accuracy'], r['accuracy_se'])} % over "
+            print(f"{b} {label}: accuracy {fmt(r['accuracy'], r['accuracy_se'])} % over "
                   f"{r['questions']} questions, {r['avg_thinking_tokens']:.0f} thinking tokens on "
                   "average")
             # never swallowed: every ungraded sample is named
             for status, ids in r["failures"].items():
                 more = " ..." if len(ids) > 8 else ""
                 print(f"  {status}: {len(ids)} sample(s), ids {', '.join(ids[:8])}{more}")
-        # the budget-forced runs (nottc has no budget)
-        forced = [(r["avg_thinking_tokens"], 100 * r["accuracy"], *r["budget"])
-                  for r in runs if r["benchmark"] == b and r["setting"] != NOTTC]
-        if forced:
-            scaling[b] = scaling_metrics(forced)
+        scaling[b] = method_metrics([r for r in runs if r["benchmark"] == b], args.max_tokens)
     gains = extension_gains(accuracies)
     name = config["model"] or "model"
-    results = {"model": name, "config": config, "runs": runs, "scaling": scaling, "gains": gains}
-    jsonl.write_atomic(os.path.join(args.out, "results.json"), json.dumps(results, indent=1) + "\n")
-    table = markdown(name, config, runs, scaling, gains)
-    jsonl.write_atomic(os.path.join(args.out, "results.md"), table)
-    plot(name, runs, os.path.join(args.out, "scaling.png"))
+    saved = {k: v for k, v in config.items() if k != "method_fingerprints"}
+    results = {"model": name, "config": saved, "runs": runs, "scaling": scaling, "gains": gains}
+    base = os.path.join(args.out, args.report)
+    jsonl.write_atomic(base + ".json", json.dumps(results, indent=1) + "\n")
+    table = markdown(name, saved, runs, scaling, gains)
+    jsonl.write_atomic(base + ".md", table)
+    plot(name, runs, base + "_scaling.png")
+    written = [base + ".md", base + ".json", base + "_scaling.png"]
+    if args.n > 1:
+        plot_parallel(name, runs, base + "_parallel.png")
+        written.append(base + "_parallel.png")
     print(table)
-    print(f"wrote {args.out}/results.md, results.json, scaling.png, samples.jsonl")
+    print(f"wrote {', '.join(written)} (samples: {path})")
     return runs, scaling
 
 
 # ----------------------------------------------------------------------------------------------
 # Settings
 
-def parse_setting(text):
-    """A budget-forcing setting -> (label, the setting's dict for sample.generate).
-    "500" caps thinking at 500 tokens (s1's max_tokens_thinking=500); "auto" caps it at what the
-    context leaves, s1's default: context - prompt - "<|im_start|>answer\\nFinal Answer:" - 100.
-    Ours is per row (this row's prompt); s1's harness takes the longest prompt of the batch
-    (vllm_causallms.py l. 264), and with --batch_size auto the batch is every question of every
-    task in the run (l. 526-529), so its caps are a little lower than ours. "nocap" has no cap: the
-    thinking may run to the end of the context (the harness without max_tokens_thinking,
-    l. 270-271). "waitK" is auto with the end of thinking ignored K times, appending --ignore-str
-    (default "Wait"); "ignoreK" appends nothing (s1's thinking_n_ignore without a string) and
-    "ignoreK:TEXT" appends TEXT (e.g. ignore2:Hmm); "4000+wait1" or "nocap+ignore2:Hmm" combine a
-    cap with either. "none" is s1's nottc: no thinking prefix at all (generate_missing runs it with
-    think=False)."""
-    head, colon, string = text.strip().partition(":")
-    head = head.lower()
-    if head == NOTTC and not colon:
-        return NOTTC, {"max_thinking_tokens": None, "num_ignore": 0, "think": False}
-    cap, _, extra = head.partition("+")
-    if re.fullmatch(r"(wait|ignore)\d+", cap) and not extra:
-        cap, extra = "auto", cap
-    # K >= 1: "wait0" would be auto under another name (s1's harness would still forbid ending a
-    # round on its first token, which our engine does only while extending)
-    m = re.fullmatch(r"(?:(wait|ignore)([1-9]\d*))?", extra)
-    if (not (cap in ("auto", "nocap") or cap.isdigit() and int(cap) > 0) or not m
-            or colon and (m.group(1) != "ignore" or not string)):
-        raise ValueError(f"setting {text!r}: expected a token cap (e.g. 500), auto, nocap, none, "
-                         "waitK, ignoreK, ignoreK:TEXT, or CAP+ one of the last three")
-    kind, k = m.group(1), int(m.group(2) or 0)
-    extension = "" if not k else f"{kind}{k}" + (f":{string}" if colon else "")
-    label = cap if not extension else extension if cap == "auto" else f"{cap}+{extension}"
-    budget = int(cap) if cap.isdigit() else None if cap == "nocap" else "auto"
-    setting = {"max_thinking_tokens": budget, "num_ignore": k}
-    if kind == "ignore" and k:
-        # "" for ignoreK: suppress the end of thinking, append nothing
-        setting["ignore_str"] = string
+def parse_setting(text, ignore_str=IGNORE_STR):
+    """A setting's text -> (its label, its sample.Setting). Parts joined by "+":
+    - a cap: "500" caps thinking at 500 tokens (s1's max_tokens_thinking=500); "auto", s1's default,
+      caps it at what the context leaves: context - prompt - "<|im_start|>answer\nFinal Answer:" -
+      100. Ours is per row (this row's prompt); s1's harness takes the longest prompt of the batch
+      (vllm_causallms.py l. 264), and with --batch_size auto the batch is every question of every
+      task in the run (l. 526-529), so its caps are a little lower than ours. "nocap": the thinking
+      may run to the end of the context (the harness without max_tokens_thinking, l. 270-271).
+      Without a cap part the cap is auto.
+    - an extension: "waitK" ignores the end of thinking K times, appending ignore_str (default
+      "Wait"); "ignoreK" appends nothing (s1's thinking_n_ignore without a string), "ignoreK:TEXT"
+      appends TEXT (e.g. ignore2:Hmm).
+    - the paper's baselines (§5.4, Table 3): "tokensN" and "stepsN" add "Think for up to N
+      tokens/steps." (token- and step-conditional control; "2048+tokens2048" is token-conditional
+      control with budget forcing, "steps16+bf" ends the thinking at "<|im_start|>0"); "short" and
+      "long" add class-conditional control's prompts; "rejectB" is rejection sampling at budget B
+      (temperature 1 and up to sample.MAX_TRIES tries, as s1's rejection_sample=true,temperature=1;
+      "rejectBxT": at most T tries).
+    - "minN": the end of thinking may not be drawn before N thinking tokens.
+    - "NAME=VALUE": any field of sample.Setting (a variant without a short name).
+    "none" alone is s1's nottc: no thinking prefix at all."""
+    import sample
+    parts = [p.strip() for p in text.strip().split("+")]
+    if parts == [""] or "" in parts:
+        raise ValueError(f"setting {text!r}: an empty part")
+    if [p.lower() for p in parts] == [NOTTC]:
+        return NOTTC, sample.Setting(think=False)
+    fields, cap, extension, rest = {}, None, None, []
+    for part in parts:
+        low = part.lower()
+        head, colon, string = part.partition(":")
+        m = re.fullmatch(r"(wait|ignore)([1-9]\d*)", head.lower())
+        if low in ("auto", "nocap") or low.isdigit() and int(low) > 0:
+            if cap is not None:
+                raise ValueError(f"setting {text!r}: two caps")
+            cap = low
+        elif m and extension is None and (not colon or m.group(1) == "ignore" and string):
+            # K >= 1: "wait0" would be auto under another name
+            extension = m.group(0).lower() + (f":{string}" if colon else "")
+            fields.update(num_ignore=int(m.group(2)),
+                          ignore_str=ignore_str if m.group(1) == "wait" else string)
+        elif "=" in part:
+            fields.update(sample.setting_fields(part))
+            rest.append(part)
+        else:
+            m = re.fullmatch(r"(tokens|steps|min|reject)([1-9]\d*)(?:x([1-9]\d*))?", low)
+            if low in ("short", "long"):
+                fields.update(control=low)
+            elif low == "bf":
+                fields.update(step_forcing=True)
+            elif m and m.group(1) in ("tokens", "steps") and not m.group(3):
+                fields.update(control=m.group(1), control_value=int(m.group(2)))
+            elif m and m.group(1) == "min" and not m.group(3):
+                fields.update(min_thinking_tokens=int(m.group(2)))
+            elif m and m.group(1) == "reject":
+                fields.update(max_thinking_tokens=int(m.group(2)),
+                              temperature=REJECTION_TEMPERATURE,
+                              tries=int(m.group(3) or sample.MAX_TRIES))
+            else:
+                raise ValueError(f"setting {text!r}: {part!r} is not a cap (e.g. 500, auto, "
+                                 "nocap), waitK, ignoreK, ignoreK:TEXT, tokensN, stepsN, bf, "
+                                 "short, long, "
+                                 "rejectB, rejectBxT, minN, NAME=VALUE or none")
+            rest.append(low)
+    if cap is not None and "tries" in fields:
+        raise ValueError(f"setting {text!r}: rejectB carries its own budget")
+    if "max_thinking_tokens" not in fields:
+        fields["max_thinking_tokens"] = (int(cap) if cap and cap.isdigit() else None
+                                         if cap == "nocap" else "auto")
+    try:
+        setting = sample.setting_from(fields)
+    except ValueError as e:
+        raise ValueError(f"setting {text!r}: {e}") from None
+    shown = [cap] if cap and (cap != "auto" or not (extension or rest)) else []
+    label = "+".join(shown + ([extension] if extension else []) + rest)
     return label, setting
+
+
+def method_of(setting):
+    """The paper's Table 3 method that a setting belongs to: Control, Scaling and Performance are
+    computed over each method's runs apart."""
+    if not setting.think:
+        return NOTTC_METHOD
+    if setting.tries:
+        return "rejection sampling"
+    if setting.control == "tokens":
+        forced = isinstance(setting.max_thinking_tokens, int)
+        return "token-conditional" + " + budget forcing" * forced
+    if setting.control == "steps":
+        return "step-conditional" + " + budget forcing" * setting.step_forcing
+    if setting.control in ("short", "long"):
+        return "class-conditional"
+    if setting.min_thinking_tokens:
+        return "minimum thinking"
+    return "budget forcing"
+
+
+def budget_of(setting, max_tokens):
+    """A run's pre-specified budget (a_min, a_max, unit) for the Control metric: the cap or the
+    control prompt's N; step-conditional control counts steps."""
+    if setting.control in ("tokens", "steps"):
+        return 0, setting.control_value, setting.control
+    cap = setting.max_thinking_tokens
+    return setting.min_thinking_tokens, cap if isinstance(cap, int) else max_tokens, "tokens"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,7 +331,7 @@ def extension_gains(accuracies):
     against "4000"): the difference in accuracy and its paired standard error."""
     gains = []
     for (benchmark, setting), acc in accuracies.items():
-        if not parse_setting(setting)[1]["num_ignore"]:
+        if not parse_setting(setting)[1].num_ignore:
             continue
         cap = setting.partition("+")[0] if "+" in setting else "auto"
         bases = (cap, "nocap" if cap == "auto" else None)
@@ -265,7 +374,9 @@ def sample_stats(samples):
             "hit_cap": sum(s["ended"] == "capped" for s in samples),
             "out_of_context": sum(s["ended"] == "length" for s in samples),
             "no_answer_or_boxed": sum("Answer:" not in a and "\\boxed" not in a for a in sections),
-            "unfinished": sum(not s["finished"] for s in samples)}
+            "unfinished": sum(not s["finished"] for s in samples),
+            # step-conditional control's steps, as compute_sample_stats.py counts them
+            "avg_steps": sum(s["text"].count(" steps left\n") for s in samples) / len(samples)}
 
 
 def question_accuracies(by_question):
@@ -274,36 +385,86 @@ def question_accuracies(by_question):
     return [sum(s["correct"] for s in g) / len(g) for g in by_question]
 
 
-def summarize(benchmark, setting, by_question, a_max):
+def summarize(benchmark, setting, by_question, budget=(0, MAX_TOKENS, "tokens"),
+              method="budget forcing"):
     """One run (a benchmark under one setting): accuracy = avg@n, maj@n, pass@n with standard
-    errors, the sample statistics, and every grading failure by kind, with the ids it happened
-    to."""
+    errors, maj@k and pass@k over the first k samples for k = 1, 2, 4, ..., n (parallel scaling),
+    the sample statistics, rejection sampling's tries, and every grading failure by kind, with the
+    ids it happened to. budget: (a_min, a_max, unit) for the Control metric (budget_of)."""
     samples = [s for group in by_question for s in group]
     acc = mean_se(question_accuracies(by_question))
-    maj = mean_se([float(majority_correct(benchmark, g)) for g in by_question])
-    cov = mean_se([float(any(s["correct"] for s in g)) for g in by_question])
+    n = len(by_question[0])
+    parallel = [parallel_at(benchmark, by_question, k)
+                for k in sorted({2 ** i for i in range(n.bit_length())} | {n})]
     failures = {}
     for s in samples:
         if s["status"] != "ok":
             failures.setdefault(s["status"], []).append(s["id"])
-    return {"benchmark": benchmark, "setting": setting, "questions": len(by_question),
-            "samples_per_question": len(by_question[0]), "accuracy": acc[0], "accuracy_se": acc[1],
-            "maj": maj[0], "maj_se": maj[1], "pass": cov[0], "pass_se": cov[1],
-            "budget": [0, a_max], **sample_stats(samples), "failures": failures}
+    tries = [s["tries"] for s in samples if "tries" in s]
+    rejection = {"avg_tries": sum(tries) / len(tries),
+                 "accepted": sum(s["accepted"] for s in samples) / len(samples)} if tries else {}
+    return {"benchmark": benchmark, "setting": setting, "method": method,
+            "questions": len(by_question), "samples_per_question": n, "accuracy": acc[0],
+            "accuracy_se": acc[1], **{k: parallel[-1][k] for k in ("maj", "maj_se", "pass",
+                                                                   "pass_se")},
+            "parallel": parallel, "budget": list(budget), **sample_stats(samples), **rejection,
+            "failures": failures}
+
+
+def parallel_at(benchmark, by_question, k):
+    """Majority voting and coverage over each question's first k samples, with the thinking tokens
+    they cost in all (Figure 4's x axis: k samples think k times). A smaller --n reuses the first k
+    samples of a larger one: a sample's draws depend on its index alone."""
+    firsts = [g[:k] for g in by_question]
+    maj = mean_se([float(majority_correct(benchmark, g)) for g in firsts])
+    cov = mean_se([float(any(s["correct"] for s in g)) for g in firsts])
+    total = sum(s["thinking_tokens"] for g in firsts for s in g) / len(firsts)
+    return {"k": k, "maj": maj[0], "maj_se": maj[1], "pass": cov[0], "pass_se": cov[1],
+            "total_thinking_tokens": total}
+
+
+def method_metrics(runs, max_tokens=MAX_TOKENS):
+    """The paper's Table 3 for one benchmark: each method's Control, Scaling and Performance over
+    its own runs (scaling_metrics), with the settings it ran. Class-conditional prompts ask for
+    less or more thinking than none: "short" keeps within the thinking of the "auto" run, "long"
+    goes beyond it (without an auto run, both have the whole context)."""
+    base = next((r["avg_thinking_tokens"] for r in runs if r["setting"] == "auto"), None)
+    out = {}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        if method == NOTTC_METHOD:
+            continue
+        mine = [r for r in runs if r["method"] == method]
+        points = []
+        for r in mine:
+            lo, hi, unit = r["budget"]
+            if method == "class-conditional" and base is not None:
+                lo, hi = (0, base) if r["setting"].startswith("short") else (base, max_tokens)
+            used = r["avg_steps"] if unit == "steps" else r["avg_thinking_tokens"]
+            points.append((r["avg_thinking_tokens"], 100 * r["accuracy"], lo, hi, used))
+        out[method] = {**scaling_metrics(points), "settings": [r["setting"] for r in mine],
+                       "unit": mine[0]["budget"][2]}
+        if "avg_tries" in mine[0]:
+            out[method]["avg_tries"] = [r["avg_tries"] for r in mine]
+    return out
 
 
 def scaling_metrics(runs):
-    """The paper's test-time-scaling metrics over one method's runs, each (average thinking tokens,
-    accuracy in %, budget min, budget max):
-    Control = share of runs whose average lies within their budget; Scaling = average pairwise
-    slope of accuracy against log2(thinking tokens) (the axis that reproduces the published 15);
-    Performance = best accuracy. Pairs with equal averages have no slope and are left out."""
-    points = sorted((a, f) for a, f, _, _ in runs if a > 0)
+    """The paper's test-time-scaling metrics (§2.4) over one method's runs, each (average thinking
+    tokens, accuracy in %, budget min, budget max[, what the budget counts, if not tokens]):
+    Control = share of runs whose average lies within their budget; Performance = best accuracy;
+    Scaling = average pairwise slope of accuracy against log2(thinking tokens), in points per
+    doubling. The paper's eq. (2) prints the slope over tokens, (f(b) - f(a)) / (b - a): on its own
+    budget-forcing points that gives 0.0087, while the slope over log2 tokens gives the published
+    15 (and -35 for rejection sampling), so log2 it is (docs/s1.md §6.4). Pairs with equal averages
+    have no slope and are left out."""
+    points = sorted((a, f) for a, f, *_ in runs if a > 0)
     slopes = [(fb - fa) / (math.log2(b) - math.log2(a))
               for (a, fa), (b, fb) in itertools.combinations(points, 2) if b > a]
-    return {"control": sum(lo <= a <= hi for a, _, lo, hi in runs) / len(runs),
+    # a fifth entry, if any, is what the budget counts (step-conditional control: steps)
+    used = [(r[4] if len(r) > 4 else r[0], r[2], r[3]) for r in runs]
+    return {"control": sum(lo <= a <= hi for a, lo, hi in used) / len(runs),
             "scaling": sum(slopes) / len(slopes) if slopes else None,
-            "performance": max(f for _, f, _, _ in runs)}
+            "performance": max(r[1] for r in runs)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -315,8 +476,9 @@ def read_samples(path):
     return {(r["benchmark"], r["setting"], r["id"], r["sample"]): r for r in jsonl.resume(path)}
 
 
+# tries and accepted: rejection sampling's
 SAVED = ("prompt", "text", "answer", "thinking_tokens", "answer_tokens", "ended", "finished",
-         "forced")
+         "forced", "tries", "accepted")
 
 
 def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
@@ -325,8 +487,9 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
     is written the moment it finishes. A row's random draws depend only on --seed, the question and
     the sample index, so a rerun, or any batch size, draws the same."""
     import sample
-    for benchmark, _, _, q in todo:  # a prompt that leaves no room is named, never cut or skipped
-        text = chat.prompt_text(q["prompt"]) + chat.THINK
+    settings = {label: parse_setting(label, args.ignore_str)[1] for _, label, _, _ in todo}
+    for benchmark, label, _, q in todo:  # a prompt that leaves no room is named, never cut
+        text = settings[label].prompt_text(q["prompt"])
         n = len(tokenizer.encode(text, add_special_tokens=False))
         if n >= args.max_tokens:
             raise SystemExit(f"{benchmark} question {q['id']}: the prompt has {n} tokens, "
@@ -336,34 +499,28 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
         entry = needs.setdefault((benchmark, q["id"]), (benchmark, q, {}, set()))
         entry[2][setting] = None
         entry[3].add(i)
-    groups = {}  # questions that need the same settings and samples run in one engine call; nottc
-    # has no thinking prefix to share with the other settings, so it runs in a call of its own
-    for benchmark, q, settings, samples in needs.values():
-        for part in ([s for s in settings if s != NOTTC], [s for s in settings if s == NOTTC]):
-            if part:
-                groups.setdefault((tuple(part), max(samples) + 1), []).append((benchmark, q))
+    groups = {}  # questions that need the same settings and samples run in one engine call
+    for benchmark, q, labels, samples in needs.values():
+        groups.setdefault((tuple(labels), max(samples) + 1), []).append((benchmark, q))
     with open(path, "a") as f:
-        for (settings, n), questions in groups.items():
-            print(f"generating {len(questions)} question(s) x {len(settings)} setting(s) x {n} "
+        for (labels, n), questions in groups.items():
+            print(f"generating {len(questions)} question(s) x {len(labels)} setting(s) x {n} "
                   "sample(s)")
 
             def write(index, r):
-                per_question = n * len(settings)
+                per_question = n * len(labels)
                 (benchmark, q), rest = questions[index // per_question], index % per_question
-                i, setting = divmod(rest, len(settings))
-                setting = settings[setting]
+                i, j = divmod(rest, len(labels))
+                setting = labels[j]
                 if (benchmark, setting, q["id"], i) in done or rank != 0:
                     return
                 record = {"benchmark": benchmark, "setting": setting, "id": q["id"], "sample": i,
-                          "gold": q["gold"], **{k: r[k] for k in SAVED},
+                          "gold": q["gold"], **{k: r[k] for k in SAVED if k in r},
                           **benchmarks.grade(benchmark, q, r["text"])}
                 done[(benchmark, setting, q["id"], i)] = record
                 jsonl.write_line(f, record)
-            # the settings' dicts: one call never mixes nottc with the others
-            forcing = [parse_setting(s)[1] for s in settings]
             sample.generate(model, tokenizer, [q["prompt"] for _, q in questions], n=n,
-                            settings=forcing, think=forcing[0].get("think", True),
-                            share=not args.no_share, ignore_str=args.ignore_str,
+                            settings=[settings[s] for s in labels], share=not args.no_share,
                             max_tokens=args.max_tokens, temperature=args.temperature,
                             top_p=args.top_p, seed=args.seed, batch_size=args.batch_size,
                             kv_memory_gb=args.kv_memory_gb, progress=rank == 0, on_result=write)
@@ -371,12 +528,18 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
                 os.fsync(f.fileno())
 
 
-def load_model(args):
+def model_for(args, setting):
+    """The model a setting runs on: its method's own (--method-model), else --model."""
+    method = method_of(setting)
+    return next((m for k, m in args.method_model.items() if method.startswith(k)), args.model)
+
+
+def load_model(args, name):
     """The model (this rank's slice of it under torchrun) and its tokenizer."""
     import sample
-    if not args.model:
+    if not name:
         raise SystemExit("--model is required: some samples have not been generated yet")
-    return sample.load_for_generation(args.model, args.device, args.dtype, args.max_tokens,
+    return sample.load_for_generation(name, args.device, args.dtype, args.max_tokens,
                                       args.batch_size, args.tokenizer,
                                       timeout_min=args.dist_timeout_min)[:2]
 
@@ -407,13 +570,31 @@ def markdown(model_name, config, runs, scaling, gains=()):
                      f"{r['avg_thinking_tokens']:.0f} | {r['avg_answer_tokens']:.0f} | "
                      f"{r['hit_cap']} | {r['out_of_context']} | {r['no_answer_or_boxed']} | "
                      f"{failed} |")
-    lines += ["", "Test-time scaling over these settings (the paper's metrics; Scaling: accuracy "
-              "points per doubling):",
-              "", "| benchmark | Control | Scaling | Performance |", "|---|---|---|---|"]
-    for b, m in scaling.items():
-        scores = (f"{fmt(m['control'])} % | {fmt(m['scaling'], scale=1)} | "
-                  f"{fmt(m['performance'], scale=1)}")
-        lines.append(f"| {b} | {scores} |")
+    lines += ["", "Test-time scaling by method, each over its own runs (the paper's Table 3; "
+              "Scaling: accuracy points per doubling of thinking tokens):", "",
+              "| benchmark | method | runs | Control | Scaling | Performance | settings |",
+              "|---|---|---|---|---|---|---|"]
+    for b, methods in scaling.items():
+        for method, m in methods.items():
+            scores = (f"{fmt(m['control'])} % | {fmt(m['scaling'], scale=1)} | "
+                      f"{fmt(m['performance'], scale=1)}")
+            ran = ", ".join(m["settings"])
+            if m["unit"] == "steps":
+                ran += " (Control counts steps)"
+            if "avg_tries" in m:
+                ran += "; tries per sample " + ", ".join(f"{t:.1f}" for t in m["avg_tries"])
+            lines.append(f"| {b} | {method} | {len(m['settings'])} | {scores} | {ran} |")
+    if n > 1:
+        lines += ["", "Parallel scaling: majority voting (maj@k) and coverage (pass@k) over each "
+                  "question's first k samples, against the thinking tokens the k samples spend in "
+                  "all (Figure 4). Ties go to the answer seen first, so maj@2 is close to avg@1.",
+                  "", "| benchmark | setting | k | total thinking tokens | maj@k | pass@k |",
+                  "|---|---|---|---|---|---|"]
+        for r in runs:
+            for p in r["parallel"]:
+                lines.append(f"| {r['benchmark']} | {r['setting']} | {p['k']} | "
+                             f"{p['total_thinking_tokens']:.0f} | {fmt(p['maj'], p['maj_se'])} | "
+                             f"{fmt(p['pass'], p['pass_se'])} |")
     if gains:
         lines += ["", "Extending thinking against its natural end, on the same questions "
                   "(difference in accuracy points ± the paired standard error, the SE of the "
@@ -424,6 +605,44 @@ def markdown(model_name, config, runs, scaling, gains=()):
             lines.append(f"| {g['benchmark']} | {g['setting']} | {g['against']} | "
                          f"{100 * g['difference']:+.1f} | {fmt(g['se'])} |")
     return "\n".join(lines) + "\n"
+
+
+def plot_parallel(model_name, runs, path):
+    """Figure 4's layout: accuracy against the thinking tokens spent per question in all, for
+    sequential scaling (budget forcing: every run of that method, avg@n at its average thinking)
+    and parallel scaling (majority voting over the first k samples of the first setting run)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = list(dict.fromkeys(r["benchmark"] for r in runs))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.8), squeeze=False)
+    for ax, b in zip(axes[0], names):
+        mine = [r for r in runs if r["benchmark"] == b]
+        sequential = sorted((r["avg_thinking_tokens"], 100 * r["accuracy"], r["setting"])
+                            for r in mine if r["method"] == "budget forcing")
+        if sequential:
+            ax.plot([p[0] for p in sequential], [p[1] for p in sequential], "o-",
+                    color="tab:blue", label="sequential: budget forcing")
+            for x, y, label in sequential:
+                ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7)
+        voting = mine[0]["parallel"]
+        ax.plot([p["total_thinking_tokens"] for p in voting], [100 * p["maj"] for p in voting],
+                "s--", color="tab:orange",
+                label=f"parallel: majority voting ({mine[0]['setting']})")
+        for p in voting:
+            ax.annotate(f"k={p['k']}", (p["total_thinking_tokens"], 100 * p["maj"]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if min([p["total_thinking_tokens"] for p in voting] + [p[0] for p in sequential]) > 0:
+            ax.set_xscale("log", base=2)
+        ax.set(title=TITLES.get(b, b), xlabel="Thinking tokens per question, in all",
+               ylabel="Accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(model_name, fontsize=9)
+    fig.tight_layout()
+    with jsonl.atomic(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
 
 
 def plot(model_name, runs, path):
@@ -462,6 +681,17 @@ def plot(model_name, runs, path):
 # ----------------------------------------------------------------------------------------------
 # Command line
 
+def report_name(settings, n, temperature):
+    """The default report name: the settings as given (presets by name), --n and --temperature, so
+    that the reports of runs that differ in them sit side by side in one --out."""
+    name = "-".join(re.sub(r"[^\w.-]+", "_", s) for s in settings)
+    name += f"_n{n}" * (n > 1) + f"_t{temperature:g}" * (temperature > 0)
+    if len(name) > 60:  # a long list of settings: its start and a hash of the whole
+        import hashlib
+        name = name[:40] + "_" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return "results_" + name
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -478,13 +708,26 @@ def parse_args(argv=None):
                         "NAME adds a benchmark of your own: records with an id, a question or "
                         "problem, and an answer")
     p.add_argument("--settings", nargs="+", default=["auto"],
-                   help="budget-forcing settings: CAP (e.g. 500), auto, nocap, none (s1's nottc: "
-                        "no thinking prefix), waitK, ignoreK (append nothing), ignoreK:TEXT (e.g. "
-                        "ignore2:Hmm), or CAP+ one of the last three; "
+                   help="settings, parts joined by '+': CAP (e.g. 500), auto, nocap; waitK, "
+                        "ignoreK (append nothing), ignoreK:TEXT (e.g. ignore2:Hmm); the paper's "
+                        "baselines tokensN, stepsN (+bf: thinking ends at '<|im_start|>0'), short, "
+                        "long, rejectB[xTRIES]; minN (no end of thinking before N tokens); "
+                        "NAME=VALUE (any field of sample.Setting); none (s1's nottc). "
                         f"'sweep' = {' '.join(SWEEP)} (s1 eval/commands.sh l. 25-35); "
-                        f"'ablation' = {' '.join(ABLATION)} (l. 31, 33, 38-40). auto is per row "
-                        "here: context - this row's prompt - the forced answer - 100; s1's harness "
-                        "subtracts the longest prompt of the batch (vllm_causallms.py l. 264)")
+                        f"'ablation' = {' '.join(ABLATION)} (l. 31, 33, 38-40); 'table3' = the "
+                        "paper's Table 3 methods as s1 ran them (l. 43-89; see --method-model). "
+                        "auto is per row here: context - this row's prompt - the forced answer - "
+                        "100; s1's harness subtracts the longest prompt of the batch "
+                        "(vllm_causallms.py l. 264)")
+    p.add_argument("--method-model", action="append", default=[], metavar="METHOD=MODEL",
+                   help="a model for one method's settings: s1 trained its own models for "
+                        "token-conditional=simplescaling/token-conditional-control and "
+                        "step-conditional=simplescaling/step-conditional-control (with and "
+                        "without budget forcing); default: --model")
+    p.add_argument("--report", default=None,
+                   help="the report's name in --out: NAME.md, NAME.json, NAME_scaling.png and, "
+                        "with --n > 1, NAME_parallel.png (default: from --settings, --n and "
+                        "--temperature, so that runs with others do not overwrite it)")
     p.add_argument("--ignore-str", default=IGNORE_STR,
                    help="what replaces the end of thinking in waitK settings")
     p.add_argument("--gpqa-seed", type=cli.at_least(0), default=0,
@@ -522,14 +765,26 @@ def parse_args(argv=None):
                         "follows s1 with twice the memory")
     p.add_argument("--out", default="runs/eval", help="output directory")
     args = p.parse_args(argv)
-    groups = {"sweep": SWEEP, "ablation": ABLATION}
-    settings = [s for s in args.settings for s in groups.get(s, [s])]
+    settings = [s for s in args.settings for s in PRESETS.get(s, [s])]
     try:
-        args.settings = list(dict.fromkeys(parse_setting(s)[0] for s in settings))
+        parsed = dict(parse_setting(s, args.ignore_str) for s in settings)
     except ValueError as e:
         p.error(f"--settings: {e}")
-    if args.n > 1 and args.temperature == 0:
+    args.report = args.report or report_name(args.settings, args.n, args.temperature)
+    if not re.fullmatch(r"[\w.-]+", args.report):
+        p.error(f"--report {args.report!r}: letters, digits, '.', '-' and '_' only")
+    args.settings = list(parsed)
+    if args.n > 1 and args.temperature == 0 and any(s.temperature is None
+                                                    for s in parsed.values()):
         p.error("--n > 1 needs --temperature > 0 (greedy samples are all the same)")
+    models = {}
+    for spec in args.method_model:
+        method, eq, model = spec.partition("=")
+        if not eq or method not in OWN_MODEL_METHODS or not model:
+            p.error(f"--method-model {spec!r}: expected METHOD=MODEL, METHOD one of "
+                    f"{', '.join(OWN_MODEL_METHODS)}")
+        models[method] = model
+    args.method_model = models
     sources = {}
     for spec in args.data:
         name, eq, source = spec.partition("=")

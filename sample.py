@@ -40,7 +40,7 @@ import sys
 import weakref
 import zlib
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -55,6 +55,10 @@ MAX_TOKENS = 32768   # the context, prompt + thinking + answer: max_gen_toks=327
 IGNORE_STR = "Wait"  # what replaces the end of thinking (paper §3.1; thinking_n_ignore_str=Wait)
 TEMPERATURE = 0.0    # greedy, as s1 evaluated
 ANSWER_ROOM = 100    # "auto" budgets leave 100 tokens for the answer (vllm_causallms.py l. 263-264)
+# Rejection sampling's most tries per sample. The harness has no limit; Figure 6's smallest budget
+# (3,500 tokens on AIME24) took 655 tries per sample on average, so 1,000 lets most samples end as
+# s1's did, and bounds the few that never would.
+MAX_TRIES = 1000
 # Suffixes of the paper's conditional-control baselines (paper §5.4, Table 3), appended to the
 # question.
 CONTROL = {
@@ -70,10 +74,9 @@ CONTROL = {
 # ----------------------------------------------------------------------------------------------
 # The command line's path: questions in, samples out
 
-# What shapes the samples in an --output: a rerun into it must use the same (its .config.json).
-CONFIG_KEYS = ("model", "tokenizer", "dtype", "max_thinking_tokens", "num_ignore", "ignore_str",
-               "max_tokens", "temperature", "top_p", "seed", "n", "control", "control_value",
-               "rejection_sampling", "max_tries")
+# What shapes the samples in an --output: a rerun into it must use the same (its .config.json),
+# with the Setting's fields that differ from their defaults (Setting.changes).
+CONFIG_KEYS = ("model", "tokenizer", "dtype", "max_tokens", "temperature", "top_p", "seed", "n")
 
 
 def main(argv=None):
@@ -87,34 +90,30 @@ def main(argv=None):
     if args.input:
         # An --output is resumed; records made with another config must not be mixed into it.
         args.dtype = resolve_dtype(args.dtype, args.device)
-        config = {k: getattr(args, k) for k in CONFIG_KEYS}
+        config = {**{k: getattr(args, k) for k in CONFIG_KEYS}, **args.setting.changes()}
         config_path = re.sub(r"\.jsonl$", "", args.output) + ".config.json"
         # which weights made the records: another model at this path (retrained) is refused
         old = jsonl.read_json(config_path).get("weights_fingerprint")
         fingerprint = hf.fingerprint_for_resume(args.model, old)
         config["weights"] = fingerprint and fingerprint["sha256"]
         hint = f"use another --output than {args.output}, or delete it"
-        jsonl.same_config(config_path, config, hint,
+        jsonl.same_config(config_path, config, hint, upgrade=stored_setting,
                           ignore=() if int(os.environ.get("RANK", 0)) == 0 else ("weights",))
     model, tokenizer, world, rank = load_for_generation(
         args.model, args.device, args.dtype, args.max_tokens, args.batch_size, args.tokenizer,
         args.dist_timeout_min)
-    prompt_of = lambda q: control_prompt(q, args.control, args.control_value)
     try:  # a prompt that leaves no room to generate is named before anything runs
-        encode_prompts(tokenizer, [prompt_of(r["question"]) for r in records], args.max_tokens)
+        encode_prompts(tokenizer, [r["question"] for r in records], args.max_tokens, args.setting)
     except ValueError as e:
         raise SystemExit(f"{args.input or '--prompt'}: {e}; raise --max-tokens") from None
-    kw = dict(max_thinking_tokens=args.max_thinking_tokens, num_ignore=args.num_ignore,
-              ignore_str=args.ignore_str, max_tokens=args.max_tokens, temperature=args.temperature,
-              top_p=args.top_p, seed=args.seed, batch_size=args.batch_size, progress=rank == 0,
-              kv_memory_gb=args.kv_memory_gb)
-    run = lambda qs, on_result=None: (
-        rejection_sample(model, tokenizer, qs, max_tries=args.max_tries, on_result=on_result, **kw)
-        if args.rejection_sampling
-        else generate(model, tokenizer, qs, n=args.n, on_result=on_result, **kw))
+    run = lambda qs, on_result=None: generate(
+        model, tokenizer, qs, [args.setting], n=args.n, max_tokens=args.max_tokens,
+        temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+        batch_size=args.batch_size, progress=rank == 0, kv_memory_gb=args.kv_memory_gb,
+        on_result=on_result)
 
     if args.prompt:
-        for out in run([prompt_of(args.prompt)]):
+        for out in run([args.prompt]):
             if rank == 0:
                 print(f"--- thinking ({out['thinking_tokens']} tokens, ended {out['ended']}; "
                       f"forced: {[e['what'] for e in out['forced']]})\n{out['thinking']}")
@@ -129,7 +128,7 @@ def main(argv=None):
     todo = [r for r in records if r["id"] not in done]
     print(f"{len(records)} questions, {len(done)} already in {args.output}, {len(todo)} to go",
           file=sys.stderr)
-    per = 1 if args.rejection_sampling else args.n
+    per = args.n
     waiting = {}  # a question's samples are written together, as soon as the last one finishes
     with open(args.output, "a") as f:
         def write(index, out):
@@ -139,11 +138,112 @@ def main(argv=None):
                 f.writelines(json.dumps(dict(todo[q], sample=i, **o)) + "\n"
                              for i, o in sorted(waiting.pop(q).items()))
                 f.flush()
-        run([prompt_of(r["question"]) for r in todo], write)
+        run([r["question"] for r in todo], write)
 
 
 # ----------------------------------------------------------------------------------------------
-# 1. Budget forcing: one row of generation
+# 1. A setting: one way to run a question
+
+@dataclass(frozen=True)
+class Setting:
+    """Everything that shapes how one question is run: budget forcing (paper §3.1) and the paper's
+    baselines (§5.4, Table 3). Its field names are the command-line flags, serve.py's request
+    fields and eval.py's NAME=VALUE setting parts. Adding a variant is a field here (its default:
+    off), its check below, its rule in Row, and a test (docs/sampling.md, "Adding a setting")."""
+    max_thinking_tokens: object = None  # thinking cap: None (no cap), "auto" or an integer
+    num_ignore: int = 0           # times the end of thinking is replaced by ignore_str (§3.1)
+    ignore_str: str = IGNORE_STR  # "" suppresses the end of thinking and appends nothing
+    # the end of thinking may not be drawn before this many thinking tokens (the harness's
+    # min_tokens_thinking, vllm_causallms.py l. 273-280)
+    min_thinking_tokens: int = 0
+    control: str | None = None    # a conditional-control prompt: tokens, steps, long, short (§5.4)
+    control_value: int | None = None  # N of "Think for up to N tokens/steps."
+    # step-conditional control + budget forcing: the thinking ends at "<|im_start|>0" (s1's
+    # until_thinking=<|im_start|>0, eval/commands.sh l. 70-74) instead of where the model ends it
+    step_forcing: bool = False
+    tries: int = 0                # rejection sampling (§5.4): samples until the thinking ends
+    #                               within max_thinking_tokens, at most this many
+    temperature: float | None = None  # this setting's own temperature (None: the run's)
+    think: bool = True            # False: s1's "nottc", a plain chat completion without thinking
+
+    def __post_init__(self):
+        cap, bad = self.max_thinking_tokens, None
+        if not (cap is None or cap == "auto" or is_count(cap) and cap >= 1):
+            bad = "max_thinking_tokens", "a positive integer, \"auto\" or null"
+        for name in ("num_ignore", "min_thinking_tokens", "tries"):
+            if not (is_count(getattr(self, name)) and getattr(self, name) >= 0):
+                bad = bad or (name, "an integer >= 0")
+        if not isinstance(self.ignore_str, str):
+            bad = bad or ("ignore_str", "a string")
+        if self.control is not None and self.control not in CONTROL:
+            bad = bad or ("control", f"one of {', '.join(sorted(CONTROL))}")
+        if self.control in ("tokens", "steps") and not (
+                is_count(self.control_value) and self.control_value >= 1):
+            bad = bad or ("control_value", f"a positive integer (control {self.control})")
+        if self.step_forcing and self.control != "steps":
+            bad = bad or ("step_forcing", "used with control steps only")
+        if self.control == "steps" and (self.num_ignore or self.min_thinking_tokens):
+            # step rows see the end of thinking one token late (Row.step_header): nothing to ban
+            bad = bad or ("control", "steps with num_ignore or min_thinking_tokens (undefined)")
+        if self.tries and not is_count(cap):
+            bad = bad or ("tries", "rejection sampling with an integer max_thinking_tokens")
+        if self.temperature is not None and not (isinstance(self.temperature, (int, float))
+                                                 and self.temperature >= 0):
+            bad = bad or ("temperature", "a number >= 0")
+        if bad:
+            value = getattr(self, bad[0])
+            raise ValueError(f"invalid '{bad[0]}': {value!r} ({bad[1]})")
+
+    def prompt_text(self, question, system=chat.SYSTEM):
+        """The prompt: the question, its control suffix, and the opening of the thinking: s1's
+        "<|im_start|>think", or "<|im_start|>" for the step format (thinking_start=<|im_start|>),
+        or nothing for a plain completion."""
+        if self.control:
+            question += CONTROL[self.control].format(self.control_value)
+        opening = "" if not self.think else chat.IM_START if self.steps else chat.THINK
+        return chat.prompt_text(question, system) + opening
+
+    @property
+    def steps(self):
+        """The step format of s1's step-conditional model: "<|im_start|>N steps left" lines."""
+        return self.control == "steps"
+
+    def changes(self):
+        """The fields that differ from the defaults: what a saved config records, so that a field
+        added later (default: off) leaves older configs equal."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) != f.default}
+
+
+def is_count(value):
+    """An integer that is not a bool (True is an int in Python, and in JSON it is not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def setting_fields(text):
+    """{NAME: VALUE} from "NAME=VALUE" (eval.py's settings, sample.py --setting): VALUE is read as
+    JSON (500, null, true), else kept as a string (Hmm, auto)."""
+    name, eq, value = text.partition("=")
+    if not eq or not name.strip():
+        raise ValueError(f"{text!r}: expected NAME=VALUE")
+    try:
+        return {name.strip(): json.loads(value)}
+    except ValueError:
+        return {name.strip(): value}
+
+
+def setting_from(values):
+    """A Setting from a dict of its fields (a request, the flags); ValueError names the field."""
+    names = {f.name for f in fields(Setting)}
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        raise ValueError(f"unknown setting field {unknown[0]!r} "
+                         f"(fields: {', '.join(sorted(names))})")
+    return Setting(**values)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Budget forcing: one row of generation
 
 @dataclass(eq=False)
 class Row:
@@ -155,13 +255,20 @@ class Row:
     special: dict               # special_ids(): the delimiters and forced texts, as token ids
     budget: object = None       # most thinking tokens: None (no cap), "auto" or an integer
     ignores_left: int = 0       # end-of-thinking delimiters still to replace by "Wait"
+    min_thinking: int = 0       # thinking tokens before the end of thinking may be drawn
+    steps: bool = False         # the step format: "<|im_start|>N steps left" lines (step_rule)
+    step_forcing: bool = False  # ... whose thinking ends at "<|im_start|>0"
     phase: str = "think"        # think -> answer -> done; a plain completion starts at "answer"
     temperature: float = 0.0    # 0: greedy
     top_p: float = 1.0
     seed: int = 0               # its random draw at position t depends on (seed, t) only
     index: int = 0              # where its result goes
+    setting: object = None      # the Setting it runs (generate reads its tries and think)
+    attempt: int = 0            # rejection sampling: the number of this try, from 0
     cap: int | None = field(init=False, default=None)     # the budget in tokens
     round_start: bool = field(init=False, default=False)  # the next draw opens a thinking round
+    step_header: bool = field(init=False, default=False)  # the last token fed is an <|im_start|>
+    header_pending: int = field(init=False, default=0)    # ... not yet counted as thinking
     forced: deque = field(default_factory=deque)  # tokens to feed before sampling again
     tokens: list = field(default_factory=list)    # everything fed after the prompt
     thinking_tokens: int = 0
@@ -175,6 +282,8 @@ class Row:
         self.cap = self.thinking_cap()
         if self.phase == "think" and self.ignores_left > 0:
             self.open_round()  # (a): the first round too
+        # the step format's prompt ends in <|im_start|>: the model writes the first header
+        self.step_header = self.steps and self.phase == "think"
 
     def thinking_cap(self):
         """The budget in tokens. "auto" is the harness's: context - prompt - the forced header
@@ -210,6 +319,8 @@ class Row:
         if self.phase != "think":
             return self.feed_answer(token, sampled)
         self.leave_round_start(sampled)  # (a)
+        if self.steps and sampled and (token == ids["im_start"] or self.step_header):
+            return self.step_rule(token)
         if sampled and token in ids["stops"]:  # the model ends its thinking
             if self.ignores_left > 0:  # suppress the delimiter, think on: "Wait"
                 self.ignores_left -= 1
@@ -223,6 +334,11 @@ class Row:
                 self.phase, self.ended = "answer", "natural"
                 self.forced.extend(self.kept_stop(token) + [ids["im_start"]] + ids["answer"])  # (b)
                 return self.forced.popleft()
+        return self.count_thinking(token)
+
+    def count_thinking(self, token):
+        """A thinking token fed: counted, and the cap forced once the budget is spent."""
+        ids = self.special
         self.thinking_tokens += 1
         if self.cap is not None and self.thinking_tokens >= self.cap:  # out of budget: answer now
             self.phase, self.ended = "answer", "capped"
@@ -231,6 +347,29 @@ class Row:
             self.events.append({"at": self.thinking_tokens,
                                 "what": "\n" * bool(newline) + chat.FINAL_ANSWER})
         return token
+
+    def step_rule(self, token):
+        """Step-conditional control (paper §5.4): s1's step model writes "<|im_start|>N steps left"
+        before each step, so an <|im_start|> ends the thinking only when the token after it says
+        so: "0" under step forcing (s1's until_thinking=<|im_start|>0), or anything but a digit
+        (the model's own "<|im_start|>answer"). A header's <|im_start|> counts as thinking once
+        its digit follows. Returns the token to feed (None: go on as any thinking token)."""
+        ids = self.special
+        if token == ids["im_start"] and not self.step_header:
+            if self.cap is not None and self.thinking_tokens + 1 >= self.cap:
+                return self.count_thinking(token)  # the budget's last token: the cap answers next
+            self.step_header, self.header_pending = True, 1
+            return token
+        self.step_header = False
+        if token in ids["digits"] and not (self.step_forcing and token == ids["zero"]):
+            self.thinking_tokens += self.header_pending  # a step header: thinking goes on
+            self.header_pending = 0
+            return self.count_thinking(token)
+        self.phase, self.ended = "answer", "steps" if token == ids["zero"] else "natural"
+        if token == ids["zero"]:
+            self.events.append({"at": self.thinking_tokens, "what": "0 steps left: answer"})
+        self.forced.extend(ids["answer"])  # in place of the drawn token
+        return self.forced.popleft()
 
     def feed_answer(self, token, sampled):
         """The answer phase: the model writes until it closes the answer."""
@@ -256,8 +395,10 @@ class Row:
         self.round_start = self.round_start and not sampled
 
     def banned(self):
-        """Ids the model may not draw next: the end of thinking, on a round's first token."""
-        return self.special["stops"] if self.round_start and self.phase == "think" else ()
+        """Ids the model may not draw next: the end of thinking, on a round's first token (a) and
+        before the setting's minimum of thinking tokens."""
+        early = self.round_start or self.thinking_tokens < self.min_thinking
+        return self.special["stops"] if early and self.phase == "think" else ()
 
     # s1 harness fidelity (b): an <|endoftext|> that ends the thinking stays in the context. vLLM
     # returns a stop id among the tokens and the harness strips only <|im_start|> and <|im_end|>
@@ -304,7 +445,8 @@ def special_ids(tokenizer, ignore_str):
     return dict(im_start=im_start, im_end=im_end, eos=eos, stops={im_start, im_end, *eos},
                 answer=enc("answer"), think=enc("think"), final_answer=enc(chat.FINAL_ANSWER),
                 newline=enc("\n"), ends_in_newline=tokens_ending_in_newline(tokenizer),
-                ignore=enc(ignore_str), ignore_str=ignore_str)
+                ignore=enc(ignore_str), ignore_str=ignore_str, zero=enc("0")[0],
+                digits={t[0] for t in map(enc, "0123456789") if len(t) == 1})
 
 
 def row_seed(seed, question, sample):
@@ -314,35 +456,60 @@ def row_seed(seed, question, sample):
 
 
 def make_rows(tokenizer, question, prompt_len, max_len, settings, samples=(0,), first_index=0,
-              think=True, temperature=TEMPERATURE, top_p=1.0, seed=0, ignore_str=IGNORE_STR):
-    """The rows of one question: each of `samples` (labels of its random draws) under each setting
-    (a dict with max_thinking_tokens, num_ignore and optionally ignore_str), indexed from
-    first_index in that order. think=False: a plain chat completion, no thinking phase (s1's nottc).
-    generate, rejection_sample and serve.py all build their rows here."""
+              temperature=TEMPERATURE, top_p=1.0, seed=0, attempt=0):
+    """The rows of one question: each of `samples` (labels of its random draws) under each Setting,
+    indexed from first_index in that order. prompt_len: one length, or one per setting (their
+    prompts differ with a control prompt). attempt: a rejection-sampling retry's number, which
+    gives it draws of its own. generate and serve.py build their rows here."""
+    settings = [s if isinstance(s, Setting) else setting_from(s) for s in settings]
     special, rows = {}, []
+    lens = prompt_len if isinstance(prompt_len, (list, tuple)) else [prompt_len] * len(settings)
     for i, sample in enumerate(samples):
         for j, s in enumerate(settings):
-            string = s.get("ignore_str", ignore_str)
+            string = s.ignore_str
             special[string] = special.get(string) or special_ids(tokenizer, string)
-            rows.append(Row(prompt_len, max_len, special[string], budget=s["max_thinking_tokens"],
-                            ignores_left=s["num_ignore"] if think else 0,
-                            phase="think" if think else "answer",
-                            temperature=temperature, top_p=top_p,
-                            seed=row_seed(seed, question, sample),
-                            index=first_index + i * len(settings) + j))
+            # the harness generates B + 1 tokens and accepts at most B, counting the delimiter it
+            # stopped on (vllm_causallms.py l. 299)
+            cap = s.max_thinking_tokens + 1 if s.tries else s.max_thinking_tokens
+            label = sample if not s.tries else "/".join(
+                [str(sample)] * (sample != 0) + [f"try{attempt}"])
+            rows.append(Row(lens[j], max_len, special[string], budget=cap,
+                            ignores_left=s.num_ignore if s.think else 0,
+                            min_thinking=s.min_thinking_tokens, steps=s.steps,
+                            step_forcing=s.step_forcing, phase="think" if s.think else "answer",
+                            temperature=temperature if s.temperature is None else s.temperature,
+                            top_p=top_p, seed=row_seed(seed, question, label),
+                            index=first_index + i * len(settings) + j, setting=s,
+                            attempt=attempt))
     return rows
 
 
 # ----------------------------------------------------------------------------------------------
-# 2. generate: questions in, results out
+# 3. generate: questions in, results out
 
-def encode_prompts(tokenizer, questions, max_tokens, think=True):
-    texts = [chat.prompt_text(q) + (chat.completion_text() if think else "") for q in questions]
-    prompts = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
-    for i, p in enumerate(prompts):
-        if len(p) >= max_tokens:
-            raise ValueError(f"question {i}: the prompt has {len(p)} tokens, the context "
-                             f"(max_tokens) {max_tokens}: no room to generate")
+def prompt_ids(tokenizer, text, max_tokens, cache=None):
+    """The prompt's token ids; ValueError when it leaves no room to generate."""
+    if cache is not None and text in cache:
+        return cache[text]
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) >= max_tokens:
+        raise ValueError(f"the prompt has {len(ids)} tokens, the context (max_tokens) "
+                         f"{max_tokens}: no room to generate")
+    if cache is not None:
+        cache[text] = ids
+    return ids
+
+
+def encode_prompts(tokenizer, questions, max_tokens, setting=None):
+    """Every question's prompt under one setting (default: s1's), checked to leave room."""
+    setting = setting or Setting()
+    texts = [setting.prompt_text(q) for q in questions]
+    prompts = []
+    for i, t in enumerate(texts):
+        try:
+            prompts.append(prompt_ids(tokenizer, t, max_tokens))
+        except ValueError as e:
+            raise ValueError(f"question {i}: {e}") from None
     return texts, prompts
 
 
@@ -383,41 +550,70 @@ def result(row, tokenizer, prompt, plain=False):
             "ended": row.ended or "none", "forced": row.events, "finished": row.finished}
 
 
-def generate(model, tokenizer, questions, max_thinking_tokens=None, num_ignore=0,
-             ignore_str=IGNORE_STR, max_tokens=MAX_TOKENS, temperature=TEMPERATURE, top_p=1.0,
-             seed=0, batch_size=64, progress=True, n=1, think=True, stats=None, on_token=None,
-             settings=None, share=True, on_result=None, kv_memory_gb=None, block_size=None):
-    """Generate for each question (the chat template is applied here). settings, if given, is a
-    list of dicts with max_thinking_tokens, num_ignore and optionally ignore_str (a budget-forcing
-    sweep); else the one setting of those arguments. Returns one dict per (question, sample,
-    setting), in that order: n > 1 is parallel sampling (majority voting). With share (the
-    default) the rows of a question are one sequence until they differ; share=False runs each
-    alone (the same tokens, more work). think=False runs a plain chat completion without the
-    thinking phase. batch_size: most sequences decoded together. on_result(index, result) is
-    called as each row finishes, on_token(row) after each token; stats, if a dict, gets the
+def generate(model, tokenizer, questions, settings=None, n=1, max_thinking_tokens=None,
+             num_ignore=0, ignore_str=IGNORE_STR, think=True, max_tokens=MAX_TOKENS,
+             temperature=TEMPERATURE, top_p=1.0, seed=0, batch_size=64, progress=True,
+             stats=None, on_token=None, share=True, on_result=None, kv_memory_gb=None,
+             block_size=None):
+    """Generate for each question (the chat template is applied here) under each Setting (a
+    budget-forcing sweep, or the paper's baselines side by side); without settings, the one
+    setting of max_thinking_tokens, num_ignore, ignore_str and think. Returns one dict per
+    (question, sample, setting), in that order: n > 1 is parallel sampling (majority voting). With
+    share (the default) the rows of a question with one prompt are one sequence until they differ;
+    share=False runs each alone (the same tokens, more work). A rejection-sampling setting (tries)
+    samples again until its thinking ends within its budget; its result records its tries and
+    whether it was accepted (after the last try the last sample is kept, not accepted; the harness
+    loops forever). batch_size: most sequences decoded together. on_result(index, result) is
+    called as each result is final, on_token(row) after each token; stats, if a dict, gets the
     engine's counts (tokens fed, ...)."""
     from tqdm import tqdm
-    settings = settings or [dict(max_thinking_tokens=max_thinking_tokens, num_ignore=num_ignore)]
-    # eval.py's "none" is think=False, run on its own
-    if any(s.get("think", think) != think for s in settings):
-        raise ValueError(f"every setting of one generate call needs think={think}: {settings}")
+    settings = [s if isinstance(s, Setting) else setting_from(s) for s in settings or [
+        Setting(max_thinking_tokens, num_ignore, ignore_str, think=think)]]
     runner = engine.Engine(model, max_tokens, batch_size, len(tokenizer), kv_memory_gb, block_size,
                            on_token)
-    texts, prompts = encode_prompts(tokenizer, questions, max_tokens, think)
+    cache = {}  # prompt text -> ids
+    texts = [[s.prompt_text(q) for s in settings] for q in questions]
+    for q, row_texts in enumerate(texts):
+        for text in row_texts:
+            try:
+                prompt_ids(tokenizer, text, max_tokens, cache)
+            except ValueError as e:
+                raise ValueError(f"question {q}: {e}") from None
     per_question = n * len(settings)
-    for q, prompt in enumerate(prompts):
-        rows = make_rows(tokenizer, questions[q], len(prompt), max_tokens, settings,
-                         samples=range(n), first_index=q * per_question, think=think,
-                         temperature=temperature, top_p=top_p, seed=seed, ignore_str=ignore_str)
-        for group in [rows] if share else [[r] for r in rows]:
-            runner.add(prompt, group)
+
+    def add(q, rows):
+        """Rows of one question: those with one prompt share it (and fork where they differ)."""
+        by_prompt = {}
+        for row in rows:
+            by_prompt.setdefault(texts[q][row.index % len(settings)], []).append(row)
+        for text, group in by_prompt.items():
+            for part in [group] if share else [[r] for r in group]:
+                runner.add(cache[text], part)
+
+    def rows_of(q, samples, chosen, attempt=0, first_index=None):
+        lens = [len(cache[texts[q][settings.index(s)]]) for s in chosen]
+        return make_rows(tokenizer, questions[q], lens, max_tokens, chosen, samples=samples,
+                         first_index=q * per_question if first_index is None else first_index,
+                         temperature=temperature, top_p=top_p, seed=seed, attempt=attempt)
+
+    for q in range(len(questions)):
+        add(q, rows_of(q, range(n), settings))
     results = [None] * (len(questions) * per_question)
     bar = tqdm(total=len(results), desc="generate", disable=not progress, leave=False)
     while runner.busy():
         for row in runner.step():
-            prompt = texts[row.index // per_question]
-            results[row.index] = result(row, tokenizer, prompt, plain=not think)
-            on_result and on_result(row.index, results[row.index])
+            q, (i, j) = row.index // per_question, divmod(row.index % per_question, len(settings))
+            s = row.setting
+            out = result(row, tokenizer, texts[q][j], plain=not s.think)
+            if s.tries:
+                # the harness accepts a thinking that stopped by itself within the budget (l. 299)
+                within = out["thinking_tokens"] + 1 <= s.max_thinking_tokens
+                out.update(tries=row.attempt + 1, accepted=out["ended"] == "natural" and within)
+                if not out["accepted"] and row.attempt + 1 < s.tries:
+                    add(q, rows_of(q, [i], [s], row.attempt + 1, row.index))
+                    continue
+            results[row.index] = out
+            on_result and on_result(row.index, out)
             bar.update()
     bar.close()
     if stats is not None:
@@ -426,51 +622,13 @@ def generate(model, tokenizer, questions, max_thinking_tokens=None, num_ignore=0
     return results
 
 
-# ----------------------------------------------------------------------------------------------
-# 3. Rejection sampling: the paper's baseline (§5.4)
-
-def rejection_sample(model, tokenizer, questions, max_thinking_tokens, max_tries=8,
-                     temperature=1.0, seed=0, num_ignore=0, ignore_str=IGNORE_STR,
-                     max_tokens=MAX_TOKENS, top_p=1.0, batch_size=64, progress=True,
-                     kv_memory_gb=None, on_result=None, stats=None):
-    """Sample until the thinking ends by itself within the budget, at most max_tries times (the
-    harness loops forever). Each result records its tries and whether it was accepted; after
-    max_tries the last sample is kept, marked not accepted. A retry prefills its prompt again: at
-    the paper's smallest budget (3,500 tokens on AIME24) that is 3.5 % of a retry's tokens
-    (python -m tools.bench retry)."""
-    if not isinstance(max_thinking_tokens, int):
-        raise ValueError(f"rejection sampling needs an integer thinking budget, "
-                         f"not {max_thinking_tokens!r}")
-    runner = engine.Engine(model, max_tokens, batch_size, len(tokenizer), kv_memory_gb)
-    texts, prompts = encode_prompts(tokenizer, questions, max_tokens)
-    # the harness generates B + 1 tokens and accepts at most B, counting the delimiter it stopped
-    # on (l. 299)
-    setting = [dict(max_thinking_tokens=max_thinking_tokens + 1, num_ignore=num_ignore)]
-    try_ = lambda q, attempt: runner.add(prompts[q], make_rows(
-        tokenizer, questions[q], len(prompts[q]), max_tokens, setting, samples=[f"try{attempt}"],
-        first_index=q, temperature=temperature, top_p=top_p, seed=seed, ignore_str=ignore_str))
-    for q in range(len(questions)):
-        try_(q, 0)
-    final, tries = [None] * len(questions), [1] * len(questions)
-    from tqdm import tqdm
-    bar = tqdm(total=len(questions), desc="rejection sampling", disable=not progress, leave=False)
-    while runner.busy():
-        for row in runner.step():
-            q = row.index
-            out = final[q] = result(row, tokenizer, texts[q])
-            within = out["thinking_tokens"] + 1 <= max_thinking_tokens
-            accepted = out["ended"] == "natural" and within
-            out.update(tries=tries[q], accepted=accepted)
-            if out["accepted"] or tries[q] == max_tries:
-                on_result and on_result(q, out)
-                bar.update()
-            else:
-                try_(q, tries[q])
-                tries[q] += 1
-    bar.close()
-    if stats is not None:
-        stats["fed"] = stats.get("fed", 0) + runner.fed
-    return final
+def rejection_sample(model, tokenizer, questions, max_thinking_tokens, max_tries=MAX_TRIES,
+                     temperature=1.0, num_ignore=0, ignore_str=IGNORE_STR, **kw):
+    """The paper's rejection-sampling baseline (§5.4) on its own: generate with one Setting whose
+    tries are max_tries. A retry prefills its prompt again: at the paper's smallest budget (3,500
+    tokens on AIME24) that is 3.5 % of a retry's tokens (python -m tools.bench retry)."""
+    setting = Setting(max_thinking_tokens, num_ignore, ignore_str, tries=max_tries)
+    return generate(model, tokenizer, questions, settings=[setting], temperature=temperature, **kw)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -524,6 +682,17 @@ def control_prompt(question, kind=None, value=None):
     return question if kind is None else question + CONTROL[kind].format(value)
 
 
+def stored_setting(old):
+    """A saved config in today's form: Setting fields at their defaults left out (an --output made
+    before a field existed compares equal), and the old --rejection-sampling flag as tries."""
+    old = dict(old)
+    if old.pop("rejection_sampling", False):
+        old["tries"] = old.get("max_tries")
+    old.pop("max_tries", None)
+    defaults = {f.name: f.default for f in fields(Setting)}
+    return {k: v for k, v in old.items() if not (k in defaults and v == defaults[k])}
+
+
 def numbered_questions(path):
     """The --input records, each with an id: its own, else its line number from 0."""
     records = []
@@ -570,10 +739,20 @@ def parse_args(argv=None):
     p.add_argument("--control", choices=sorted(CONTROL),
                    help="conditional-control prompt (paper §5.4 baselines)")
     p.add_argument("--control-value", type=cli.at_least(1), help="N for --control tokens/steps")
+    p.add_argument("--step-forcing", action="store_true",
+                   help="--control steps: end the thinking at '<|im_start|>0' (s1's "
+                        "step-conditional control + budget forcing; s1 trained a "
+                        "step-conditional model for it)")
+    p.add_argument("--min-thinking-tokens", type=cli.at_least(0), default=0,
+                   help="the end of thinking may not be drawn before this many thinking tokens")
     p.add_argument("--rejection-sampling", action="store_true",
                    help="resample until thinking ends within the cap")
-    p.add_argument("--max-tries", type=cli.at_least(1), default=8,
-                   help="--rejection-sampling: attempts per question")
+    p.add_argument("--max-tries", type=cli.at_least(1), default=MAX_TRIES,
+                   help="--rejection-sampling: most samples per question (s1's harness: no limit; "
+                        "Figure 6: 655 on average at a 3,500-token budget)")
+    p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                   help="any field of sample.Setting, e.g. min_thinking_tokens=500 (a variant "
+                        "without a flag of its own)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
                    help="auto: bf16 on GPU, fp32 on CPU")
@@ -595,6 +774,17 @@ def parse_args(argv=None):
                 "(greedy retries would all be the same)")
     if args.control in ("tokens", "steps") and args.control_value is None:
         p.error(f"--control {args.control} needs --control-value")
+    try:
+        flags = dict(max_thinking_tokens=args.max_thinking_tokens, num_ignore=args.num_ignore,
+                     ignore_str=args.ignore_str, min_thinking_tokens=args.min_thinking_tokens,
+                     control=args.control, control_value=args.control_value,
+                     step_forcing=args.step_forcing,
+                     tries=args.max_tries if args.rejection_sampling else 0)
+        for text in args.setting:
+            flags.update(setting_fields(text))
+        args.setting = setting_from(flags)
+    except ValueError as e:
+        p.error(f"--setting: {e}")
     return args
 
 

@@ -9,7 +9,8 @@ Start reading at Handler.complete (one request, from its HTTP thread) and Engine
                                                  "max_thinking_tokens": 2000}'
 
 POST /v1/chat/completions (streaming or not) and GET /v1/models. Budget forcing comes as extra
-request fields (max_thinking_tokens: an integer or "auto", num_ignore, ignore_str); the thinking is
+request fields, those of sample.Setting (max_thinking_tokens: an integer or "auto", num_ignore,
+ignore_str, min_thinking_tokens, control and control_value, step_forcing); the thinking is
 returned as reasoning_content, as DeepSeek's API does, and the answer as content. A system message
 (optional, first) replaces Qwen's default one; n, stop (applied to the content), max_tokens /
 max_completion_tokens (generated tokens, thinking included), temperature, top_p and seed are
@@ -23,6 +24,7 @@ A bad request gets HTTP 400 with a JSON error (413: a body over --max-body-bytes
 stalls past --request-timeout), and the server keeps serving: every limit is a flag.
 """
 import argparse
+import dataclasses
 import datetime
 import json
 import queue
@@ -44,7 +46,6 @@ import sample
 
 MODEL = "simplescaling/s1.1-32B"  # the released s1.1 model
 MAX_TOKENS = 32768   # the context, prompt + thinking + answer: s1's max_gen_toks=32768
-IGNORE_STR = "Wait"  # what replaces the end of thinking, unless a request says otherwise (§3.1)
 # What a client may ask, each bounded by a flag of its own (defaults in parse_args); exceeding one
 # is a 400 (413 for the body), never a server held for minutes.
 LIMITS = dict(max_body_bytes=4_000_000, max_message_chars=400_000, max_ignore_str_chars=64,
@@ -52,9 +53,14 @@ LIMITS = dict(max_body_bytes=4_000_000, max_message_chars=400_000, max_ignore_st
 # OpenAI's fields that we honour, and those we accept because they change nothing here (model: one
 # model is served; user: an end-user id for logs). Any other field asks for something we do not
 # do: a 400.
+# Budget forcing comes as the fields of sample.Setting (max_thinking_tokens, num_ignore, ignore_str,
+# min_thinking_tokens, control, ...): a field added there is served too. Not served: rejection
+# sampling's tries (a request would hold the engine for up to 1,000 samples), its own temperature
+# (OpenAI's field is the one) and think (a chat model here always thinks).
+SETTING_FIELDS = sorted({f.name for f in dataclasses.fields(sample.Setting)}
+                        - {"tries", "temperature", "think"})
 FIELDS = {"messages", "temperature", "top_p", "seed", "n", "stop", "stream", "max_tokens",
-          "max_completion_tokens", "max_thinking_tokens", "num_ignore", "ignore_str", "model",
-          "user"}
+          "max_completion_tokens", "model", "user", *SETTING_FIELDS}
 
 # ----------------------------------------------------------------------------------------------
 # The server's path: load the model, serve, step the engine
@@ -113,13 +119,10 @@ def parse_request(req, context=MAX_TOKENS, limits=LIMITS):
     number = (int, float)
     job = dict(question=users[0]["content"],
                system=systems[0]["content"] if systems else chat.SYSTEM, temperature=0.0,
-               top_p=1.0, seed=None, num_ignore=0, ignore_str=IGNORE_STR, n=1, stop=[],
-               stream=False)
+               top_p=1.0, seed=None, n=1, stop=[], stream=False)
     checks = (("temperature", number, lambda v: 0 <= v <= 100),
               ("top_p", number, lambda v: 0 < v <= 1),
               ("seed", int, lambda v: True),
-              ("num_ignore", int, lambda v: v >= 0),
-              ("ignore_str", str, lambda v: len(v) <= limits["max_ignore_str_chars"]),
               ("n", int, lambda v: 1 <= v <= limits["max_n"]),
               ("stream", bool, lambda v: True))
     for name, kind, ok in checks:
@@ -127,9 +130,7 @@ def parse_request(req, context=MAX_TOKENS, limits=LIMITS):
             value = req[name]
             wrong_type = not isinstance(value, kind) or kind is not bool and isinstance(value, bool)
             if wrong_type or not ok(value):
-                hint = {"n": f" (1 to {limits['max_n']}, --max-n)",
-                        "ignore_str": f" (a string of up to {limits['max_ignore_str_chars']} "
-                                      "characters)"}.get(name, "")
+                hint = {"n": f" (1 to {limits['max_n']}, --max-n)"}.get(name, "")
                 raise ValueError(f"invalid '{name}': {value!r}" + hint)
             job[name] = value
     stop = req.get("stop")
@@ -139,16 +140,16 @@ def parse_request(req, context=MAX_TOKENS, limits=LIMITS):
                 or len(stop) > 4:
             raise ValueError(f"invalid 'stop': {req['stop']!r} (a string or up to 4 strings)")
         job["stop"] = stop
-    budget = req.get("max_thinking_tokens")
-    if budget is not None and budget != "auto" and not (is_int(budget) and budget >= 1):
-        raise ValueError(f"invalid 'max_thinking_tokens': {budget!r} (a positive integer or "
-                         "\"auto\")")
-    job["max_thinking_tokens"] = budget
+    # the Setting checks its own fields: ValueError("invalid 'num_ignore': -1 (...)")
+    job["setting"] = sample.setting_from({k: req[k] for k in SETTING_FIELDS if k in req})
+    if len(job["setting"].ignore_str) > limits["max_ignore_str_chars"]:
+        raise ValueError(f"invalid 'ignore_str': a string of up to "
+                         f"{limits['max_ignore_str_chars']} characters")
     limit = req.get("max_completion_tokens", req.get("max_tokens"))
     if limit is not None and not (is_int(limit) and 1 <= limit <= context):
         raise ValueError(f"invalid 'max_tokens': {limit!r} (1 to the context, {context})")
     job["limit"] = limit
-    for text in [job["question"], job["system"], job["ignore_str"], *job["stop"]]:
+    for text in [job["question"], job["system"], job["setting"].ignore_str, *job["stop"]]:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # JSON's "\ud800": a lone surrogate, no tokenizer encodes it
@@ -332,16 +333,15 @@ class Handler(BaseHTTPRequestHandler):
         """The request's job, handed to the engine thread; None (with a 400 sent) if its prompt
         leaves no room."""
         tokenizer, context = self.server.tokenizer, self.server.context
-        text = chat.prompt_text(spec["question"], spec["system"]) + chat.completion_text()
+        text = spec["setting"].prompt_text(spec["question"], spec["system"])
         prompt = tokenizer.encode(text, add_special_tokens=False)
         if len(prompt) >= context:
             return self.error(400, f"the prompt has {len(prompt)} tokens, the context {context}: "
                                    "no room to generate")
         seed = spec["seed"] if spec["seed"] is not None else random.getrandbits(62)
         max_len = context if spec["limit"] is None else min(context, len(prompt) + spec["limit"])
-        setting = {k: spec[k] for k in ("max_thinking_tokens", "num_ignore", "ignore_str")}
         fields = dict(question=spec["question"], prompt_len=len(prompt), max_len=max_len,
-                      settings=[setting], samples=range(spec["n"]),
+                      settings=[spec["setting"]], samples=range(spec["n"]),
                       temperature=spec["temperature"], top_p=spec["top_p"], seed=seed)
         job = Job(prompt, fields, sample.make_rows(tokenizer, **fields),
                   watch=spec["stream"] or bool(spec["stop"]))

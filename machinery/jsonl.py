@@ -161,15 +161,18 @@ def parses(line):
         return False
 
 
-def same_config(config_path, config, hint, defaults=None, ignore=()):
+def same_config(config_path, config, hint, defaults=None, ignore=(), upgrade=None):
     """Stop if config_path, saved beside a resumable output, holds another config than config: an
     output resumed with another config would mix records made two ways. The message names each
     change. defaults: the value of a key that older files do not hold; ignore: keys not
-    compared."""
+    compared; upgrade: a function that brings an older file's config to today's form."""
     if not os.path.exists(config_path):
         return
     with open(config_path, encoding="utf-8") as f:
         old = {**(defaults or {}), **json.load(f)}
+    old = upgrade(old) if upgrade else old
+    # keys present in neither form are equal; a key only the old file holds is a change too
+    config = {**{k: None for k in old if k not in config and k != "weights_fingerprint"}, **config}
     changed = [f"{k} {old.get(k)!r} (now {v!r})" for k, v in config.items()
                if old.get(k) != v and k not in ignore]
     if changed:

@@ -14,13 +14,13 @@ def test_small_demo_runs_end_to_end_and_respects_the_caps(tmp_path):
                  "train/final/model.safetensors", "eval/results.md", "eval/results.json",
                  "eval/samples.jsonl"):
         assert (out / name).exists(), name
-    assert (out / "eval" / "scaling.png").stat().st_size > 10_000
+    assert (out / "eval" / "results_scaling.png").stat().st_size > 10_000
     samples = [json.loads(line)
                for line in (out / "eval" / "samples.jsonl").read_text().splitlines()]
     capped = [s for s in samples if s["setting"].isdigit()]
     assert capped and all(s["thinking_tokens"] <= int(s["setting"]) for s in capped)
     results = json.loads((out / "eval" / "results.json").read_text())
-    assert results["scaling"]["mini"]["control"] == 1.0
+    assert results["scaling"]["mini"]["budget forcing"]["control"] == 1.0
     assert "Control 100 %" in proc.stdout
     # a second run skips every stage
     again = run([sys.executable, "demo.py", "--small", "--out", str(out)])

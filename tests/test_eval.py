@@ -10,6 +10,8 @@ import torch
 from conftest import ROOT, run, tiny_hf_model
 
 import eval as E
+import sample
+from sample import Setting
 from machinery import benchmarks, chat, hf_checkpoint
 
 
@@ -55,7 +57,7 @@ def test_avg_maj_pass_at_n():
     # 2-2 tie: the first seen (3) wins
     q2 = [make_sample("2", 0, "3", False), make_sample("2", 1, "7", True),
           make_sample("2", 2, "03", False), make_sample("2", 3, "7", True)]
-    r = E.summarize("math500", "auto", [q1, q2], 32768)
+    r = E.summarize("math500", "auto", [q1, q2], (0, 32768, "tokens"))
     assert r["accuracy"] == pytest.approx((2 / 4 + 2 / 4) / 2)
     assert r["accuracy_se"] == pytest.approx(0.0)
     assert r["maj"] == 0.5 and r["maj_se"] == pytest.approx(0.5)  # 1 and 0: stdev 0.707 / sqrt 2
@@ -105,37 +107,51 @@ def test_default_sweep_is_s1s_grid():
     caps = [500, 1000, 2000, 4000, 8000, 16000, "auto"]
     waits = [1, 2, 4, 6]
     settings = [E.parse_setting(s)[1] for s in E.parse_args(["--settings", "sweep"]).settings]
-    assert settings == ([{"max_thinking_tokens": c, "num_ignore": 0} for c in caps]
-                        + [{"max_thinking_tokens": "auto", "num_ignore": k} for k in waits])
+    assert settings == ([Setting(c) for c in caps] + [Setting("auto", k) for k in waits])
     assert E.parse_args([]).ignore_str == "Wait"  # waitK appends --ignore-str
     # l. 31, 38-40, 33: auto; ignored twice with no string, "Hmm", "Alternatively"; and "Wait"
     ablation = [E.parse_setting(s)[1] for s in E.parse_args(["--settings", "ablation"]).settings]
-    assert ablation == [{"max_thinking_tokens": "auto", "num_ignore": 0}] + [
-        {"max_thinking_tokens": "auto", "num_ignore": 2, "ignore_str": s}
-        for s in ("", "Hmm", "Alternatively")] + [
-        {"max_thinking_tokens": "auto", "num_ignore": 2}]
+    assert ablation == [Setting("auto")] + [Setting("auto", 2, s)
+                                            for s in ("", "Hmm", "Alternatively")] + [
+        Setting("auto", 2)]
 
 
 def test_settings():
-    assert E.parse_setting("512") == ("512", {"max_thinking_tokens": 512, "num_ignore": 0})
-    assert E.parse_setting("auto") == ("auto", {"max_thinking_tokens": "auto", "num_ignore": 0})
-    assert E.parse_setting("nocap") == ("nocap", {"max_thinking_tokens": None, "num_ignore": 0})
+    assert E.parse_setting("512") == ("512", Setting(512))
+    assert E.parse_setting("auto") == ("auto", Setting("auto"))
+    assert E.parse_setting("nocap") == ("nocap", Setting(None))
     # nottc is no thinking phase at all, not thinking without a cap: its own setting
-    assert E.parse_setting("none") == ("none", {"max_thinking_tokens": None, "num_ignore": 0,
-                                                "think": False})
-    assert E.parse_setting("Wait2") == E.parse_setting("auto+wait2") == (
-        "wait2", {"max_thinking_tokens": "auto", "num_ignore": 2})
-    assert E.parse_setting("4096+wait1") == ("4096+wait1", {"max_thinking_tokens": 4096,
-                                                            "num_ignore": 1})
-    assert E.parse_setting("ignore2") == ("ignore2", {"max_thinking_tokens": "auto",
-                                                      "num_ignore": 2, "ignore_str": ""})
-    assert E.parse_setting("Ignore2:Hmm") == ("ignore2:Hmm", {"max_thinking_tokens": "auto",
-                                                              "num_ignore": 2, "ignore_str": "Hmm"})
+    assert E.parse_setting("none") == ("none", Setting(None, think=False))
+    assert E.parse_setting("Wait2") == E.parse_setting("auto+wait2") == ("wait2",
+                                                                        Setting("auto", 2))
+    assert E.parse_setting("4096+wait1") == ("4096+wait1", Setting(4096, 1))
+    assert E.parse_setting("ignore2") == ("ignore2", Setting("auto", 2, ""))
+    assert E.parse_setting("Ignore2:Hmm") == ("ignore2:Hmm", Setting("auto", 2, "Hmm"))
     assert E.parse_setting("nocap+ignore1:Alternatively") == (
-        "nocap+ignore1:Alternatively",
-        {"max_thinking_tokens": None, "num_ignore": 1, "ignore_str": "Alternatively"})
+        "nocap+ignore1:Alternatively", Setting(None, 1, "Alternatively"))
+    # the paper's Table 3 methods (s1 eval/commands.sh l. 43-89)
+    assert E.parse_setting("tokens2048") == ("tokens2048", Setting(
+        "auto", control="tokens", control_value=2048))
+    assert E.parse_setting("2048+tokens2048")[1] == Setting(2048, control="tokens",
+                                                            control_value=2048)
+    assert E.parse_setting("steps16+bf") == ("steps16+bf", Setting(
+        "auto", control="steps", control_value=16, step_forcing=True))
+    assert E.parse_setting("short")[1] == Setting("auto", control="short")
+    assert E.parse_setting("reject3500") == ("reject3500", Setting(
+        3500, tries=sample.MAX_TRIES, temperature=1.0))
+    assert E.parse_setting("reject8x5")[1].tries == 5
+    assert E.parse_setting("min500") == ("min500", Setting("auto", min_thinking_tokens=500))
+    assert E.parse_setting("nocap+min_thinking_tokens=7")[1] == Setting(None,
+                                                                       min_thinking_tokens=7)
+    methods = {label: E.method_of(E.parse_setting(label)[1]) for label in E.TABLE3}
+    assert sorted(set(methods.values())) == [
+        "budget forcing", "class-conditional", "rejection sampling", "step-conditional",
+        "step-conditional + budget forcing", "token-conditional",
+        "token-conditional + budget forcing"]
+    assert [m for m in methods.values()].count("rejection sampling") == 6
     for bad in ("abc", "0", "512+hmm", "-5", "wait2:Hmm", "ignore2:", "none+wait1", "none:x",
-                "nottc", "500:Hmm", "wait0", "500+ignore0"):
+                "nottc", "500:Hmm", "wait0", "500+ignore0", "bf", "tokens0", "500+reject8",
+                "steps4+wait1", "colour=red", "500+600"):
         with pytest.raises(ValueError, match="setting"):
             E.parse_setting(bad)
     assert E.parse_args(["--settings", "sweep", "auto"]).settings == E.SWEEP
@@ -165,7 +181,7 @@ def test_a_run_with_a_stand_in_decoder_grades_reports_and_resumes(tmp_path, tiny
     calls, seeds = [], []
 
     def generate(model, tokenizer, questions, settings, n=1, on_result=None, **kw):
-        forcing = tuple((s["max_thinking_tokens"], s["num_ignore"]) for s in settings)
+        forcing = tuple((s.max_thinking_tokens, s.num_ignore) for s in settings)
         calls.append((len(questions), forcing, n, kw["max_tokens"]))
         seeds.append(kw["seed"])
         out = []
@@ -175,9 +191,9 @@ def test_a_run_with_a_stand_in_decoder_grades_reports_and_resumes(tmp_path, tiny
             for _ in range(n):
                 for s in settings:
                     out.append({"prompt": chat.prompt_text(question), "text": respond(answer),
-                                "answer": answer, "thinking_tokens": 100 * (1 + s["num_ignore"]),
+                                "answer": answer, "thinking_tokens": 100 * (1 + s.num_ignore),
                                 "answer_tokens": 7, "ended": "natural",
-                                "forced": [{"at": 100, "what": "Wait"}] * s["num_ignore"],
+                                "forced": [{"at": 100, "what": "Wait"}] * s.num_ignore,
                                 "finished": True})
                     on_result(len(out) - 1, out[-1])
         return out
@@ -187,11 +203,12 @@ def test_a_run_with_a_stand_in_decoder_grades_reports_and_resumes(tmp_path, tiny
         return (hf_checkpoint.from_pretrained(name, dtype=getattr(torch, dtype)),
                 chat.load_tokenizer(tokenizer or name), 1, 0)
 
-    monkeypatch.setitem(sys.modules, "sample", types.SimpleNamespace(
-        generate=generate, load_for_generation=load_for_generation))
+    monkeypatch.setitem(sys.modules, "sample", types.SimpleNamespace(**{
+        **vars(sample), "generate": generate, "load_for_generation": load_for_generation}))
     out = tmp_path / "run"
     argv = ["--model", tiny_model, "--benchmarks", "math500", "--limit", "6", "--settings", "wait1",
-            "auto", "--batch-size", "4", "--device", "cpu", "--dtype", "float32", "--out", str(out)]
+            "auto", "--batch-size", "4", "--device", "cpu", "--dtype", "float32", "--report",
+            "results", "--out", str(out)]
     runs, scaling = E.main(argv)
     # every setting of every question in one run
     assert calls == [(6, (("auto", 1), ("auto", 0)), 1, 32768)]
@@ -199,13 +216,14 @@ def test_a_run_with_a_stand_in_decoder_grades_reports_and_resumes(tmp_path, tiny
     # named, not swallowed
     assert [r["failures"] for r in runs] == [{"unparsed": [q["id"] for q in math500[1::2]]}] * 2
     assert [r["avg_thinking_tokens"] for r in runs] == [200, 100]
-    assert scaling["math500"]["scaling"] == 0.0 and scaling["math500"]["control"] == 1.0
+    bf = scaling["math500"]["budget forcing"]
+    assert bf["scaling"] == 0.0 and bf["control"] == 1.0
     records = [json.loads(line) for line in open(out / "samples.jsonl")]
     assert len(records) == 12 and {"prompt", "thinking_tokens", "answer_tokens", "forced",
                                     "extracted", "correct", "status"} <= set(records[0])
     assert json.load(open(out / "results.json"))["runs"][0]["accuracy"] == 0.5
     assert "| math500 | wait1 | 6 | 50.0 ± 22.4 |" in (out / "results.md").read_text()
-    assert (out / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "results_scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a kill mid-write leaves half a line: the rerun drops it (the file is clean again) and
     # generates
     # nothing; a sample missing from the file is generated again, alone
@@ -252,10 +270,10 @@ def test_sweep_with_a_tiny_model_writes_table_samples_and_plot(tmp_path, tiny_mo
     assert len(records) == 4 and {(r["benchmark"], r["setting"]) for r in records} == {
         (b, s) for b in ("aime25", "math500") for s in ("8", "16")}
     assert all(r["thinking_tokens"] <= int(r["setting"]) for r in records)
-    table = (out / "results.md").read_text()
+    table = (out / "results_8-16.md").read_text()  # the report is named after the run
     assert "| aime25 | 8 | 1 |" in table and "| math500 | 16 | 1 |" in table
-    assert "Control" in table
-    assert (out / "scaling.png").stat().st_size > 1000
+    assert "| aime25 | budget forcing | 2 |" in table
+    assert (out / "results_8-16_scaling.png").stat().st_size > 1000
     again = run(cmd)
     assert "4 of 4 samples already" in again.stdout, proc.stdout
     assert "generating 0" in again.stdout, proc.stdout
@@ -289,23 +307,21 @@ def test_a_model_retrained_at_the_same_path_is_refused_not_scored_from_old_sampl
 
 
 def test_none_is_s1s_nottc_no_thinking_prefix(tmp_path, tiny_model, monkeypatch):
-    """"none" (s1's nottc, commands.sh l. 22) runs in a sample.generate call of its own with
-    think=False: its prompt ends at "<|im_start|>assistant\n", with no "<|im_start|>think" and
-    nothing forced; the other settings of the same questions keep the thinking prefix. The real
+    """"none" (s1's nottc, commands.sh l. 22) is a Setting with think=False: its prompt ends at
+    "<|im_start|>assistant\n", with no "<|im_start|>think" and nothing forced; the other settings
+    of the same questions, in the same sample.generate call, keep the thinking prefix. The real
     sample.py."""
     import sample
     calls, real = [], sample.generate
     monkeypatch.setattr(sample, "generate", lambda *a, **kw: calls.append(
-        (kw["settings"], kw["think"])) or real(*a, **kw))
+        kw["settings"]) or real(*a, **kw))
     path = tmp_path / "mine.jsonl"
     path.write_text('{"id": "a", "question": "2+3?", "answer": "5"}\n'
                     '{"id": "b", "question": "1+1?", "answer": "2"}\n')
     out = tmp_path / "run"
     E.main(["--model", tiny_model, "--benchmarks", "mine", "--data", f"mine={path}", "--settings",
             "none", "4", "--max-tokens", "120", "--device", "cpu", "--out", str(out)])
-    assert sorted(calls, key=str) == [
-        ([{"max_thinking_tokens": 4, "num_ignore": 0}], True),
-        ([{"max_thinking_tokens": None, "num_ignore": 0, "think": False}], False)]
+    assert calls == [[Setting(None, think=False), Setting(4)]]
     records = {(r["setting"], r["id"]): r for r in map(json.loads, open(out / "samples.jsonl"))}
     for qid, question in (("a", "2+3?"), ("b", "1+1?")):
         none, capped = records[("none", qid)], records[("4", qid)]
@@ -347,3 +363,50 @@ def test_a_benchmark_of_ones_own_from_a_local_file(tmp_path):
     assert args.data == {"mine": str(path)}
     with pytest.raises(SystemExit):
         E.parse_args(["--benchmarks", "mine"])  # no source for it
+
+
+def test_table3_methods_and_parallel_scaling_in_one_run(tmp_path, bigram, monkeypatch):
+    """Each method of the paper's Table 3 gets its own Control, Scaling and Performance; --n 4
+    reports maj@k and pass@k for k = 1, 2, 4 with the thinking tokens the k samples spend in all,
+    and draws Figure 4's plot; rejection sampling reports its tries. The real sample.py on the
+    bigram model that thinks "abc" and answers 7."""
+    import sample
+    model, tokenizer = bigram
+    monkeypatch.setattr(sample, "load_for_generation", lambda *a, **kw: (model, tokenizer, 1, 0))
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(json.dumps({"id": str(i), "question": f"q{i}", "answer": "7"}) + "\n"
+                            for i in range(3)))
+    out = tmp_path / "run"
+    argv = ["--model", "bigram", "--benchmarks", "mine", "--data", f"mine={path}", "--settings",
+            "2", "8", "nocap", "reject2x3", "reject8x3", "tokens2", "short", "long", "min5",
+            "--n", "4", "--temperature", "0.5", "--max-tokens", "400", "--out", str(out)]
+    runs, scaling = E.main(argv)
+    methods = scaling["mine"]
+    assert set(methods) == {"budget forcing", "rejection sampling", "token-conditional",
+                            "class-conditional", "minimum thinking"}
+    bf = methods["budget forcing"]
+    assert bf["settings"] == ["2", "8", "nocap"] and bf["control"] == 1.0
+    # capped at 2, the answer is forced before "c": "Final Answer: 7" is still right here, so
+    # all three reach 100 % and Scaling is 0
+    assert bf["performance"] == 100.0
+    # a budget of 2 never accepts "abc" (3 tokens + its delimiter): 3 tries, not accepted
+    rs = {r["setting"]: r for r in runs if r["method"] == "rejection sampling"}
+    assert rs["reject2x3"]["avg_tries"] == 3 and rs["reject2x3"]["accepted"] == 0
+    assert rs["reject8x3"]["avg_tries"] == 1 and rs["reject8x3"]["accepted"] == 1
+    assert methods["rejection sampling"]["avg_tries"] == [3, 1]
+    # token-conditional asks for 2 tokens; the model thinks 3: out of budget
+    assert methods["token-conditional"]["control"] == 0.0
+    nocap = next(r for r in runs if r["setting"] == "nocap")
+    assert [p["k"] for p in nocap["parallel"]] == [1, 2, 4]
+    assert [p["total_thinking_tokens"] for p in nocap["parallel"]] == [3, 6, 12]
+    name = "results_2-8-nocap-reject2x3-reject8x3-tokens2-short-long-min5_n4_t0.5"
+    assert len(name) > 60  # named by its start and a hash: other runs do not overwrite it
+    report = next(p for p in os.listdir(out) if p.endswith(".md"))
+    assert report.startswith(name[:48]) and report == E.report_name(argv[7:16], 4, 0.5) + ".md"
+    table = (out / report).read_text()
+    assert "| mine | rejection sampling | 2 |" in table and "| mine | nocap | 4 | 12 |" in table
+    assert (out / report.replace(".md", "_parallel.png")).stat().st_size > 1000
+    # a smaller --n reuses the first samples: nothing is generated
+    runs2, _ = E.main(argv[:-8] + ["--n", "2", "--temperature", "0.5", "--max-tokens", "400",
+                                   "--out", str(out)])
+    assert [p["maj"] for p in runs2[0]["parallel"]] == [p["maj"] for p in runs[0]["parallel"][:2]]

@@ -15,8 +15,10 @@ MODEL = "model"
 MACHINERY = {"engine", "parallel", "plan", "hf_checkpoint", "chat", "benchmarks", "sources", "api", "jsonl", "cli",
              "mini"}
 TOOLS = {"bench", "gpu_check"}
-# what a stage may take from sample.py: generation, and what a generated row is read with
-GENERATION = {"generate", "rejection_sample", "load_for_generation", "make_rows", "resolve_dtype", "answer_span"}
+# what a stage may take from sample.py: generation, what a generated row is read with, and the
+# Setting that says how to generate (with its constructors and its default tries)
+GENERATION = {"generate", "rejection_sample", "load_for_generation", "make_rows", "resolve_dtype",
+              "answer_span", "Setting", "setting_from", "setting_fields", "MAX_TRIES"}
 
 
 def files(folder=""):

@@ -405,3 +405,120 @@ def test_a_plain_completion_counts_the_thinking_it_writes_itself(bigram):
     row.tokens = enc("Answer: 7<|im_end|>")  # no header: all of it is the answer
     o = sample.result(row, tokenizer, "p", plain=True)
     assert (o["thinking"], o["thinking_tokens"], o["answer"]) == ("", 0, "Answer: 7")
+
+
+# ----------------------------------------------------------------------------------------------
+# One home for a setting: the paper's baselines and a new variant as Settings
+
+def test_a_setting_names_its_bad_field():
+    for fields, name in (({"num_ignore": -1}, "num_ignore"), ({"max_thinking_tokens": 0},
+                         "max_thinking_tokens"), ({"control": "tokens"}, "control_value"),
+                         ({"tries": 3}, "tries"), ({"step_forcing": True}, "step_forcing"),
+                         ({"control": "colour"}, "control"), ({"num_ignore": True}, "num_ignore"),
+                         ({"min_thinking_tokens": "a"}, "min_thinking_tokens")):
+        with pytest.raises(ValueError, match=f"invalid '{name}'"):
+            sample.setting_from(fields)
+    with pytest.raises(ValueError, match="unknown setting field 'colour'"):
+        sample.setting_from({"colour": 1})
+    assert sample.setting_fields("ignore_str=Hmm") == {"ignore_str": "Hmm"}
+    assert sample.setting_fields("max_thinking_tokens=500") == {"max_thinking_tokens": 500}
+    # a saved config records only what differs from the defaults: a field added later leaves it
+    assert sample.Setting(500, tries=8).changes() == {"max_thinking_tokens": 500, "tries": 8}
+
+
+def scripted_row(tokenizer, script, **setting):
+    """A Row of the step format fed the model's draws from `script` (text, tokenized), whatever
+    the row forces in between; returns the row and what it fed."""
+    s = sample.Setting(**setting)
+    row = sample.make_rows(tokenizer, "q", 10, 500, [s])[0]
+    draws = iter(tokenizer.encode(script, add_special_tokens=False))
+    while row.phase != "done" and row.next_token(lambda banned: next(draws)) is not None:
+        pass
+    return row, tokenizer.decode(row.tokens, skip_special_tokens=False)
+
+
+def test_step_conditional_thinking_ends_where_s1s_does(bigram):
+    """s1's step-conditional model writes "<|im_start|>N steps left" before each step (its
+    compute_sample_stats.py counts " steps left\\n"); with budget forcing its thinking ends at
+    "<|im_start|>0" (commands.sh l. 70-74: until_thinking=<|im_start|>0, thinking_end=
+    <|im_start|>answer). The rows are fed s1's text draw by draw."""
+    _, tokenizer = bigram
+    steps = "2 steps left\nx = 1\n<|im_start|>1 steps left\ny = 2\n<|im_start|>0 steps left\nz"
+    # forced: the headers do not end the thinking; "0" does, and "answer" is fed in its place (the
+    # model then writes its answer, "\n7")
+    row, text = scripted_row(tokenizer, steps[:steps.index("0 steps")] + "0\n7<|im_end|>",
+                             control="steps", control_value=2, step_forcing=True)
+    thinking = "2 steps left\nx = 1\n<|im_start|>1 steps left\ny = 2\n"
+    assert text == thinking + "<|im_start|>answer\n7<|im_end|>" and row.ended == "steps"
+    assert tokenizer.decode(row.tokens[:row.thinking_tokens]) == thinking
+    # not forced: "0 steps left" is one more step; the model's own "<|im_start|>a..." ends it ("a"
+    # is where the forced "answer" goes)
+    row, text = scripted_row(tokenizer, steps + "<|im_start|>a\n7<|im_end|>",
+                             control="steps", control_value=2)
+    assert text == steps + "<|im_start|>answer\n7<|im_end|>" and row.ended == "natural"
+    assert tokenizer.decode(row.tokens[:row.thinking_tokens]) == steps
+    assert row.finished
+    # the prompt opens the thinking with "<|im_start|>" (thinking_start=<|im_start|>), and asks
+    s = sample.Setting(control="steps", control_value=2)
+    assert s.prompt_text("Q").endswith("Q\n\nThink for up to 2 steps.<|im_end|>\n"
+                                       "<|im_start|>assistant\n<|im_start|>")
+
+
+def test_a_step_model_in_the_engine(bigram):
+    """The real engine on two bigram models of the step format: one whose every header says 1 step
+    left (its thinking goes on to the cap, where the plain format ends it at the first
+    <|im_start|>), and one whose header says 0 (step forcing answers there)."""
+    from conftest import BIGRAM_CHAIN, bigram_model
+    _, tokenizer = bigram
+    one = bigram_model(tokenizer, {**BIGRAM_CHAIN, "<|im_start|>": "1", "1": "x",
+                                   "x": "<|im_start|>"})
+    steps = sample.Setting(12, control="steps", control_value=4, step_forcing=True)
+    plain = sample.Setting(12)
+    o = sample.generate(one, tokenizer, ["q"], settings=[steps, plain], max_tokens=300,
+                        progress=False)
+    assert o[0]["thinking"] == "1x<|im_start|>" * 4  # the cap's 12th token is a header's
+    assert o[0]["ended"] == "capped" and o[0]["thinking_tokens"] == 12
+    # the plain format ("<|im_start|>think" -> "abc") ends at its first <|im_start|>
+    assert (o[1]["thinking"], o[1]["ended"]) == ("abc", "natural")
+    zero = bigram_model(tokenizer, {**BIGRAM_CHAIN, "<|im_start|>": "0", "0": "x",
+                                    "x": "<|im_start|>"})
+    forced, free = sample.generate(zero, tokenizer, ["q"], settings=[
+        steps, sample.Setting(12, control="steps", control_value=4)], max_tokens=300,
+        progress=False)
+    assert forced["ended"] == "steps" and forced["text"] == "answer\n7<|im_end|>"
+    assert free["ended"] == "capped" and free["thinking"].startswith("0x<|im_start|>0x")
+
+
+def test_rejection_sampling_and_a_new_variant_are_settings_of_one_call(bigram):
+    """Rejection sampling beside budget forcing in one generate call; and min_thinking_tokens, the
+    variant added as one Setting field: the bigram model, which ends its thinking after "abc", may
+    not end it before 6 tokens."""
+    model, tokenizer = bigram
+    settings = [sample.Setting(4, tries=3), sample.Setting(2, tries=3), sample.Setting(8),
+                sample.Setting(None, min_thinking_tokens=6)]
+    ok, rejected, capped, longer = sample.generate(model, tokenizer, ["q"], settings=settings,
+                                                   max_tokens=300, progress=False)
+    assert (ok["accepted"], ok["tries"]) == (True, 1)
+    assert (rejected["accepted"], rejected["tries"]) == (False, 3)
+    assert "tries" not in capped and capped["thinking"] == "abc"
+    assert longer["thinking"].startswith("abc") and longer["thinking_tokens"] >= 6
+    assert sample.Setting(None).prompt_text("q") == chat.prompt_text("q") + chat.THINK
+
+
+def test_an_output_made_before_a_setting_field_existed_resumes(tmp_path):
+    """A --output's config as sample.py wrote it before Setting (flat flags, --rejection-sampling
+    and --max-tries) compares equal to today's for the same flags, and a changed flag is named."""
+    from machinery import jsonl
+    args = sample.parse_args(["--input", "q.jsonl", "--output", "o.jsonl", "--num-ignore", "2"])
+    today = {**{k: getattr(args, k) for k in sample.CONFIG_KEYS}, **args.setting.changes()}
+    old = {k: today[k] for k in sample.CONFIG_KEYS}
+    old.update(max_thinking_tokens=None, num_ignore=2, ignore_str="Wait", control=None,
+               control_value=None, rejection_sampling=False, max_tries=8)
+    path = tmp_path / "o.config.json"
+    path.write_text(json.dumps(old))
+    jsonl.same_config(str(path), today, "hint", upgrade=sample.stored_setting)
+    args = sample.parse_args(["--input", "q.jsonl", "--output", "o.jsonl", "--num-ignore", "2",
+                              "--setting", "min_thinking_tokens=9"])
+    changed = {**{k: getattr(args, k) for k in sample.CONFIG_KEYS}, **args.setting.changes()}
+    with pytest.raises(SystemExit, match="min_thinking_tokens None \\(now 9\\)"):
+        jsonl.same_config(str(path), changed, "hint", upgrade=sample.stored_setting)

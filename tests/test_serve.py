@@ -313,3 +313,24 @@ def test_no_request_blocks_or_crashes_the_server(tiny):
         assert system["usage"]["prompt_tokens"] == len(expected) != without
     finally:
         server.shutdown()
+
+
+def test_every_setting_field_is_a_request_field(bigram):
+    """A request's budget forcing is a sample.Setting: min_thinking_tokens, added to Setting as one
+    field, is served with no change here and gives what sample.generate gives; the Setting names
+    its bad field; rejection sampling's tries are not served."""
+    model, tokenizer = bigram
+    server, url = start(model, tokenizer, context=300)
+    try:
+        code, text = post(url, ask("q", min_thinking_tokens=6, max_tokens=200))
+        direct = sample.generate(model, tokenizer, ["q"], settings=[
+            sample.Setting(min_thinking_tokens=6)], max_tokens=300, progress=False)[0]
+        message = json.loads(text)["choices"][0]["message"]
+        assert code == 200 and message["reasoning_content"] == direct["thinking"] != "abc"
+        for body, says in ((ask("q", num_ignore=-1), "invalid 'num_ignore'"),
+                           (ask("q", control="tokens"), "invalid 'control_value'"),
+                           (ask("q", tries=3), "unsupported field(s): 'tries'")):
+            code, text = post(url, body)
+            assert code == 400 and says in json.loads(text)["error"]["message"], text
+    finally:
+        server.shutdown()
