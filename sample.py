@@ -487,33 +487,40 @@ def resolve_dtype(dtype, device):
     return "bfloat16" if kind == "cuda" else "float32"
 
 
-def load_model(name, device, dtype, world=1, rank=0):
-    """The model, or under tensor parallelism (world > 1) this rank's slice of it: every rank
-    fetches the checkpoint (once per node) and reads only its slice of each weight."""
+def load_model(name, device, dtype, tp=1, tp_rank=0, tp_group=None):
+    """The model, or under tensor parallelism (tp > 1) this rank's slice of it, all-reducing over
+    tp_group: every rank fetches the checkpoint (once per node) and reads only its slice of each
+    weight."""
     # resolved (and fetched, once per node) before any weight is read
     path = hf.checkpoint_dir(name)
-    if world == 1:
+    if tp == 1:
         return hf.from_pretrained(path, device=device, dtype=dtype).eval()
     kv_heads = hf.read_config(f"{path}/config.json").num_key_value_heads
-    if kv_heads % world:
-        raise SystemExit(f"--model has {kv_heads} KV heads: the number of processes ({world}) "
-                         "must divide it")
+    if kv_heads % tp:
+        raise SystemExit(f"--tp {tp} does not divide the {kv_heads} KV heads of --model {name}")
     model = hf.from_pretrained(path, device=device, dtype=dtype,
-                               select=parallel.tensor_parallel_slice(rank, world))
-    return parallel.split_heads(model, world).eval()
+                               select=parallel.tensor_parallel_slice(tp_rank, tp))
+    return parallel.split_heads(model, tp, tp_group).eval()
 
 
 def load_for_generation(name, device="auto", dtype="auto", max_tokens=MAX_TOKENS, rows=64,
-                        tokenizer=None, timeout_min=60):
-    """(model, tokenizer, world, rank) for every script that generates: under torchrun, this rank's
-    tensor-parallel slice; on a GPU, checked to fit before any weight is loaded. dtype "auto": bf16
-    on a GPU, fp32 on a CPU. timeout_min: --dist-timeout-min (parallel.init_distributed)."""
+                        tokenizer=None, timeout_min=60, tp=None):
+    """(model, tokenizer, world, rank) for every script that generates: under torchrun, world = tp
+    x dp, and this rank holds its tensor-parallel slice of its replica's model (parallel.layout
+    says which; parallel.deal, open_output and merge_parts share the questions out and the rows
+    back). tp: --tp; None: on GPUs the smallest degree whose memory plan fits (checked before any
+    weight is loaded), on a CPU 1 (no GPU memory to plan). dtype "auto": bf16 on a GPU, fp32 on a
+    CPU. timeout_min: --dist-timeout-min (parallel.init_distributed)."""
     device, world, rank = parallel.init_distributed(device, timeout_min)
     dtype = getattr(torch, resolve_dtype(dtype, device))
     if device.type == "cuda":
         gpu_gib = torch.cuda.get_device_properties(device).total_memory / 1024 ** 3
-        plan.check_fits(name, world, max_tokens, rows, gpu_gib, dtype.itemsize)
-    model = load_model(name, device, dtype, world, rank)
+        tp = tp or plan.smallest_fitting_tp(name, world, max_tokens, rows, gpu_gib,
+                                            dtype.itemsize)
+        plan.check_fits(name, tp, max_tokens, rows, gpu_gib, dtype.itemsize)
+    tp_group = parallel.set_layout(parallel.broadcast(tp or 1), timeout_min)  # rank 0's choice
+    layout = parallel.layout
+    model = load_model(name, device, dtype, layout.tp, layout.tp_rank, tp_group)
     return model, chat.load_tokenizer(tokenizer or model.source_dir), world, rank
 
 

@@ -358,7 +358,7 @@ def test_tensor_parallel_ranks_read_only_their_slice(tiny, monkeypatch):
 
     for rank in range(2):
         asked.clear()
-        part = sample.load_model(path, torch.device("cpu"), torch.float32, world=2, rank=rank)
+        part = sample.load_model(path, torch.device("cpu"), torch.float32, tp=2, tp_rank=rank)
         ours = dict(part.named_parameters())
         assert sorted(asked) == sorted(full)
         for name, p in full.items():
