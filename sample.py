@@ -5,8 +5,8 @@
         --max-thinking-tokens 2000
     # resumable
     python sample.py --model DIR --input questions.jsonl --output samples.jsonl --num-ignore 2
-    # tensor parallel
-    torchrun --nproc-per-node 8 sample.py --model simplescaling/s1.1-32B --input ...
+    # every GPU: 8 processes as replicas of --tp GPUs each (default: the smallest that fits)
+    torchrun --nproc-per-node 8 sample.py --model simplescaling/s1.1-32B --input ... [--tp 2]
     # memory plan, before renting
     python sample.py --dry-run --model Qwen/Qwen2.5-32B-Instruct --gpus 8
     # OpenAI-compatible /v1/chat/completions on this engine
@@ -80,7 +80,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.dry_run:
         plan.print_generation_plan(args.model, args.gpus, args.max_tokens, args.batch_size,
-                                   args.gpu_memory_gib)
+                                   args.gpu_memory_gib, args.tp)
         return
     # bad input is named before any weight is loaded
     records = [{"question": args.prompt}] if args.prompt else numbered_questions(args.input)
@@ -98,7 +98,7 @@ def main(argv=None):
                           ignore=() if int(os.environ.get("RANK", 0)) == 0 else ("weights",))
     model, tokenizer, world, rank = load_for_generation(
         args.model, args.device, args.dtype, args.max_tokens, args.batch_size, args.tokenizer,
-        args.dist_timeout_min)
+        args.dist_timeout_min, args.tp)
     prompt_of = lambda q: control_prompt(q, args.control, args.control_value)
     try:  # a prompt that leaves no room to generate is named before anything runs
         encode_prompts(tokenizer, [prompt_of(r["question"]) for r in records], args.max_tokens)
@@ -123,23 +123,26 @@ def main(argv=None):
     if rank == 0:
         jsonl.write_atomic(config_path, json.dumps(dict(config, weights_fingerprint=fingerprint),
                                                    indent=1) + "\n")
-    # every rank runs the same questions; ids already in the output are skipped (jsonl.resume cuts
-    # a torn last line)
+        parallel.recover_parts(args.output)  # the rows of a stopped data-parallel run
+    # every rank skips the ids already in the output (jsonl.resume cuts a torn last line)
     done = parallel.broadcast({r["id"] for r in jsonl.resume(args.output)} if rank == 0 else None)
     todo = [r for r in records if r["id"] not in done]
     print(f"{len(records)} questions, {len(done)} already in {args.output}, {len(todo)} to go",
           file=sys.stderr)
+    todo = parallel.deal(todo)  # this replica's share (parallel.py: data x tensor parallel)
     per = 1 if args.rejection_sampling else args.n
     waiting = {}  # a question's samples are written together, as soon as the last one finishes
-    with open(args.output, "a") as f:
+    with parallel.open_output(args.output) as f:
         def write(index, out):
             q, i = divmod(index, per)
             waiting.setdefault(q, {})[i] = out
-            if len(waiting[q]) == per and rank == 0:
+            if len(waiting[q]) == per:
                 f.writelines(json.dumps(dict(todo[q], sample=i, **o)) + "\n"
                              for i, o in sorted(waiting.pop(q).items()))
                 f.flush()
         run([prompt_of(r["question"]) for r in todo], write)
+    position = {r["id"]: n for n, r in enumerate(records)}  # the replicas' rows, in input order
+    parallel.merge_parts(args.output, lambda r: (position[r["id"]], r["sample"]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -587,6 +590,7 @@ def parse_args(argv=None):
     p.add_argument("--dist-timeout-min", type=cli.above(0), default=60,
                    help="torchrun: collective timeout (torch's default, 10 min, is less than "
                         "loading 32B may take)")
+    cli.add_tp_flag(p)
     cli.add_dry_run_flags(p, gpus=8)
     args = p.parse_args(argv)
     if args.dry_run:
