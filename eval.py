@@ -361,8 +361,8 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
                 (benchmark, q), rest = questions[index // per_question], index % per_question
                 i, setting = divmod(rest, len(settings))
                 setting = settings[setting]
-                if (benchmark, setting, q["id"], i) not in missing:  # done, or not asked for
-                    return
+                if (benchmark, setting, q["id"], i) not in missing or not parallel.writes():
+                    return  # done already, or written by another rank of this replica
                 record = {"benchmark": benchmark, "setting": setting, "id": q["id"], "sample": i,
                           "gold": q["gold"], **{k: r[k] for k in SAVED},
                           **benchmarks.grade(benchmark, q, r["text"])}
