@@ -153,7 +153,7 @@ def split_heads(model, tp, group=None):
 # one model at a time.
 Layout = namedtuple("Layout", "tp dp replica tp_rank")
 layout = Layout(1, 1, 0, 0)
-_gather_group = None  # gloo, for merge_parts: a replica may finish hours before the others
+_gather_group = None  # merge_parts' (gloo): a replica may finish hours before the others
 
 
 def layout_of(world, rank, tp):
@@ -170,10 +170,13 @@ def set_layout(tp, timeout_min=60):
     """Make this process's Layout at degree tp the current one; returns its tensor-parallel process
     group: None for tp 1 (no collectives), the world when tp is every rank, else a subgroup. Every
     rank calls it together, with the same tp."""
-    global layout
+    global layout, _gather_group
     dist = group()
     world, rank = (dist.get_world_size(), dist.get_rank()) if dist else (1, 0)
     layout = layout_of(world, rank, tp)
+    if layout.dp > 1 and _gather_group is None:  # now, while every rank is here: gloo on the CPU,
+        # for merge_parts, which waits as long as the slowest replica takes
+        _gather_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=365))
     if tp == 1 or tp == world:
         return None if tp == 1 else dist.group.WORLD
     timeout = datetime.timedelta(minutes=timeout_min)
@@ -220,12 +223,9 @@ def merge_parts(path, order):
     the rank that wrote it, so no storage need be shared) go to rank 0, which appends them to path
     sorted by order(record) (question order), syncs it, and returns them; then the parts are
     removed. [] on other ranks, and on one replica (its rows are in path already)."""
-    global _gather_group
     if layout.dp == 1:
         return []
     import torch.distributed as dist
-    if _gather_group is None:  # gloo on the CPU: waits as long as the slowest replica takes
-        _gather_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=365))
     part = part_path(path, layout.replica)
     rows = jsonl.read_jsonl(part) if writes() and os.path.exists(part) else []
     gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
