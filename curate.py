@@ -5,7 +5,7 @@ them.
     python curate.py features --data runs/s1/distilled.jsonl --out runs/s1/featurized.jsonl  # s1's
     python curate.py features --data d.jsonl --solvers DIR --tokenizer DIR --classifier none \\
         --out f.jsonl
-    # tensor parallel:
+    # every GPU: replicas of --tp GPUs each (default: the smallest that fits)
     torchrun --nproc-per-node 8 curate.py features --data d.jsonl --solvers DIR ... --out f.jsonl
     python curate.py select --data runs/s1/featurized.jsonl --out runs/s1/s1K.jsonl --seed 0
     # an ablation:
@@ -15,7 +15,7 @@ features (s1 data/bulk_inference.py, featurization.py); each is cached per quest
 append-only JSONL beside --out, so a rerun computes only what is missing:
   difficulty  each --solvers model answers every question through sample.py as a plain chat (no
               thinking phase, temperature 0.05: s1's Qwen2.5-Instruct runs; one generate call
-              per model, split over the processes under torchrun; `mini` is the demo's
+              per model, shared out to replicas under torchrun; `mini` is the demo's
               programmatic stand-in, mini.py), graded against the reference solution by
               eval.py's grader, or by an LLM with s1's grading prompt; the teacher's own attempt
               is graded the same way (s1's isgeminicorrect);
@@ -200,7 +200,7 @@ def difficulty(args, records):
     and the teacher's attempt, graded against the record's reference solution by benchmarks.py's
     grader, here in the main thread (math-verify uses signal.alarm), or by --llm-model
     (--grader llm)."""
-    if parallel.WORLD > 1:  # each rank loads its slice of each solver, runs the same generate calls
+    if parallel.WORLD > 1:  # replicas of --tp ranks, each generating its share (parallel.py)
         parallel.init_distributed(args.device)
     questions = list(dict.fromkeys(r["question"] for r in records))
     answers = solve(args, questions, args.cache + ".answers.jsonl")
@@ -229,46 +229,54 @@ def difficulty(args, records):
 
 def solve(args, questions, cache_path):
     """{(question hash, solver): the solver's reply text}, generating what the cache lacks and
-    appending each reply to it the moment it is done. Under torchrun rank 0 alone reads and writes
-    the cache; the other ranks only take their part in each checkpoint's generate call."""
+    appending each reply to it the moment it is done. Under torchrun each replica (parallel.py)
+    answers its share of the questions into a part file; rank 0 alone reads the cache, and appends
+    every replica's replies to it once all are done."""
+    if parallel.RANK == 0:
+        parallel.recover_parts(cache_path)  # the replies of a stopped data-parallel run
     cached = jsonl.resume(cache_path) if parallel.RANK == 0 else []
     answers = {(r["question_hash"], r["solver"]): r["text"] for r in cached}
     for solver in args.solvers:
         todo = parallel.broadcast([q for q in questions
                                    if (jsonl.question_hash(q), solver) not in answers])
-        if parallel.RANK != 0:
-            if todo and solver != "mini":
-                model_replies(args, solver, todo, None)
-            continue
-        print(f"difficulty: {solver}: {len(questions) - len(todo)} answers cached, "
-              f"{len(todo)} to generate")
+        if parallel.RANK == 0:
+            print(f"difficulty: {solver}: {len(questions) - len(todo)} answers cached, "
+                  f"{len(todo)} to generate")
         if not todo:
             continue
-        saved = []
-        with open(cache_path, "a") as f:
+        if solver == "mini":  # the built-in task's programmatic stand-in: no model to load
+            parallel.set_layout(1)  # every process a replica
+        else:
+            import sample
+            model, tokenizer = sample.load_for_generation(solver, args.device, args.dtype,
+                                                          args.solver_max_tokens, args.batch_size,
+                                                          tp=args.tp)[:2]
+        mine, saved = parallel.deal(todo), []
+        with parallel.open_output(cache_path) as f:
             def save(q, text):  # one flushed line per reply: a crash loses only the rows in flight
                 answers[(jsonl.question_hash(q), solver)] = text
                 jsonl.write_line(f, {"question_hash": jsonl.question_hash(q), "solver": solver,
                                      "text": text})
                 saved.append(q)
-                if len(saved) % 100 == 0 or len(saved) == len(todo):
-                    print(f"  {solver}: {len(saved)} of {len(todo)}", flush=True)
-            if solver == "mini":  # the built-in task's programmatic stand-in: no model to load
+                if parallel.RANK == 0 and (len(saved) % 100 == 0 or len(saved) == len(mine)):
+                    print(f"  {solver}: {len(saved)} of {len(mine)}", flush=True)
+            if solver == "mini":
                 from machinery import mini
-                for q in todo:
+                for q in mine:
                     save(q, mini.solver(q, mini.SOLVER_ERROR_RATE, args.seed))
             else:
-                model_replies(args, solver, todo, save)
+                model_replies(args, model, tokenizer, mine, save if parallel.writes() else None)
+        position = {jsonl.question_hash(q): n for n, q in enumerate(todo)}
+        for r in parallel.merge_parts(cache_path, lambda r: position[r["question_hash"]]):
+            answers[(r["question_hash"], r["solver"])] = r["text"]
     return answers
 
 
-def model_replies(args, solver, todo, save):
+def model_replies(args, model, tokenizer, todo, save):
     """save(question, text) for each of todo as a checkpoint's reply finishes, through sample.py as
-    a plain chat, in one generate call. save is None on a torchrun rank other than 0."""
+    a plain chat, in one generate call. save is None on a rank that does not write (parallel.py)."""
     from machinery import chat
     import sample
-    model, tokenizer, _, _ = sample.load_for_generation(solver, args.device, args.dtype,
-                                                        args.solver_max_tokens, args.batch_size)
     too_long = {q for q in todo
                 if len(tokenizer.encode(chat.prompt_text(q))) >= args.solver_max_tokens}
     fits = [q for q in todo if q not in too_long]
@@ -591,6 +599,7 @@ def parse_args(argv=None):
                    help="checkpoint solvers: most sequences decoded together")
     f.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     f.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    cli.add_tp_flag(f)
     f.add_argument("--seed", type=cli.at_least(0), default=0, help="solvers' sampling")
     f.add_argument("--grader", choices=["math", "llm"], default="math",
                    help="math: eval.py's offline grader, which leaves a reference without a short "

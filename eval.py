@@ -17,7 +17,7 @@ extension_gains, markdown, plot). parse_setting says what each budget-forcing se
     python eval.py --model DIR --benchmarks aime24 --settings auto --n 8 --temperature 0.6
     # GPQA Diamond from a local file
     python eval.py --model DIR --data gpqa=/path/gpqa_diamond.jsonl.gz --benchmarks gpqa
-    # 32B: tensor parallel
+    # every GPU: replicas of --tp GPUs each (default: the smallest that fits; 32B on H100s: 2)
     torchrun --nproc-per-node 8 eval.py --model simplescaling/s1-32B --settings sweep
     # memory per GPU, before renting
     python eval.py --dry-run --model simplescaling/s1-32B --gpus 8
@@ -97,7 +97,7 @@ def main(argv=None):
     if args.dry_run:
         from machinery import plan
         return plan.print_generation_plan(args.model, args.gpus, args.max_tokens, args.batch_size,
-                                          args.gpu_memory_gib)
+                                          args.gpu_memory_gib, args.tp)
     # the questions first: a bad file stops the run before torch is imported or --out is made
     questions = {b: benchmarks.load_benchmark(b, args.data.get(b), args.limit, args.gpqa_seed)
                  for b in args.benchmarks}
@@ -136,11 +136,14 @@ def main(argv=None):
     args.model, args.tokenizer = config["model"], config["tokenizer"]
 
     path = os.path.join(args.out, "samples.jsonl")
+    if rank == 0:
+        parallel.recover_parts(path)  # the rows of a stopped data-parallel run
     done = read_samples(path) if rank == 0 else {}
     wanted = [(b, s, i, q) for b in args.benchmarks for s in args.settings for i in range(args.n)
               for q in questions[b]]
     todo = [t for t in wanted if (t[0], t[1], t[3]["id"], t[2]) not in done]
-    # torchrun: every rank holds a slice of the model and runs the same rows; rank 0 writes
+    # torchrun: each replica (of --tp ranks, each holding a slice of the model) runs its share of
+    # the rows (generate_missing); rank 0 writes them all
     if world > 1:
         device, world, rank = parallel.init_distributed(args.device, args.dist_timeout_min)
         todo = parallel.broadcast(todo)
@@ -485,7 +488,9 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
     """todo: (benchmark, setting, sample index, question). A question's missing settings and
     samples run together: its settings fork from one shared thinking (sample.py), and every sample
     is written the moment it finishes. A row's random draws depend only on --seed, the question and
-    the sample index, so a rerun, or any batch size, draws the same."""
+    the sample index, so a rerun, or any batch size, draws the same. Under torchrun each replica
+    runs its share of the questions into a part file, and rank 0 appends every replica's rows to
+    samples.jsonl at the end, in todo's order (parallel.py)."""
     import sample
     settings = {label: parse_setting(label, args.ignore_str)[1] for _, label, _, _ in todo}
     for benchmark, label, _, q in todo:  # a prompt that leaves no room is named, never cut
@@ -494,6 +499,10 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
         if n >= args.max_tokens:
             raise SystemExit(f"{benchmark} question {q['id']}: the prompt has {n} tokens, "
                              f"--max-tokens is {args.max_tokens}")
+    position = {(b, s, q["id"], i): n for n, (b, s, i, q) in enumerate(todo)}  # the merge's order
+    # this replica's share: a question's settings and samples stay together (parallel.py)
+    todo = parallel.deal(todo, key=lambda t: (t[0], t[3]["id"]))
+    missing = {(b, s, q["id"], i) for b, s, i, q in todo}
     needs = {}  # (benchmark, id) -> the question, its missing settings and sample indices
     for benchmark, setting, i, q in todo:
         entry = needs.setdefault((benchmark, q["id"]), (benchmark, q, {}, set()))
@@ -502,7 +511,7 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
     groups = {}  # questions that need the same settings and samples run in one engine call
     for benchmark, q, labels, samples in needs.values():
         groups.setdefault((tuple(labels), max(samples) + 1), []).append((benchmark, q))
-    with open(path, "a") as f:
+    with parallel.open_output(path) as f:
         for (labels, n), questions in groups.items():
             print(f"generating {len(questions)} question(s) x {len(labels)} setting(s) x {n} "
                   "sample(s)")
@@ -512,8 +521,8 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
                 (benchmark, q), rest = questions[index // per_question], index % per_question
                 i, j = divmod(rest, len(labels))
                 setting = labels[j]
-                if (benchmark, setting, q["id"], i) in done or rank != 0:
-                    return
+                if (benchmark, setting, q["id"], i) not in missing or not parallel.writes():
+                    return  # done already, or written by another rank of this replica
                 record = {"benchmark": benchmark, "setting": setting, "id": q["id"], "sample": i,
                           "gold": q["gold"], **{k: r[k] for k in SAVED if k in r},
                           **benchmarks.grade(benchmark, q, r["text"])}
@@ -524,8 +533,10 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
                             max_tokens=args.max_tokens, temperature=args.temperature,
                             top_p=args.top_p, seed=args.seed, batch_size=args.batch_size,
                             kv_memory_gb=args.kv_memory_gb, progress=rank == 0, on_result=write)
-            if rank == 0:
+            if parallel.writes():
                 os.fsync(f.fileno())
+    key = lambda r: (r["benchmark"], r["setting"], r["id"], r["sample"])
+    done.update((key(r), r) for r in parallel.merge_parts(path, lambda r: position[key(r)]))
 
 
 def model_for(args, setting):
@@ -541,7 +552,7 @@ def load_model(args, name):
         raise SystemExit("--model is required: some samples have not been generated yet")
     return sample.load_for_generation(name, args.device, args.dtype, args.max_tokens,
                                       args.batch_size, args.tokenizer,
-                                      timeout_min=args.dist_timeout_min)[:2]
+                                      timeout_min=args.dist_timeout_min, tp=args.tp)[:2]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -751,6 +762,7 @@ def parse_args(argv=None):
     p.add_argument("--no-share", action="store_true",
                    help="run every setting of a question on its own instead of forking them from "
                         "one shared thinking (the same tokens, more compute; for comparison)")
+    cli.add_tp_flag(p)
     cli.add_dry_run_flags(p, gpus=8)
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--dist-timeout-min", type=cli.above(0), default=60,

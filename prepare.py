@@ -6,7 +6,7 @@ sources.
     python prepare.py collect --sources math gsm8k --local gsm8k=gsm8k.jsonl --out pool.jsonl
     python prepare.py collect --sources mini --n 2000 --out runs/demo/pool.jsonl   # built-in task
     # distill through DeepSeek-R1's API (s1K-1.1), any OpenAI-compatible server, a local model
-    # through sample.py (on one process, or tensor-parallel under torchrun), the built-in teacher:
+    # through sample.py (one process, or under torchrun replicas of --tp GPUs), the built-in one:
     python prepare.py distill --pool runs/s1/pool.jsonl --out runs/s1/distilled.jsonl
     python prepare.py distill --pool pool.jsonl --base-url http://127.0.0.1:8000/v1 --model s1 \\
         --out d.jsonl
@@ -33,8 +33,9 @@ DeepSeek-R1). The teacher sees the raw question, as s1's did. Every reply is app
 cache keyed by sha256(question)[:16] the moment it arrives, so a crash or Ctrl-C loses nothing and
 a rerun continues. Empty or malformed replies are kept and marked (distill_status), never dropped.
 A local teacher answers every question left in one sample.py generate call (continuous batching);
-under torchrun each process holds a tensor-parallel slice of it and rank 0 alone reads and writes
-files.
+under torchrun the processes form replicas of --tp ranks, each rank holding a tensor-parallel slice
+of its replica's teacher, each replica answering its share of the questions; rank 0 alone reads
+the cache and writes the files.
 """
 import argparse
 import json
@@ -123,12 +124,14 @@ def collect(args):
 
 def distill(args):
     args.teacher_name = {"mini": f"mini (seed {args.seed})"}.get(args.teacher, args.model)
-    if parallel.WORLD > 1:  # each rank loads its slice of the teacher, runs the same generate calls
+    if parallel.WORLD > 1:  # replicas of --tp ranks, each generating its share (parallel.py)
         parallel.init_distributed(args.device)
     if args.pool:
         records = jsonl.read_questions(args.pool, "the pool")
     else:
         records = fixed_questions(args.questions)
+    if parallel.RANK == 0:
+        parallel.recover_parts(args.cache)  # the replies of a stopped data-parallel run
     cached = {}  # question hash -> the newest record from this teacher
     for r in jsonl.resume(args.cache) if parallel.RANK == 0 else []:
         if r.get("teacher") == args.teacher_name:
@@ -141,21 +144,23 @@ def distill(args):
     if parallel.RANK == 0:
         print(f"distill: {len(questions)} questions, {len(questions) - len(todo)} already in "
               f"{args.cache}, {len(todo)} to ask {args.teacher_name}")
-    if todo and parallel.RANK != 0:  # a torchrun helper: its part of each generate step, no writing
-        teach(args, todo, None)
-    elif todo:
+    if todo:
         os.makedirs(os.path.dirname(os.path.abspath(args.cache)), exist_ok=True)
-        saved = []
-        with open(args.cache, "a") as f:
+        teacher = load_teacher(args) if args.teacher == "local" else None  # parallel.layout
+        mine, saved = parallel.deal(todo), []  # this replica's share
+        with parallel.open_output(args.cache) as f:
             def save(record):  # one line per reply, flushed: a crash loses at most that line
                 cached[record["question_hash"]] = record
                 jsonl.write_line(f, record)
                 saved.append(record["question_hash"])
             try:
-                teach(args, todo, save)
+                teach(args, mine, save if parallel.writes() else None, teacher)
             except KeyboardInterrupt:
-                raise SystemExit(f"interrupted: {len(saved)} replies saved in {args.cache} "
+                raise SystemExit(f"interrupted: {len(saved)} replies saved in {f.name} "
                                  "this run; run the same command again to continue") from None
+        position = {jsonl.question_hash(q): n for n, q in enumerate(todo)}
+        for r in parallel.merge_parts(args.cache, lambda r: position[r["question_hash"]]):
+            cached[r["question_hash"]] = r
     parallel.workers_leave()  # under torchrun the other ranks leave here: the rest is rank 0's
     out, counts = [], {}
     pending = {"status": "pending", "problem": None, "thinking": None, "attempt": None}
@@ -285,9 +290,17 @@ def split_reply(message):
     return thinking.strip(), content.strip(), None
 
 
-def teach(args, todo, save):
+def load_teacher(args):
+    """A local teacher's (model, tokenizer): under torchrun, this rank's part of its replica."""
+    import sample
+    return sample.load_for_generation(args.model, args.device, args.dtype, args.max_tokens,
+                                      args.batch_size, tp=args.tp)[:2]
+
+
+def teach(args, todo, save, teacher=None):
     """Ask the teacher about every question in todo; save(record) as each reply arrives. save is
-    None on a torchrun rank other than 0: it only takes its part in generating."""
+    None on a rank that does not write (parallel.py): it only takes its part in generating.
+    teacher: load_teacher's, for --teacher local."""
     def rec(q, thinking, answer, problem):
         status = problem.split(":")[0] if problem else "ok"
         return {"question_hash": jsonl.question_hash(q), "teacher": args.teacher_name,
@@ -302,8 +315,7 @@ def teach(args, todo, save):
                 save(rec(q, None, None, f"malformed: {e}"))
     elif args.teacher == "local":  # one generate call: the engine schedules every question itself
         import sample
-        model, tokenizer, _, _ = sample.load_for_generation(args.model, args.device, args.dtype,
-                                                            args.max_tokens, args.batch_size)
+        model, tokenizer = teacher
         finished = []
 
         def done(i, out):
@@ -468,6 +480,7 @@ def parse_args(argv=None):
     d.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     d.add_argument("--dtype", choices=["bfloat16", "float32"], default="float32",
                    help="local: weights' dtype")
+    cli.add_tp_flag(d)
     d.add_argument("--seed", type=cli.at_least(0), default=0,
                    help="mini: the teacher's stops; local: sampling")
     d.add_argument("--limit", type=cli.at_least(0), default=0,

@@ -5,8 +5,8 @@
         --max-thinking-tokens 2000
     # resumable
     python sample.py --model DIR --input questions.jsonl --output samples.jsonl --num-ignore 2
-    # tensor parallel
-    torchrun --nproc-per-node 8 sample.py --model simplescaling/s1.1-32B --input ...
+    # every GPU: 8 processes as replicas of --tp GPUs each (default: the smallest that fits)
+    torchrun --nproc-per-node 8 sample.py --model simplescaling/s1.1-32B --input ... [--tp 2]
     # memory plan, before renting
     python sample.py --dry-run --model Qwen/Qwen2.5-32B-Instruct --gpus 8
     # OpenAI-compatible /v1/chat/completions on this engine
@@ -83,7 +83,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.dry_run:
         plan.print_generation_plan(args.model, args.gpus, args.max_tokens, args.batch_size,
-                                   args.gpu_memory_gib)
+                                   args.gpu_memory_gib, args.tp)
         return
     # bad input is named before any weight is loaded
     records = [{"question": args.prompt}] if args.prompt else numbered_questions(args.input)
@@ -101,7 +101,7 @@ def main(argv=None):
                           ignore=() if int(os.environ.get("RANK", 0)) == 0 else ("weights",))
     model, tokenizer, world, rank = load_for_generation(
         args.model, args.device, args.dtype, args.max_tokens, args.batch_size, args.tokenizer,
-        args.dist_timeout_min)
+        args.dist_timeout_min, args.tp)
     try:  # a prompt that leaves no room to generate is named before anything runs
         encode_prompts(tokenizer, [r["question"] for r in records], args.max_tokens, args.setting)
     except ValueError as e:
@@ -122,23 +122,26 @@ def main(argv=None):
     if rank == 0:
         jsonl.write_atomic(config_path, json.dumps(dict(config, weights_fingerprint=fingerprint),
                                                    indent=1) + "\n")
-    # every rank runs the same questions; ids already in the output are skipped (jsonl.resume cuts
-    # a torn last line)
+        parallel.recover_parts(args.output)  # the rows of a stopped data-parallel run
+    # every rank skips the ids already in the output (jsonl.resume cuts a torn last line)
     done = parallel.broadcast({r["id"] for r in jsonl.resume(args.output)} if rank == 0 else None)
     todo = [r for r in records if r["id"] not in done]
     print(f"{len(records)} questions, {len(done)} already in {args.output}, {len(todo)} to go",
           file=sys.stderr)
+    todo = parallel.deal(todo)  # this replica's share (parallel.py: data x tensor parallel)
     per = args.n
     waiting = {}  # a question's samples are written together, as soon as the last one finishes
-    with open(args.output, "a") as f:
+    with parallel.open_output(args.output) as f:
         def write(index, out):
             q, i = divmod(index, per)
             waiting.setdefault(q, {})[i] = out
-            if len(waiting[q]) == per and rank == 0:
+            if len(waiting[q]) == per:
                 f.writelines(json.dumps(dict(todo[q], sample=i, **o)) + "\n"
                              for i, o in sorted(waiting.pop(q).items()))
                 f.flush()
         run([r["question"] for r in todo], write)
+    position = {r["id"]: n for n, r in enumerate(records)}  # the replicas' rows, in input order
+    parallel.merge_parts(args.output, lambda r: (position[r["id"]], r["sample"]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -645,33 +648,40 @@ def resolve_dtype(dtype, device):
     return "bfloat16" if kind == "cuda" else "float32"
 
 
-def load_model(name, device, dtype, world=1, rank=0):
-    """The model, or under tensor parallelism (world > 1) this rank's slice of it: every rank
-    fetches the checkpoint (once per node) and reads only its slice of each weight."""
+def load_model(name, device, dtype, tp=1, tp_rank=0, tp_group=None):
+    """The model, or under tensor parallelism (tp > 1) this rank's slice of it, all-reducing over
+    tp_group: every rank fetches the checkpoint (once per node) and reads only its slice of each
+    weight."""
     # resolved (and fetched, once per node) before any weight is read
     path = hf.checkpoint_dir(name)
-    if world == 1:
+    if tp == 1:
         return hf.from_pretrained(path, device=device, dtype=dtype).eval()
     kv_heads = hf.read_config(f"{path}/config.json").num_key_value_heads
-    if kv_heads % world:
-        raise SystemExit(f"--model has {kv_heads} KV heads: the number of processes ({world}) "
-                         "must divide it")
+    if kv_heads % tp:
+        raise SystemExit(f"--tp {tp} does not divide the {kv_heads} KV heads of --model {name}")
     model = hf.from_pretrained(path, device=device, dtype=dtype,
-                               select=parallel.tensor_parallel_slice(rank, world))
-    return parallel.split_heads(model, world).eval()
+                               select=parallel.tensor_parallel_slice(tp_rank, tp))
+    return parallel.split_heads(model, tp, tp_group).eval()
 
 
 def load_for_generation(name, device="auto", dtype="auto", max_tokens=MAX_TOKENS, rows=64,
-                        tokenizer=None, timeout_min=60):
-    """(model, tokenizer, world, rank) for every script that generates: under torchrun, this rank's
-    tensor-parallel slice; on a GPU, checked to fit before any weight is loaded. dtype "auto": bf16
-    on a GPU, fp32 on a CPU. timeout_min: --dist-timeout-min (parallel.init_distributed)."""
+                        tokenizer=None, timeout_min=60, tp=None):
+    """(model, tokenizer, world, rank) for every script that generates: under torchrun, world = tp
+    x dp, and this rank holds its tensor-parallel slice of its replica's model (parallel.layout
+    says which; parallel.deal, open_output and merge_parts share the questions out and the rows
+    back). tp: --tp; None: on GPUs the smallest degree whose memory plan fits (checked before any
+    weight is loaded), on a CPU 1 (no GPU memory to plan). dtype "auto": bf16 on a GPU, fp32 on a
+    CPU. timeout_min: --dist-timeout-min (parallel.init_distributed)."""
     device, world, rank = parallel.init_distributed(device, timeout_min)
     dtype = getattr(torch, resolve_dtype(dtype, device))
     if device.type == "cuda":
         gpu_gib = torch.cuda.get_device_properties(device).total_memory / 1024 ** 3
-        plan.check_fits(name, world, max_tokens, rows, gpu_gib, dtype.itemsize)
-    model = load_model(name, device, dtype, world, rank)
+        tp = tp or plan.smallest_fitting_tp(name, world, max_tokens, rows, gpu_gib,
+                                            dtype.itemsize)
+        plan.check_fits(name, tp, max_tokens, rows, gpu_gib, dtype.itemsize)
+    tp_group = parallel.set_layout(parallel.broadcast(tp or 1), timeout_min)  # rank 0's choice
+    layout = parallel.layout
+    model = load_model(name, device, dtype, layout.tp, layout.tp_rank, tp_group)
     return model, chat.load_tokenizer(tokenizer or model.source_dir), world, rank
 
 
@@ -759,6 +769,7 @@ def parse_args(argv=None):
     p.add_argument("--dist-timeout-min", type=cli.above(0), default=60,
                    help="torchrun: collective timeout (torch's default, 10 min, is less than "
                         "loading 32B may take)")
+    cli.add_tp_flag(p)
     cli.add_dry_run_flags(p, gpus=8)
     args = p.parse_args(argv)
     if args.dry_run:

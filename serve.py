@@ -3,7 +3,7 @@ Start reading at Handler.complete (one request, from its HTTP thread) and Engine
 (the one loop that steps the engine for every request).
 
     python serve.py --model simplescaling/s1.1-32B --port 8000
-    # tensor parallel
+    # tensor parallel: one replica over every process (no --tp: see docs/sampling.md)
     torchrun --nproc-per-node 8 serve.py --model simplescaling/s1.1-32B --port 8000
     curl localhost:8000/v1/chat/completions -d '{"messages": [{"role": "user", "content": "1+1?"}],
                                                  "max_thinking_tokens": 2000}'
@@ -38,7 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch.distributed as dist
 
-from machinery import chat, cli, engine
+from machinery import chat, cli, engine, parallel
 import sample
 
 # ----------------------------------------------------------------------------------------------
@@ -67,9 +67,11 @@ FIELDS = {"messages", "temperature", "top_p", "seed", "n", "stop", "stream", "ma
 
 def main(argv=None):
     args = parse_args(argv)
+    # one replica: every process in one tensor-parallel group (a server of replicas would need a
+    # router in front of them; run one server per group of GPUs behind a load balancer instead)
     model, tokenizer, world, rank = sample.load_for_generation(
         args.model, args.device, args.dtype, args.max_tokens, args.batch_size, args.tokenizer,
-        args.dist_timeout_min)
+        args.dist_timeout_min, tp=parallel.WORLD)
     # tensor parallel: rank 0 serves and tells the others what changes each step, on a CPU (gloo)
     # group that may wait as long as the server is idle (an NCCL collective would time out)
     control = (dist.new_group(backend="gloo", timeout=datetime.timedelta(days=365)) if world > 1

@@ -4,7 +4,7 @@ stage.
     chat.py           the s1 chat format: the training string, its loss mask, tokenizers
     hf_checkpoint.py  Hugging Face checkpoints in and out, and the fingerprint of a model's weights
     engine.py         the inference engine: paged KV cache, continuous batching, forks
-    parallel.py       process groups, rank 0's decisions, tensor-parallel slices
+    parallel.py       process groups, rank 0's decisions, tensor-parallel slices, replicas
     plan.py           memory plans before renting (--dry-run)
     benchmarks.py     s1's benchmarks, their prompts and offline grading
     sources.py        s1's 16 question sources

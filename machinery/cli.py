@@ -70,6 +70,15 @@ def add_dry_run_flags(p, gpus):
                         "of which torch reports 79.1 GiB")
 
 
+def add_tp_flag(p):
+    """--tp, for every stage that generates under torchrun (parallel.py's layout)."""
+    p.add_argument("--tp", type=at_least(1), default=None,
+                   help="torchrun: processes per model replica (tensor parallel; it must divide "
+                        "the processes and the model's KV heads); the other processes are "
+                        "replicas, each taking its share of the questions. Default: on GPUs the "
+                        "smallest degree whose memory plan fits (--dry-run shows it), on a CPU 1")
+
+
 def main(run):
     """Run a stage's main(); a file the user named that is missing, a directory, unreadable or not
     text becomes one line on stderr and exit code 1; Ctrl-C, exit code 130 without a traceback

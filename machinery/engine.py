@@ -269,24 +269,25 @@ class Engine:
         # the paged kernels' block size; without them, small blocks waste less
         paged = paged_kernel(model.lm_head.weight, PAGED_BLOCK)
         block_size = block_size or (PAGED_BLOCK if paged else 16)
-        # this rank's share under tensor parallelism
+        # this rank's share under tensor parallelism, over its group (parallel.split_heads)
         kv_heads = model.model.layers[0].self_attn.n_kv_heads
+        tp_group = getattr(model, "tp_group", None)
         per_block = block_size * plan.kv_bytes_per_token(model.cfg, kv_heads, dtype.itemsize)
         if kv_memory_gb is not None:
             budget = kv_memory_gb * 1e9
         elif self.device.type == "cuda":  # what the weights left, less one step's activations
             # memory an earlier engine's pool left in PyTorch's cache counts as free
             torch.cuda.empty_cache()
-            tp = dist.get_world_size() if dist.is_initialized() else 1
+            tp = dist.get_world_size(tp_group) if tp_group is not None else 1
             activations = plan.activation_bytes(model.cfg, max_tokens, max_rows, tp, dtype.itemsize)
             budget = 0.9 * torch.cuda.mem_get_info(self.device)[0] - activations
         else:  # CPU: every row at full context, at most 4 GB
             budget = min(4e9, max_rows * -(-max_tokens // block_size) * per_block)
         num_blocks = int(budget // per_block)
-        if dist.is_initialized():  # every rank must schedule alike: the smallest pool wins
-            where = self.device if dist.get_backend() == "nccl" else "cpu"
+        if tp_group is not None:  # a replica's ranks must schedule alike: the smallest pool wins
+            where = self.device if dist.get_backend(tp_group) == "nccl" else "cpu"
             n = torch.tensor(num_blocks, device=where)
-            dist.all_reduce(n, op=dist.ReduceOp.MIN)
+            dist.all_reduce(n, op=dist.ReduceOp.MIN, group=tp_group)
             num_blocks = int(n)
         if num_blocks < -(-max_tokens // block_size):
             raise ValueError(f"the KV pool holds {num_blocks * block_size} tokens, less than one "

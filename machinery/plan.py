@@ -3,8 +3,9 @@
 One count of a Qwen2.5's parameters, KV cache and activations, and the two memory plans built on
 it:
     training_plan     bytes per GPU of train.py's FSDP2 step, part by part (train.py --dry-run)
-    generation_plan   bytes per GPU of engine.py's engine under tensor parallelism, and how many
-                      full-context rows its KV pool holds (sample.py / eval.py --dry-run)
+    generation_plan   bytes per GPU of engine.py's engine under tensor parallelism, how many
+                      full-context rows its KV pool holds, and the data x tensor parallel layout
+                      (sample.py / eval.py --dry-run, and --tp's default)
 Memory is in GiB, as torch reports a GPU's: an "80 GB" H100 has 85.0e9 bytes, 79.1 GiB.
 """
 import os
@@ -184,10 +185,33 @@ def generation_plan(cfg, tp, max_tokens, rows, gpu_gib, dtype_bytes=2):
     return plan
 
 
-def print_generation_plan(name, gpus, max_tokens, rows, gpu_gib):
-    """The plan for checkpoint `name` at every tensor-parallel degree that divides its KV heads, up
-    to gpus; returns the smallest degree at which one full-context row fits (None if none does)."""
+def tp_degrees(cfg, gpus):
+    """The tensor-parallel degrees a layout of gpus can take: those dividing both the GPUs (the
+    rest are replicas) and the KV heads (each rank holds whole heads)."""
+    return [t for t in range(1, gpus + 1) if gpus % t == 0 and cfg.num_key_value_heads % t == 0]
+
+
+def smallest_fitting_tp(name, gpus, max_tokens, rows, gpu_gib, dtype_bytes=2):
+    """The default --tp: the smallest degree whose plan holds the weights and one full-context row,
+    so that the other GPUs are replicas (data parallel, each at full speed); else the largest degree
+    (check_fits then says that nothing fits)."""
     cfg = hf.plan_config(name)
+    degrees = tp_degrees(cfg, gpus)
+    return next((t for t in degrees if generation_plan(cfg, t, max_tokens, rows, gpu_gib,
+                                                       dtype_bytes)["rows that fit"] >= 1),
+                degrees[-1])
+
+
+def print_generation_plan(name, gpus, max_tokens, rows, gpu_gib, tp=None):
+    """The plan for checkpoint `name` at every tensor-parallel degree a layout of gpus can take,
+    then the layout: tp (--tp) or the smallest degree that holds one full-context row, times the
+    replicas. Returns that degree (None if nothing fits)."""
+    cfg = hf.plan_config(name)
+    if tp is not None and gpus % tp:
+        raise SystemExit(f"--tp {tp} does not divide --gpus {gpus}")
+    if tp is not None and cfg.num_key_value_heads % tp:
+        raise SystemExit(f"--tp {tp} does not divide the {cfg.num_key_value_heads} KV heads of "
+                         f"--model {name}")
     print(f"Memory plan for {name}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
           f"{cfg.num_key_value_heads} KV heads; context {max_tokens:,} tokens, up to {rows} rows; "
           f"{gpu_gib:g} GiB per GPU; bf16")
@@ -195,34 +219,32 @@ def print_generation_plan(name, gpus, max_tokens, rows, gpu_gib):
           f"{max_tokens // 1024}K rows that fit | rows at once |\n"
           "|---|---|---|---|---|---|---|---|")
     fits = {}
-    for tp in [t for t in (1, 2, 4, 8, 16) if t <= gpus and cfg.num_key_value_heads % t == 0]:
-        p = generation_plan(cfg, tp, max_tokens, rows, gpu_gib)
+    for t in tp_degrees(cfg, gpus):
+        p = generation_plan(cfg, t, max_tokens, rows, gpu_gib)
         gb = lambda x: f"{x / GIB:.1f} GiB"
-        print(f"| {tp} | {gb(p['weights'])} | {gb(p['activations'])} | "
+        print(f"| {t} | {gb(p['weights'])} | {gb(p['activations'])} | "
               f"{gb(p['cuda context and NCCL'])} | "
               f"{gb(p['KV pool'])} | {p['kv per token'] / 1e3:.0f} KB | {p['rows that fit']} | "
               f"{min(rows, p['rows that fit'])} |")
-        if p["rows that fit"] >= 1:
-            fits[tp] = p["rows that fit"]
-    if not fits:
-        print(f"Does not fit: no tensor-parallel degree up to {gpus} GPUs holds the weights and "
-              f"one {max_tokens:,}-token row. Use more GPUs, larger ones, or a shorter "
-              "--max-tokens.")
+        fits[t] = p["rows that fit"]
+    chosen = tp or smallest_fitting_tp(name, gpus, max_tokens, rows, gpu_gib)
+    if fits[chosen] < 1:
+        print(f"Does not fit: {'--tp ' + str(tp) if tp else 'no tensor-parallel degree'} on "
+              f"{gpus} GPUs holds the weights and one {max_tokens:,}-token row. Use more GPUs, "
+              "larger ones, a larger --tp, or a shorter --max-tokens.")
         return None
-    best, most = min(fits), max(fits)
-    side_by_side = (f", so {gpus} GPUs run {gpus // most} such jobs side by side (e.g. one "
-                    f"benchmark each, each with its own --out)." if gpus // most > 1 else ".")
-    print(f"Smallest fit: torchrun --nproc-per-node {best} ({fits[best]} full-context rows at "
-          f"once). Most rows: --nproc-per-node {most} ({fits[most]}); the degree must divide the "
-          f"{cfg.num_key_value_heads} KV heads" + side_by_side)
-    return best
+    why = f"--tp {tp}" if tp else "the smallest TP whose plan fits"
+    print(f"{gpus} GPUs: TP {chosen} x DP {gpus // chosen} ({why}): {gpus // chosen} replica(s) "
+          f"of {chosen} GPU(s), each holding {fits[chosen]} full-context rows at once")
+    return chosen
 
 
-def check_fits(name, world, max_tokens, rows, gpu_gib, dtype_bytes=2):
-    """Stop before loading weights if they and one full-context row cannot fit this GPU."""
-    plan = generation_plan(hf.plan_config(name), world, max_tokens, rows, gpu_gib, dtype_bytes)
+def check_fits(name, tp, max_tokens, rows, gpu_gib, dtype_bytes=2):
+    """Stop before loading weights if they and one full-context row cannot fit this GPU at tensor
+    parallel degree tp."""
+    plan = generation_plan(hf.plan_config(name), tp, max_tokens, rows, gpu_gib, dtype_bytes)
     if plan["rows that fit"] < 1:
-        raise SystemExit(f"{name} does not fit {world} GPU(s) with one {max_tokens:,}-token row "
-                         f"(weights {plan['weights'] / GIB:.1f} GiB per GPU): run under torchrun "
-                         f"with more GPUs (sample.py --dry-run shows the plan) or lower "
-                         f"--max-tokens")
+        raise SystemExit(f"{name} does not fit {tp} GPU(s) (--tp {tp}) with one "
+                         f"{max_tokens:,}-token row (weights {plan['weights'] / GIB:.1f} GiB per "
+                         "GPU): run under torchrun with more GPUs and a larger --tp (sample.py "
+                         "--dry-run shows the plan) or lower --max-tokens")

@@ -213,4 +213,5 @@ def test_memory_plan_for_32b_matches_a_hand_computation():
     assert p["rows that fit"] == int(p["KV pool"] // (32768 * 32768))
     out = run([sys.executable, "sample.py", "--dry-run", "--model", "simplescaling/s1-32B",
                "--gpus", "8"], cwd=ROOT).stdout
-    assert "| 8 | 10.2 GiB |" in out and "Smallest fit: torchrun --nproc-per-node 2" in out
+    assert "| 8 | 10.2 GiB |" in out
+    assert "8 GPUs: TP 2 x DP 4 (the smallest TP whose plan fits)" in out

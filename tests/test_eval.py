@@ -199,7 +199,8 @@ def test_a_run_with_a_stand_in_decoder_grades_reports_and_resumes(tmp_path, tiny
         return out
 
     math500 = benchmarks.load_benchmark("math500", limit=6)
-    def load_for_generation(name, device, dtype, max_tokens, rows, tokenizer=None, timeout_min=60):
+    def load_for_generation(name, device, dtype, max_tokens, rows, tokenizer=None, timeout_min=60,
+                            tp=None):
         return (hf_checkpoint.from_pretrained(name, dtype=getattr(torch, dtype)),
                 chat.load_tokenizer(tokenizer or name), 1, 0)
 
@@ -277,6 +278,39 @@ def test_sweep_with_a_tiny_model_writes_table_samples_and_plot(tmp_path, tiny_mo
     again = run(cmd)
     assert "4 of 4 samples already" in again.stdout, proc.stdout
     assert "generating 0" in again.stdout, proc.stdout
+
+
+def test_four_processes_as_tp_2_x_dp_2_equal_one_and_resume_a_stopped_run(tmp_path, tiny_model):
+    """torchrun's 4 processes as 2 replicas of 2 tensor-parallel ranks give one process's samples
+    (sampled, n = 2: every draw depends on the seed, question and sample alone) and its report.
+    They resume a stopped run: rows in samples.jsonl, and more in replica 0's part file; every
+    other row is written once, in the run's order (benchmark, setting, sample, question)."""
+    argv = ["--model", tiny_model, "--benchmarks", "aime25", "math500", "--limit", "2",
+            "--settings", "8", "16+wait1", "--n", "2", "--temperature", "0.7",
+            "--max-tokens", "600", "--device", "cpu", "--dtype", "float32"]
+    E.main(argv + ["--out", str(tmp_path / "one")])
+    one = [json.loads(line) for line in open(tmp_path / "one" / "samples.jsonl")]
+    key = lambda r: (r["benchmark"], r["setting"], r["id"], r["sample"])
+    assert len(one) == 16 and len({r["text"] for r in one}) == 16
+    four = tmp_path / "four"
+    four.mkdir()
+    (four / "eval_config.json").write_text((tmp_path / "one" / "eval_config.json").read_text())
+    lines = [json.dumps(r) + "\n" for r in one]
+    (four / "samples.jsonl").write_text("".join(lines[:3]))
+    (four / "samples.jsonl.part0").write_text("".join(lines[3:5]) + '{"benchmark": "ai')
+    torchrun = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone",
+                "--nproc-per-node", "4", "--"]  # "--": torchrun would take --n for one of its own
+    out = run(torchrun + [os.path.join(ROOT, "eval.py"), *argv, "--tp", "2", "--out", str(four)])
+    assert out.stdout.count("5 of 16 samples already") == 1  # rank 0's
+    rows = [json.loads(line) for line in open(four / "samples.jsonl")]
+    assert sorted(rows, key=key) == sorted(one, key=key)
+    ids = {b: [q["id"] for q in benchmarks.load_benchmark(b, None, 2)]
+           for b in ("aime25", "math500")}
+    order = [(b, s, q, i) for b in ids for s in ("8", "16+wait1") for i in (0, 1) for q in ids[b]]
+    assert [key(r) for r in rows[5:]] == [k for k in order if k not in map(key, one[:5])]
+    assert (four / "results.md").read_text() == (tmp_path / "one" / "results.md").read_text()
+    assert sorted(os.listdir(four)) == ["eval_config.json", "results.json", "results.md",
+                                        "samples.jsonl", "scaling.png"]
 
 
 def test_a_model_retrained_at_the_same_path_is_refused_not_scored_from_old_samples(tmp_path,

@@ -165,7 +165,7 @@ def test_train_fetches_weights_on_rank_0_only(fake_hub, monkeypatch, rank, init,
 def test_every_tensor_parallel_rank_fetches_the_weights_it_reads(fake_hub, rank):
     """sample.py under torchrun: every rank reads its slice of every weight, so every rank fetches
     them (once per node: hf_checkpoint.download_lock)."""
-    model = sample.load_model("someone/tiny", "cpu", torch.float32, world=2, rank=rank)
+    model = sample.load_model("someone/tiny", "cpu", torch.float32, tp=2, tp_rank=rank)
     (patterns,) = fake_hub
     assert weights_fetched(patterns) and model.model.layers[0].self_attn.n_kv_heads == 1
 

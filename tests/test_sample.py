@@ -266,11 +266,16 @@ def test_conditional_control_prompts():
     assert short.startswith("Q\n\nAnswer after a short amount of thinking.")
 
 
-def test_file_mode_resumes_and_tensor_parallel_matches_one_process(tiny, tmp_path):
+def test_file_mode_resumes_and_data_x_tensor_parallel_match_one_process(tiny, tmp_path):
+    """One process resumes an output; under torchrun, 2 processes as TP 2 x DP 1 and 4 as TP 2 x
+    DP 2 give its texts. The 4 resume a stopped run: rows in the output, and a replica's part file
+    with a torn last line; rank 0 writes every other row once, in input order, and no part is
+    left."""
     _, _, path = tiny
     questions = tmp_path / "q.jsonl"
+    texts = QUESTIONS + ["Count to five.", "Hello there"]
     questions.write_text("".join(json.dumps({"id": f"q{i}", "question": q}) + "\n"
-                                 for i, q in enumerate(QUESTIONS)))
+                                 for i, q in enumerate(texts)))
     args = ["sample.py", "--model", path, "--input", str(questions), "--max-thinking-tokens", "12",
             "--num-ignore", "1", "--max-tokens", "160", "--batch-size", "2"]
     one = tmp_path / "one.jsonl"
@@ -278,13 +283,27 @@ def test_file_mode_resumes_and_tensor_parallel_matches_one_process(tiny, tmp_pat
     one.write_text(json.dumps({"id": "q1", "question": "already done"}) + "\n" + torn)
     run([PY, *args, "--output", str(one)])
     records = [json.loads(line) for line in one.read_text().splitlines()]
-    assert [r["id"] for r in records] == ["q1", "q0", "q2"]
-    assert records[0]["question"] == "already done"
+    assert records[0] == {"id": "q1", "question": "already done"}
+    done = {r["id"]: r for r in records[1:]}
+    text = {i: r["text"] for i, r in done.items()}
+    assert sorted(text) == ["q0", "q2", "q3", "q4"] and len(set(text.values())) == 4
     two = tmp_path / "two.jsonl"
-    run([TORCHRUN, "--standalone", "--nproc-per-node", "2", *args, "--output", str(two)])
+    run([TORCHRUN, "--standalone", "--nproc-per-node", "2", *args, "--tp", "2", "--output",
+         str(two)])
     by_id = {r["id"]: r["text"] for r in map(json.loads, two.read_text().splitlines())}
-    assert len(by_id) == 3
-    assert all(by_id[r["id"]] == r["text"] for r in records[1:])
+    assert by_id == dict(by_id, **text) and len(by_id) == 5  # q1: one process had it done
+    # a stopped 4-process run: q0 in the output, q3 in replica 1's part before a torn line
+    four = tmp_path / "four.jsonl"
+    four.write_text(json.dumps(done["q0"]) + "\n")
+    (tmp_path / "four.jsonl.part1").write_text(json.dumps(done["q3"]) + "\n" + torn)
+    run([TORCHRUN, "--standalone", "--nproc-per-node", "4", *args, "--tp", "2", "--output",
+         str(four)])
+    rows = [json.loads(line) for line in four.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["q0", "q3", "q1", "q2", "q4"]  # the rest in input order
+    assert {r["id"]: r["text"] for r in rows} == by_id
+    assert sorted(os.listdir(tmp_path)) == sorted(["q.jsonl", "one.jsonl", "one.config.json",
+                                                   "two.jsonl", "two.config.json", "four.jsonl",
+                                                   "four.config.json"])
 
 
 def test_command_line_prompt_and_rejection_sampling(tiny):
@@ -358,7 +377,7 @@ def test_tensor_parallel_ranks_read_only_their_slice(tiny, monkeypatch):
 
     for rank in range(2):
         asked.clear()
-        part = sample.load_model(path, torch.device("cpu"), torch.float32, world=2, rank=rank)
+        part = sample.load_model(path, torch.device("cpu"), torch.float32, tp=2, tp_rank=rank)
         ours = dict(part.named_parameters())
         assert sorted(asked) == sorted(full)
         for name, p in full.items():
