@@ -287,7 +287,7 @@ def test_four_processes_as_tp_2_x_dp_2_equal_one_and_resume_a_stopped_run(tmp_pa
     other row is written once, in the run's order (benchmark, setting, sample, question)."""
     argv = ["--model", tiny_model, "--benchmarks", "aime25", "math500", "--limit", "2",
             "--settings", "8", "16+wait1", "--n", "2", "--temperature", "0.7",
-            "--max-tokens", "600", "--device", "cpu", "--dtype", "float32"]
+            "--max-tokens", "600", "--device", "cpu", "--dtype", "float32", "--report", "results"]
     E.main(argv + ["--out", str(tmp_path / "one")])
     one = [json.loads(line) for line in open(tmp_path / "one" / "samples.jsonl")]
     key = lambda r: (r["benchmark"], r["setting"], r["id"], r["sample"])
@@ -310,7 +310,8 @@ def test_four_processes_as_tp_2_x_dp_2_equal_one_and_resume_a_stopped_run(tmp_pa
     assert [key(r) for r in rows[5:]] == [k for k in order if k not in map(key, one[:5])]
     assert (four / "results.md").read_text() == (tmp_path / "one" / "results.md").read_text()
     assert sorted(os.listdir(four)) == ["eval_config.json", "results.json", "results.md",
-                                        "samples.jsonl", "scaling.png"]
+                                        "results_parallel.png", "results_scaling.png",
+                                        "samples.jsonl"]
 
 
 def test_a_model_retrained_at_the_same_path_is_refused_not_scored_from_old_samples(tmp_path,
