@@ -169,22 +169,23 @@ def weights_fetched(patterns):
     return any(fnmatch.fnmatch("model.safetensors", p) for p in patterns)
 
 
-@pytest.mark.parametrize("rank, init, reads", [("0", "pretrained", True),
-                                               ("1", "pretrained", False),
-                                               ("3", "pretrained", False),
-                                               ("0", "random", False)])
-def test_train_fetches_weights_on_rank_0_only(fake_hub, monkeypatch, rank, init, reads):
-    """train.py: rank 0 reads the checkpoint and broadcasts it (build_model), so the other ranks,
-    and a random init, fetch the config and tokenizer files only."""
+@pytest.mark.parametrize("rank", ["0", "1", "3"])
+def test_train_fetches_weights_on_rank_0_only_once_the_group_is_up(fake_hub, monkeypatch, rank):
+    """train.py: before the process group forms, every rank fetches the config and tokenizer
+    files only; then rank 0, which alone reads the weights (build_model broadcasts them), fetches
+    them while the others wait (fetch_weights; under torchrun: test_train.py)."""
     monkeypatch.setenv("RANK", rank)
 
     def stop(*a, **kw):
         raise Stop
-    monkeypatch.setattr(parallel, "init_distributed", stop)  # the download is done by then
+    monkeypatch.setattr(parallel, "init_distributed", stop)
     with pytest.raises(Stop):
-        train.main(["--model", "someone/tiny", "--init", init, "--device", "cpu"])
+        train.main(["--model", "someone/tiny", "--device", "cpu"])
     (patterns,) = fake_hub
-    assert weights_fetched(patterns) == reads and "*.json" in patterns
+    assert not weights_fetched(patterns) and "*.json" in patterns
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 1)  # one process: rank 0
+    path = train.fetch_weights("someone/tiny", "metadata only", 1)
+    assert weights_fetched(fake_hub[1]) and os.path.exists(os.path.join(path, "model.safetensors"))
 
 
 @pytest.mark.parametrize("rank", [0, 1])
