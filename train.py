@@ -578,14 +578,16 @@ def save_final_model(model, args, cfg, path):
 # The log
 
 def usage(device, cfg, lengths, seconds, world):
-    """What a step of sequences of these lengths used of the machine: on CUDA its MFU and memory,
-    else the peak resident memory of this process (Linux reports KiB)."""
+    """What a step of sequences of these lengths used of the machine: on CUDA its MFU (None on a GPU
+    whose peak plan.GPU_PEAKS lacks) and memory, else the peak resident memory of this process
+    (Linux reports KiB)."""
     if device.type != "cuda":
         return dict(peak_mem_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2)
     flops = sum(plan.train_flops(cfg, n) for n in lengths)
+    peak = plan.gpu_peak(torch.cuda.get_device_name(device))  # None: a GPU of unknown peak
     # the device's view: tensors, the allocator's cache, the CUDA context, NCCL
     free, total = torch.cuda.mem_get_info()
-    return dict(mfu=flops / seconds / (world * plan.H100_BF16_TFLOPS * 1e12),
+    return dict(mfu=flops / seconds / (world * peak["bf16_tflops"] * 1e12) if peak else None,
                 peak_mem_gb=torch.cuda.max_memory_allocated() / 1024 ** 3,
                 reserved_gb=torch.cuda.max_memory_reserved() / 1024 ** 3,
                 device_used_gb=(total - free) / 1024 ** 3)
