@@ -14,7 +14,7 @@ Ways to call it (model = hf_checkpoint.from_pretrained(name_or_dir), or Qwen2(Co
     model(ids, position_ids=pos)        packed sequences (train.py --pack): a position that
                                         restarts at 0 starts a new document, and no token attends
                                         across documents (packed_attention: a varlen kernel on
-                                        CUDA, else SDPA per document)
+                                        an Ampere or newer GPU, else SDPA per document)
     model(ids, labels=labels)           per-token training loss, without full fp32 logits
     model(ids, cache=batch)             decoding: engine.py's paged KV cache says where each new
                                         token sits (batch.positions), stores k and v and attends
@@ -22,6 +22,9 @@ Ways to call it (model = hf_checkpoint.from_pretrained(name_or_dir), or Qwen2(Co
                                         logits of each sequence's last new token (batch.last
                                         indexes the flattened new tokens)
 """
+import functools
+import inspect
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -125,8 +128,35 @@ def apply_rope(x, cos, sin):
 
 def flash_kernels_run(t):
     """Whether the flash kernels (torch's varlen_attn, flash-attn) take tensor t: CUDA, fp16/bf16
-    (their only dtypes). Tests replace it to run the kernels' call conventions on a CPU."""
-    return t.is_cuda and t.dtype in (torch.float16, torch.bfloat16)
+    (their only dtypes), on a GPU of compute capability 8.0 or newer. Tests replace it to run the
+    kernels' call conventions on a CPU."""
+    return (t.is_cuda and t.dtype in (torch.float16, torch.bfloat16)
+            and ampere_or_newer(t.device.index))
+
+
+@functools.cache
+def ampere_or_newer(index):
+    """Whether CUDA device `index` (None: the current one) has compute capability 8.0 or newer.
+    The flash kernels stop on an older GPU (T4 7.5, V100 7.0): "FlashAttention only supports Ampere
+    GPUs or newer". There attention runs on SDPA, and this says so once per device."""
+    major, minor = torch.cuda.get_device_capability(index)
+    if major < 8:
+        print(f"note: {torch.cuda.get_device_name(index)} has compute capability {major}.{minor}; "
+              "the flash kernels need 8.0 (Ampere) or newer, so attention runs on SDPA "
+              "(packed rows one document at a time, decoding by gathering the KV blocks)",
+              file=sys.stderr, flush=True)
+    return major >= 8
+
+
+@functools.cache
+def causal_keywords(varlen):
+    """varlen_attn's keywords for causal attention with grouped-query heads, read once from its
+    signature: window (-1, 0), every earlier token and none later (torch 2.12 and newer), or
+    is_causal=True (torch 2.10-2.11). Deciding by signature, not by retrying on a TypeError, keeps
+    a TypeError raised inside the kernel the error it is."""
+    params = inspect.signature(varlen).parameters
+    causal = dict(window_size=(-1, 0)) if "window_size" in params else dict(is_causal=True)
+    return causal | (dict(enable_gqa=True) if "enable_gqa" in params else {})
 
 
 def packed_attention(q, k, v, cu_seqlens, max_seqlen):
@@ -134,15 +164,12 @@ def packed_attention(q, k, v, cu_seqlens, max_seqlen):
     the prefills of engine.py's KV cache). q: (N, Hq, D), k and v: (N, Hkv, D) for N flattened
     tokens; document i is tokens [cu_seqlens[i], cu_seqlens[i+1]) (int32); max_seqlen, a Python
     int (a tensor would cost a host sync). The kernel: a varlen flash kernel on CUDA in fp16/bf16
-    (PyTorch's, else flash-attn's if installed), else SDPA per document."""
+    on compute capability 8.0 or newer (PyTorch's, else flash-attn's if installed), else SDPA per
+    document."""
     if flash_kernels_run(q):
-        if varlen_attn is not None:  # window (-1, 0): every earlier token and none later: causal
-            try:
-                return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
-                                   window_size=(-1, 0), enable_gqa=True)
-            except TypeError:  # torch 2.10-2.11 spell it is_causal
-                return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
-                                   is_causal=True)
+        if varlen_attn is not None:
+            return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
+                               **causal_keywords(varlen_attn))
         if flash_attn_varlen_func is not None:
             return flash_attn_varlen_func(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
                                           causal=True)

@@ -10,9 +10,10 @@ with 5 % warm-up then cosine to 0, AdamW(0.9, 0.95, wd 1e-4), bf16 compute on fp
 saved in fp32 as s1's trainer.save_model did. The paper's s1 run is the same on s1K (Gemini traces)
 at 32,768 tokens, 26 minutes on 16 H100s.
 
-    # s1.1 on 2 nodes of 8 GPUs, then the paper's s1
-    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 train.py
-    torchrun --nnodes 2 --nproc-per-node 8 ... train.py --data simplescaling/s1K --block-size 32768
+    # s1.1 on 2 nodes of 8 GPUs, then the paper's s1 (--out: storage both nodes mount)
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+        train.py --out /shared/runs/s1.1
+    torchrun ... train.py --data simplescaling/s1K --block-size 32768 --out /shared/runs/s1
     python train.py --dry-run --gpus 8                      # will it fit, how long, before renting
     python train.py --model tiny/ --data my.jsonl --device cpu --dtype float32          # a laptop
 
@@ -22,6 +23,7 @@ sequences) and accumulates gradients until its share is done, so the same recipe
 process or 16 GPUs and gives the same updates.
 """
 import argparse
+import datetime
 import json
 import math
 import os
@@ -94,18 +96,18 @@ def main(argv=None):
         raise SystemExit(f"torchrun started {os.environ['WORLD_SIZE']} processes but this machine "
                          "has no CUDA: they would train on CPU over gloo. Pass --device cpu if "
                          "that is what you want")
-    # Only rank 0 reads the weights (build_model broadcasts them): the other ranks, and a random
-    # init, fetch the config and tokenizer files only.
-    reads_weights = args.init != "random" and int(os.environ.get("RANK", 0)) == 0
-    path = hf.checkpoint_dir(args.model,
-                             hf.CHECKPOINT_FILES if reads_weights else hf.METADATA_FILES)
+    # Every rank reads the config and the tokenizer; the weights are rank 0's alone, fetched once
+    # the process group is up and --out is checked (fetch_weights).
+    path = hf.checkpoint_dir(args.model, hf.METADATA_FILES)
     cfg = hf.read_config(os.path.join(path, "config.json"))
     n_params = plan.num_params(cfg)
     checkpointing = use_checkpointing(args.activation_checkpointing, n_params)
 
     device, world, rank = parallel.init_distributed(device, args.dist_timeout_min, always=True)
     torch.manual_seed(args.seed)
-    check_out_dir(args.out, args.resume)
+    check_out_dir(args.out, args.resume, needs_shared_out(args))
+    if args.init != "random":
+        path = fetch_weights(args.model, path, args.download_timeout_min)
     tokenizer = chat.load_tokenizer(args.tokenizer or path)
     triples = to_triples(jsonl.local_or_hub(args.data, flag="--data"), args.data)
     examples, cut = tokenize(triples, tokenizer, args.block_size)
@@ -369,9 +371,19 @@ def lr_at(step, total, peak, warmup_ratio):
 # ----------------------------------------------------------------------------------------------
 # The run's directory
 
-def check_out_dir(out, resume):
-    """Before any work: --out is one directory that every rank sees (DCP writes each rank's shards
-    there and rank 0 renames the finished checkpoint), and it holds no other run unless --resume."""
+def needs_shared_out(args):
+    """Whether ranks read back in --out what other ranks wrote, so that on several nodes it must be
+    on a filesystem they all mount. A checkpoint does: DCP writes each rank's shards there, rank 0
+    writes its metadata and renames it when whole, and --resume reads shards and
+    train_config.json on every rank; --save-every, --stop-at and --resume make or read one.
+    Without them nothing written is read by another rank: the final model is gathered over the
+    network and written by rank 0 alone, as are the log and train_config.json."""
+    return bool(args.save_every or args.stop_at or args.resume)
+
+
+def check_out_dir(out, resume, needs_shared):
+    """Before any work: whether every rank sees what rank 0 writes in --out (refused where the run
+    needs that: needs_shared_out), and that --out holds no other run unless --resume."""
     os.makedirs(out, exist_ok=True)
     token = parallel.broadcast(f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}")
     path = os.path.join(out, ".shared")
@@ -390,15 +402,58 @@ def check_out_dir(out, resume):
     if is_main():
         os.remove(path)
     blind = [b for b in blind if b]
-    if blind:
+    if blind and needs_shared:
         raise SystemExit(f"--out {out}: rank(s) {', '.join(blind)} cannot see what rank 0 writes "
-                         "there; on several nodes --out must be on a filesystem they all mount "
-                         "(NFS, Lustre, ...)")
+                         "there; checkpoints (--save-every, --stop-at, --resume) need --out on a "
+                         "filesystem every node mounts (NFS, Lustre, ...), as an absolute path")
+    if blind:
+        print0(f"--out {out}: rank(s) {', '.join(blind)} cannot see what rank 0 writes there; "
+               f"without checkpoints that is fine: the log and final/ are written on rank 0's "
+               f"node ({socket.gethostname()}) alone")
     found = parallel.broadcast([name for name in ("final", "checkpoints")
                                 if os.path.exists(os.path.join(out, name))])
     if found and not resume:
         raise SystemExit(f"--out {out} already holds a run ({', '.join(found)}): add --resume to "
                          "continue it, or choose another --out")
+
+
+# ----------------------------------------------------------------------------------------------
+# The weights
+
+def fetch_weights(model, metadata, timeout_min):
+    """The directory of --model's weights, for rank 0, which alone reads them (build_model
+    broadcasts them): it downloads them (a hub name) while the other ranks wait. Not in a
+    collective, whose timeout (--dist-timeout-min) is sized for collectives, but on a gloo group
+    of their own whose timeout is --download-timeout-min: 32B's 65 GB take an hour at 18 MB/s.
+    Rank 0 sends its error if it has one, so that no rank waits out the bound for nothing."""
+    world = dist.get_world_size()
+    room = dist.new_group(backend="gloo", timeout=datetime.timedelta(minutes=timeout_min)) \
+        if world > 1 else None
+    path, error = metadata, None
+    if is_main():
+        if world > 1 and not os.path.isdir(model):
+            print0(f"{model}: rank 0 fetches the weights; the other ranks wait up to "
+                   f"--download-timeout-min {timeout_min:g} (on a slow link, prefetch them: "
+                   "docs/gpu.md, 'Downloads')")
+        try:
+            path = hf.checkpoint_dir(model, hf.CHECKPOINT_FILES)
+        except FileNotFoundError as e:
+            error = str(e)
+    if room is not None:
+        t0, box = time.monotonic(), [error]
+        try:
+            dist.broadcast_object_list(box, src=0, group=room)
+        except RuntimeError as e:
+            why = str(e).strip().splitlines()[0][:200]
+            raise SystemExit(f"rank {dist.get_rank()}: waited {(time.monotonic() - t0) / 60:.1f} "
+                             f"min for rank 0 to fetch {model}'s weights ({why}): prefetch them "
+                             f"with `hf download {model}` (docs/gpu.md, 'Downloads'), or raise "
+                             f"--download-timeout-min {timeout_min:g}") from None
+        dist.destroy_process_group(room)
+        error = box[0]
+    if error:
+        raise SystemExit(error)
+    return path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -523,14 +578,16 @@ def save_final_model(model, args, cfg, path):
 # The log
 
 def usage(device, cfg, lengths, seconds, world):
-    """What a step of sequences of these lengths used of the machine: on CUDA its MFU and memory,
-    else the peak resident memory of this process (Linux reports KiB)."""
+    """What a step of sequences of these lengths used of the machine: on CUDA its MFU (None on a GPU
+    whose peak plan.GPU_PEAKS lacks) and memory, else the peak resident memory of this process
+    (Linux reports KiB)."""
     if device.type != "cuda":
         return dict(peak_mem_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2)
     flops = sum(plan.train_flops(cfg, n) for n in lengths)
+    peak = plan.gpu_peak(torch.cuda.get_device_name(device))  # None: a GPU of unknown peak
     # the device's view: tensors, the allocator's cache, the CUDA context, NCCL
     free, total = torch.cuda.mem_get_info()
-    return dict(mfu=flops / seconds / (world * plan.H100_BF16_TFLOPS * 1e12),
+    return dict(mfu=flops / seconds / (world * peak["bf16_tflops"] * 1e12) if peak else None,
                 peak_mem_gb=torch.cuda.max_memory_allocated() / 1024 ** 3,
                 reserved_gb=torch.cuda.max_memory_reserved() / 1024 ** 3,
                 device_used_gb=(total - free) / 1024 ** 3)
@@ -575,7 +632,8 @@ def parse_args(argv=None):
                         "deepseek_attempt, attempt, gemini_attempt (first present wins; s1K-1.1 "
                         "maps to its deepseek_* columns)")
     p.add_argument("--out", default="runs/s1",
-                   help="output directory: log, config, checkpoints, final model")
+                   help="output directory: log, config, checkpoints, final model; on several "
+                        "nodes with checkpoints, an absolute path on storage they all mount")
     p.add_argument("--epochs", type=cli.at_least(1), default=EPOCHS)
     p.add_argument("--global-batch", type=cli.at_least(1), default=GLOBAL_BATCH,
                    help="sequences per optimizer step")
@@ -623,6 +681,9 @@ def parse_args(argv=None):
                    help="collective timeout; torch's default 10 min is less than rank 0 may need "
                         "to read or write 131 GB of fp32 weights on a slow disk while the other "
                         "ranks wait")
+    p.add_argument("--download-timeout-min", type=cli.above(0), default=24 * 60,
+                   help="how long the other ranks wait while rank 0 downloads --model's weights "
+                        "(a hub name: 65 GB for 32B); a failed download ends the wait at once")
     p.add_argument("--probe-longest", action=argparse.BooleanOptionalAction, default=True,
                    help="after step 1, a forward and backward on the run's longest micro-batch "
                         "whose gradient is dropped, so that a micro-batch too long for memory "

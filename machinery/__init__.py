@@ -5,7 +5,7 @@ stage.
     hf_checkpoint.py  Hugging Face checkpoints in and out, and the fingerprint of a model's weights
     engine.py         the inference engine: paged KV cache, continuous batching, forks
     parallel.py       process groups, rank 0's decisions, tensor-parallel slices, replicas
-    plan.py           memory plans before renting (--dry-run)
+    plan.py           memory plans before renting (--dry-run); GPUs' peak FLOPS and bandwidth
     benchmarks.py     s1's benchmarks, their prompts and offline grading
     sources.py        s1's 16 question sources
     api.py            an OpenAI-compatible client with retries

@@ -114,24 +114,42 @@ def nvidia_smi():
     return (driver and driver.group(1), cuda and cuda.group(1)) if driver or cuda else None
 
 
+# Where a node shows its NVSwitches (HGX boards of 8 GPUs): the nvswitch driver's devices
+NVSWITCH_PATHS = ("/proc/driver/nvidia-nvswitch/devices/*", "/dev/nvidia-nvswitch[0-9]*")
+
+
+def has_nvswitch():
+    import glob
+    return any(glob.glob(pattern) for pattern in NVSWITCH_PATHS)
+
+
 def cuda_problem(torch_cuda, smi):
     """Why torch cannot use this node's GPU, and what to install instead (one line).
     torch_cuda: torch.version.cuda (None for a CPU build of torch); smi: nvidia_smi()."""
     if smi is None:
         return "no NVIDIA driver on this machine (nvidia-smi is missing or failed)"
     driver, driver_cuda = smi
-    if torch_cuda is None:
-        return (f"this torch is a CPU build, on a node with NVIDIA driver {driver} "
-                f"(CUDA {driver_cuda}): reinstall the pinned torch from PyPI, whose Linux wheel is "
-                "the CUDA 13.0 build (docs/gpu.md, 'On a GPU node')")
     need, have = (int((v or "0").split(".")[0]) for v in (torch_cuda, driver_cuda))
+    # PyPI's torch 2.13.0 is built for CUDA 13 (R580 drivers); make venv-cu12 installs PyTorch's
+    # CUDA 12 build of it, for the R525-R575 drivers most rented nodes run
+    cu12 = "run `make venv-cu12` for a torch built for CUDA 12 (docs/gpu.md, 'An older driver')"
+    if torch_cuda is None:
+        fix = (cu12 if have == 12 else "reinstall the pinned torch from PyPI, whose Linux wheel is "
+               "the CUDA 13.0 build (docs/gpu.md, 'On a GPU node')")
+        return (f"this torch is a CPU build, on a node with NVIDIA driver {driver} "
+                f"(CUDA {driver_cuda}): {fix}")
     # a driver runs every CUDA of its major version and the ones before (minor-version
     # compatibility)
     if have < need:
         branch = {12: "R525", 13: "R580"}.get(need, "a newer")
         return (f"torch is built for CUDA {torch_cuda} but NVIDIA driver {driver} runs "
                 f"CUDA {driver_cuda} at most: upgrade the driver (CUDA {need}.x needs {branch} or "
-                f"newer) or install a torch built for CUDA {have}.x (docs/gpu.md, 'On a GPU node')")
+                f"newer)" + (f" or {cu12}" if have == 12 else ""))
+    if has_nvswitch():  # CUDA reports "system not yet initialized" until the fabric is set up
+        return (f"torch (CUDA {torch_cuda}) and NVIDIA driver {driver} (CUDA {driver_cuda}) match, "
+                "yet CUDA does not start, and this node has NVSwitches: CUDA starts only once "
+                "nvidia-fabricmanager, of the driver's exact version, runs "
+                "(systemctl status nvidia-fabricmanager)")
     return (f"torch (CUDA {torch_cuda}) and NVIDIA driver {driver} (CUDA {driver_cuda}) match, "
             "yet CUDA does not start: check that the GPU is visible (nvidia-smi lists it; "
             "CUDA_VISIBLE_DEVICES; a container's --gpus)")

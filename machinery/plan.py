@@ -13,10 +13,39 @@ import os
 from machinery import hf_checkpoint as hf
 from machinery import parallel
 
-H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM (NVIDIA datasheet)
+H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM (GPU_PEAKS): what --dry-run plans for
 # torchtitan's published 33-39 % for FSDP2 on H100 (make gpu-check measures ours)
 ASSUMED_MFU = 0.35
 GIB = 1024 ** 3
+
+
+# Each GPU's peaks, from NVIDIA's datasheets (docs/performance.md: the table and its sources):
+# dense bf16 tensor-core TFLOPS (half the "with sparsity" figure the datasheets print) and memory
+# bandwidth in GB/s. A GPU is known by the words of its torch.cuda.get_device_name, e.g.
+# "NVIDIA H100 80GB HBM3" (the SXM board), "NVIDIA H100 PCIe", "NVIDIA A100-SXM4-80GB"; the first
+# row whose words it all holds wins.
+GPU_PEAKS = [  # (words in the name, the GPU, bf16 TFLOPS, GB/s)
+    (("H100", "NVL"), "H100 NVL", 835, 3900),
+    (("H100", "PCIE"), "H100 PCIe", 756, 2000),
+    (("H100", "HBM3"), "H100 SXM", 989, 3350),
+    (("H100", "SXM5"), "H100 SXM", 989, 3350),
+    (("H200", "NVL"), "H200 NVL", 835, 4800),
+    (("H200",), "H200 SXM", 989, 4800),
+    (("A100", "80GB", "PCIE"), "A100 80GB PCIe", 312, 1935),
+    (("A100", "80GB"), "A100 80GB SXM", 312, 2039),
+    (("A100", "40GB"), "A100 40GB", 312, 1555),  # SXM and PCIe alike
+    (("L40S",), "L40S", 362, 864),
+]
+
+
+def gpu_peak(device_name):
+    """dict(gpu, bf16_tflops, memory_gb_s) of the GPU torch calls device_name, or None for one not
+    in GPU_PEAKS (whole words only: "NVIDIA GH200 480GB" is not an H200)."""
+    words = set(device_name.upper().replace("-", " ").split())
+    for needed, gpu, tflops, gb_s in GPU_PEAKS:
+        if words.issuperset(needed):
+            return dict(gpu=gpu, bf16_tflops=tflops, memory_gb_s=gb_s)
+    return None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -61,7 +61,8 @@ def test_gpu_check_runs_on_cpu_and_reports_every_section(tmp_path):
     assert train["mfu"] is None and train["plan_error"] is None
     decode = report["decode"]
     assert decode["batch_1_tokens_per_s"] > 0 and decode["batch_64_tokens_per_s"] > 0
-    assert decode["roofline_fraction"] is None and "unknown HBM bandwidth" in decode["note"]
+    assert decode["roofline_fraction"] is None and decode["note"].startswith("peak unknown")
+    assert report["peak"] is None and "Peak unknown for CPU: MFU and the roofline fraction" in md
     assert decode["kernel"] == "gather + SDPA"
     assert "skipped" in report["two_gpus"]
     # per goal: the goal, the measured value and the result
@@ -80,6 +81,79 @@ def test_the_decode_roofline_counts_what_a_step_reads():
         cfg = dataclasses.replace(gpu_check.TINY, tie_word_embeddings=tied)
         model = gpu_check.random_model(cfg, "cpu", torch.float32)
         embedding = 0 if tied else cfg.vocab_size * cfg.hidden_size * 4
-        kv = plan.kv_bytes_per_token(cfg, cfg.num_key_value_heads, 4) * (16 + 4 / 2)
+        # the decode steps' contexts: 17, 18, 19 and 20 keys
+        kv = plan.kv_bytes_per_token(cfg, cfg.num_key_value_heads, 4) * (17 + 18 + 19 + 20) / 4
         got = gpu_check.check_decode(model, 4, 1)["bytes_per_token"]
         assert got == sum(p.numel() * 4 for p in model.parameters()) - embedding + kv
+
+
+# the names torch.cuda.get_device_name gives (NVIDIA's product names as the driver reports them)
+@pytest.mark.parametrize("name, gpu, tflops, gb_s", [
+    ("NVIDIA H100 80GB HBM3", "H100 SXM", 989, 3350),
+    ("NVIDIA H100 PCIe", "H100 PCIe", 756, 2000),
+    ("NVIDIA H100 NVL", "H100 NVL", 835, 3900),
+    ("NVIDIA H200", "H200 SXM", 989, 4800),
+    ("NVIDIA H200 NVL", "H200 NVL", 835, 4800),
+    ("NVIDIA A100-SXM4-80GB", "A100 80GB SXM", 312, 2039),
+    ("NVIDIA A100 80GB PCIe", "A100 80GB PCIe", 312, 1935),
+    ("NVIDIA A100-SXM4-40GB", "A100 40GB", 312, 1555),
+    ("NVIDIA A100-PCIE-40GB", "A100 40GB", 312, 1555),
+    ("NVIDIA L40S", "L40S", 362, 864),
+    ("NVIDIA GH200 480GB", None, None, None),  # not an H200: whole words only
+    ("NVIDIA H100", None, None, None),  # which board is unknown
+    ("Tesla V100-SXM2-16GB", None, None, None),
+    ("NVIDIA L40", None, None, None)])
+def test_peak_flops_and_bandwidth_come_from_the_device_name(name, gpu, tflops, gb_s):
+    from machinery import plan
+    peak = plan.gpu_peak(name)
+    assert peak == (gpu and dict(gpu=gpu, bf16_tflops=tflops, memory_gb_s=gb_s))
+
+
+@pytest.mark.parametrize("name", ["NVIDIA H100 PCIe", "NVIDIA B300"])
+def test_train_mfu_and_the_decode_roofline_use_the_devices_peak(monkeypatch, name):
+    """MFU against the card's own peak (an H100 PCIe's 756 TFLOPS, not the SXM's 989: 24 % under),
+    and the roofline against its own bandwidth; a GPU of unknown peak reports neither."""
+    import train
+    from machinery import plan
+    from tools import gpu_check
+    for fn, value in (("get_device_name", name), ("mem_get_info", (10 * 2 ** 30, 80 * 2 ** 30)),
+                      ("max_memory_allocated", 2 ** 30), ("max_memory_reserved", 2 ** 30)):
+        monkeypatch.setattr(torch.cuda, fn, lambda *a, _value=value, **kw: _value)
+    cfg = gpu_check.TINY
+    used = train.usage(torch.device("cuda"), cfg, [100, 300], 0.5, 2)
+    flops = plan.train_flops(cfg, 100) + plan.train_flops(cfg, 300)
+    peak = plan.gpu_peak(name)
+    decode = gpu_check.check_decode(gpu_check.random_model(cfg, "cpu", torch.float32), 4, 1, peak)
+    if peak is None:
+        assert used["mfu"] is None and decode["roofline_fraction"] is None
+        assert decode["memory_gb_s"] is None and decode["note"].startswith("peak unknown")
+    else:
+        assert used["mfu"] == pytest.approx(flops / 0.5 / (2 * 756e12))
+        assert decode["memory_gb_s"] == 2000 and decode["note"] is None
+        assert decode["roofline_fraction"] == pytest.approx(decode["achieved_gb_s"] / 2000)
+
+
+def test_the_decode_timer_covers_only_the_decode_steps(monkeypatch):
+    """Building the engine (on an H100 a 55 GB zero-filled KV pool) and the prefill are not
+    decoding. On a clock of the test's, each costs 100 s and each decode step 1 s: 8 tokens per
+    row take 8 s, so batch 1 decodes exactly 1 token/s and batch 64 64 (timing all of it gave
+    8 / 208 s at batch 1)."""
+    import types
+
+    from machinery import engine
+    from tools import gpu_check
+    clock = [0.0]
+
+    class Clocked(engine.Engine):
+        def __init__(self, *a, **kw):
+            clock[0] += 100
+            super().__init__(*a, **kw)
+
+        def step(self):
+            clock[0] += 100 if self.steps == 0 else 1  # the prefill, then decode steps
+            return super().step()
+    monkeypatch.setattr(engine, "Engine", Clocked)
+    monkeypatch.setattr(gpu_check, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    model = gpu_check.random_model(gpu_check.TINY, "cpu", torch.float32)
+    decode = gpu_check.check_decode(model, 8, 1)
+    assert decode["batch_1_tokens_per_s"] == 1.0 and decode["batch_64_tokens_per_s"] == 64.0

@@ -37,16 +37,23 @@ def test_nvidia_smi_gives_the_driver_and_its_cuda_or_none(monkeypatch):
 
 
 @pytest.fixture
-def node(monkeypatch):
+def node(monkeypatch, tmp_path):
     """A node as the test describes it: whether torch's CUDA works, torch's CUDA version,
-    nvidia-smi's answer (None: no driver). Returns a setter; counts nvidia-smi calls."""
+    nvidia-smi's answer (None: no driver), and whether it has NVSwitches (their device files, in a
+    folder of the test's). Returns a setter; counts nvidia-smi calls."""
     calls = []
 
-    def set_(available, torch_cuda, smi):
+    def set_(available, torch_cuda, smi, nvswitches=0):
         calls.clear()
         monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
         monkeypatch.setattr(torch.version, "cuda", torch_cuda)
         monkeypatch.setattr(cli, "nvidia_smi", lambda: calls.append(1) or smi)
+        dev = tmp_path / f"dev-{nvswitches}"
+        dev.mkdir(exist_ok=True)
+        for i in range(nvswitches):  # as the nvswitch driver names them, beside its control file
+            (dev / f"nvidia-nvswitch{i}").touch()
+        (dev / "nvidia-nvswitchctl").touch()
+        monkeypatch.setattr(cli, "NVSWITCH_PATHS", (str(dev / "nvidia-nvswitch[0-9]*"),))
     set_.calls = calls
     return set_
 
@@ -67,12 +74,18 @@ def test_the_preflight_names_torchs_cuda_the_driver_and_what_to_install(node):
         message = device_error(choice)
         assert "torch.version.cuda 13.0" in message and "driver 550.54.15" in message
         assert "CUDA 12.4 at most" in message and "R580" in message
-        assert "torch built for CUDA 12.x" in message and "On a GPU node" in message
-    # a CPU build of torch on a GPU node
+        assert "run `make venv-cu12` for a torch built for CUDA 12" in message
+    # a driver too old for CUDA 12 as well: only an upgrade helps
+    node(False, "13.0", ("470.256.02", "11.4"))
+    message = device_error("cuda")
+    assert "upgrade the driver" in message and "venv-cu12" not in message
+    # a CPU build of torch on a GPU node: PyPI's torch for an R580 driver, else the CUDA 12 venv
     node(False, None, ("580.82.07", "13.0"))
     message = device_error("auto")
     assert "torch.version.cuda None" in message and "CPU build" in message
-    assert "580.82.07" in message
+    assert "580.82.07" in message and "reinstall the pinned torch from PyPI" in message
+    node(False, None, ("550.54.15", "12.4"))
+    assert "CPU build" in device_error("auto") and "make venv-cu12" in device_error("auto")
     # no driver at all: auto is the CPU (a laptop, CI); cuda stops, naming the missing driver
     node(False, None, None)
     assert cli.device("auto") == torch.device("cpu")
@@ -81,6 +94,19 @@ def test_the_preflight_names_torchs_cuda_the_driver_and_what_to_install(node):
     node(True, "13.0", ("580.82.07", "13.0"))
     assert cli.device("auto") == torch.device("cuda") == cli.device("cuda")
     assert cli.device("cpu") == torch.device("cpu") and node.calls == []
+
+
+def test_on_an_nvswitch_node_the_preflight_names_fabricmanager(node):
+    """An HGX board's GPUs reach each other through NVSwitches; until nvidia-fabricmanager has set
+    up the fabric, CUDA does not start although torch and the driver match."""
+    node(False, "13.0", ("580.82.07", "13.0"), nvswitches=4)
+    message = device_error("cuda")
+    assert "match, yet CUDA does not start" in message and "NVSwitches" in message
+    assert "systemctl status nvidia-fabricmanager" in message
+    # without NVSwitches (a PCIe node), the advice is the GPU's visibility
+    node(False, "13.0", ("580.82.07", "13.0"), nvswitches=0)
+    message = device_error("cuda")
+    assert "fabricmanager" not in message and "CUDA_VISIBLE_DEVICES" in message
 
 
 @pytest.mark.skipif(torch.cuda.is_available(),
@@ -143,22 +169,23 @@ def weights_fetched(patterns):
     return any(fnmatch.fnmatch("model.safetensors", p) for p in patterns)
 
 
-@pytest.mark.parametrize("rank, init, reads", [("0", "pretrained", True),
-                                               ("1", "pretrained", False),
-                                               ("3", "pretrained", False),
-                                               ("0", "random", False)])
-def test_train_fetches_weights_on_rank_0_only(fake_hub, monkeypatch, rank, init, reads):
-    """train.py: rank 0 reads the checkpoint and broadcasts it (build_model), so the other ranks,
-    and a random init, fetch the config and tokenizer files only."""
+@pytest.mark.parametrize("rank", ["0", "1", "3"])
+def test_train_fetches_weights_on_rank_0_only_once_the_group_is_up(fake_hub, monkeypatch, rank):
+    """train.py: before the process group forms, every rank fetches the config and tokenizer
+    files only; then rank 0, which alone reads the weights (build_model broadcasts them), fetches
+    them while the others wait (fetch_weights; under torchrun: test_train.py)."""
     monkeypatch.setenv("RANK", rank)
 
     def stop(*a, **kw):
         raise Stop
-    monkeypatch.setattr(parallel, "init_distributed", stop)  # the download is done by then
+    monkeypatch.setattr(parallel, "init_distributed", stop)
     with pytest.raises(Stop):
-        train.main(["--model", "someone/tiny", "--init", init, "--device", "cpu"])
+        train.main(["--model", "someone/tiny", "--device", "cpu"])
     (patterns,) = fake_hub
-    assert weights_fetched(patterns) == reads and "*.json" in patterns
+    assert not weights_fetched(patterns) and "*.json" in patterns
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 1)  # one process: rank 0
+    path = train.fetch_weights("someone/tiny", "metadata only", 1)
+    assert weights_fetched(fake_hub[1]) and os.path.exists(os.path.join(path, "model.safetensors"))
 
 
 @pytest.mark.parametrize("rank", [0, 1])

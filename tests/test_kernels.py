@@ -7,6 +7,9 @@ asked) and compute plain softmax attention. The stand-ins are first tested again
 model.py and sample.py run through them: a wrong argument order or layout fails here, not on a
 rented node. Plus the decode fallback's SDPA calls (no mask: never the math kernel on CUDA) and
 the host syncs of a decode step."""
+import functools
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -181,10 +184,10 @@ def kernels(monkeypatch, packed=None, flash_packed=None, paged=None, flash_paged
 
 
 def counted(fn, calls):
+    @functools.wraps(fn)  # the kernel's signature too: model.py reads its keywords from it
     def wrapper(*a, **kw):
         calls.append(fn.__name__)
         return fn(*a, **kw)
-    wrapper.__name__ = fn.__name__
     return wrapper
 
 
@@ -213,6 +216,62 @@ def test_packed_training_through_each_varlen_kernel_equals_sdpa(tiny, monkeypatc
     assert set(calls) == {kernel}
     assert (logits - want_logits).abs().max() < 1e-5
     assert all((g - w).abs().max() < 1e-5 for g, w in zip(grads, want_grads))
+
+
+def test_the_causal_keyword_is_read_from_varlen_attns_signature(tiny, monkeypatch):
+    """torch 2.13 says causal with window_size=(-1, 0), torch 2.10-2.11 with is_causal=True: the
+    keyword comes from the signature, so an error inside the kernel is raised as it is, never
+    hidden by a retry with the other spelling."""
+    model, _ = tiny
+    want, _ = packed_loss_and_grads(model)
+    seen = []
+
+    def old_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, is_causal=False,
+                        enable_gqa=False):
+        seen.append(is_causal)
+        return varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k,
+                           window_size=(-1, 0) if is_causal else (-1, -1), enable_gqa=enable_gqa)
+    kernels(monkeypatch, packed=old_varlen_attn)
+    logits, _ = packed_loss_and_grads(model)
+    assert seen and all(seen) and (logits - want).abs().max() < 1e-5
+    assert M.causal_keywords(varlen_attn) == dict(window_size=(-1, 0), enable_gqa=True)
+
+    def failing(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, window_size=(-1, -1),
+                enable_gqa=False):
+        seen.append("called")
+        raise TypeError("a bug inside the kernel")
+    kernels(monkeypatch, packed=failing)
+    seen.clear()
+    with pytest.raises(TypeError, match="a bug inside the kernel"):
+        packed_loss_and_grads(model)
+    assert seen == ["called"]  # once, not retried
+
+
+@pytest.mark.parametrize("capability, flash", [((7, 0), False), ((7, 5), False), ((8, 0), True),
+                                               ((9, 0), True)])
+def test_a_gpu_older_than_ampere_takes_sdpa_and_says_so_once(monkeypatch, capsys, capability,
+                                                             flash):
+    """torch's varlen kernel and flash-attn stop on a T4 (7.5) or V100 (7.0) with "FlashAttention
+    only supports Ampere GPUs or newer": there model.py and engine.py take SDPA, with one note."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "Tesla T4")
+    M.ampere_or_newer.cache_clear()
+    try:
+        # a bf16 CUDA tensor as flash_kernels_run sees one (this CPU has none to make)
+        cuda_bf16 = types.SimpleNamespace(is_cuda=True, dtype=torch.bfloat16,
+                                          device=torch.device("cuda", 0))
+        for _ in range(3):  # every layer of every forward asks
+            assert M.flash_kernels_run(cuda_bf16) is flash
+            assert (engine.paged_kernel(cuda_bf16, engine.PAGED_BLOCK) is not None) is flash
+    finally:
+        M.ampere_or_newer.cache_clear()
+    note = capsys.readouterr().err
+    if flash:
+        assert note == ""
+    else:
+        assert note.count("\n") == 1 and note.startswith(
+            f"note: Tesla T4 has compute capability {capability[0]}.{capability[1]}; "
+            "the flash kernels need 8.0 (Ampere) or newer, so attention runs on SDPA")
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ STAGES = {"prepare", "curate", "train", "sample", "eval", "serve", "demo"}  # wh
 MODEL = "model"
 MACHINERY = {"engine", "parallel", "plan", "hf_checkpoint", "chat", "benchmarks", "sources", "api", "jsonl", "cli",
              "mini"}
-TOOLS = {"bench", "gpu_check"}
+TOOLS = {"bench", "gpu_check", "check_python"}
 # what a stage may take from sample.py: generation, what a generated row is read with, and the
 # Setting that says how to generate (with its constructors and its default tries)
 GENERATION = {"generate", "rejection_sample", "load_for_generation", "make_rows", "resolve_dtype",

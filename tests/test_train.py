@@ -292,33 +292,84 @@ def test_torchrun_without_cuda_needs_device_cpu(tiny_sft, tmp_path):
     assert not os.listdir(tmp_path)  # stopped before any work
 
 
-CHECK_OUT = """
-import os, sys, torch.distributed as dist
+# train.py under torchrun as if each rank were on a node of its own: with `separate`, rank r's
+# --out gets the suffix r (a disk of its own); fetching the weights takes `delay` seconds (a slow
+# link) and with `fail` fails (a broken one).
+NODES = """
+import os, runpy, sys, time
 sys.path.insert(0, {root!r})
-import train
-from machinery import parallel
-parallel.init_distributed("cpu", always=True)
-# separate: as if each node had its own disk
-out = {out!r} + (str(dist.get_rank()) if {separate} else "")
-try:
-    train.check_out_dir(out, resume=False)
-    print("ok", dist.get_rank())
-except SystemExit as e:
-    print("stop", dist.get_rank(), e)
-parallel.exit_now()  # gloo can abort at interpreter exit (parallel.py)
+from machinery import hf_checkpoint as hf
+rank = os.environ["RANK"]
+if {separate}:
+    sys.argv[sys.argv.index("--out") + 1] += rank
+real = hf.checkpoint_dir
+def checkpoint_dir(name, patterns=hf.CHECKPOINT_FILES):
+    if patterns == hf.CHECKPOINT_FILES:
+        print("rank", rank, "fetches the weights", flush=True)
+        time.sleep({delay})
+        if {fail}:
+            raise FileNotFoundError(name + ": not available from the hub (the test's)")
+    return real(name, patterns)
+hf.checkpoint_dir = checkpoint_dir
+sys.argv[0] = os.path.join({root!r}, "train.py")
+runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-@pytest.mark.parametrize("separate", [False, True])
-def test_out_must_be_one_directory_every_rank_sees(tmp_path, separate):
-    script = tmp_path / "check.py"
-    script.write_text(CHECK_OUT.format(root=ROOT, out=str(tmp_path / "out"), separate=separate))
-    out = run([TORCHRUN, "--standalone", "--nproc-per-node", "2", str(script)], timeout=120).stdout
-    if separate:  # every rank stops, none waits for the others
-        assert out.count("stop") == 2 and "rank(s) 1 (" in out
-        assert "cannot see what rank 0 writes" in out
-    else:
-        assert out.count("ok") == 2 and not os.path.exists(tmp_path / "out" / ".shared")
+def two_nodes(tmp_path, tiny_sft, flags, separate=False, delay=0, fail=False):
+    model, data = tiny_sft
+    script = tmp_path / "nodes.py"
+    script.write_text(NODES.format(root=ROOT, separate=separate, delay=delay, fail=fail))
+    return run([TORCHRUN, "--standalone", "--nproc-per-node", "2", str(script), "--model", model,
+                "--data", data, "--device", "cpu", "--dtype", "float32", "--global-batch", "2",
+                "--epochs", "1", "--out", str(tmp_path / "out"), *flags], check=False, timeout=180)
+
+
+def test_two_nodes_without_shared_storage_train_without_checkpoints(tiny_sft, tmp_path):
+    """--save-every 0: nothing a rank writes is read by another, so --out need not be shared;
+    rank 0 writes the log and the final model on its node. Checkpoints need it: every rank stops
+    before any download, none waits for the others."""
+    proc = two_nodes(tmp_path, tiny_sft, ["--save-every", "0"], separate=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("rank(s) 1 (") == 1
+    assert "without checkpoints that is fine" in proc.stdout
+    assert os.listdir(tmp_path / "out0" / "final") and len(losses(tmp_path / "out0")) == 8
+    assert os.listdir(tmp_path / "out1") == []  # rank 1 wrote nothing
+    assert "rank 0 fetches the weights" in proc.stdout and "rank 1 fetches" not in proc.stdout
+    proc = two_nodes(tmp_path, tiny_sft, ["--save-every", "2"], separate=True)
+    assert proc.returncode != 0 and proc.stderr.count(
+        "cannot see what rank 0 writes there; checkpoints (--save-every, --stop-at, --resume) "
+        "need --out on a filesystem every node mounts") == 2, proc.stderr[-3000:]
+    assert "fetches the weights" not in proc.stdout
+    assert [train.needs_shared_out(train.parse_args(flags)) for flags in (
+        [], ["--save-every", "5"], ["--stop-at", "3"], ["--resume"])] == [False, True, True, True]
+
+
+def test_the_other_ranks_wait_for_rank_0s_download_beyond_the_collective_timeout(tiny_sft,
+                                                                                  tmp_path):
+    """Rank 0 alone downloads the weights; the others wait up to --download-timeout-min, not
+    --dist-timeout-min (here 4.8 s, while the download takes 9 s). --out is shared here: no
+    note, and the probe file is gone."""
+    proc = two_nodes(tmp_path, tiny_sft, ["--dist-timeout-min", "0.08"], delay=9)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 0 fetches the weights" in proc.stdout and "rank 1 fetches" not in proc.stdout
+    assert len(losses(tmp_path / "out")) == 8 and "cannot see" not in proc.stdout
+    assert not os.path.exists(tmp_path / "out" / ".shared")
+
+
+@pytest.mark.parametrize("case", ["too slow", "failed"])
+def test_a_download_that_fails_or_outlasts_its_bound_stops_every_rank_in_one_line(
+        tiny_sft, tmp_path, case):
+    if case == "too slow":  # rank 1 gives up after 3 s, naming the prefetch and the flag
+        proc = two_nodes(tmp_path, tiny_sft, ["--download-timeout-min", "0.05"], delay=60)
+        message = [line for line in proc.stderr.splitlines() if line.startswith("rank 1: ")]
+        assert len(message) == 1 and "min for rank 0 to fetch" in message[0], proc.stderr[-3000:]
+        assert f"prefetch them with `hf download {tiny_sft[0]}`" in message[0]
+        assert "--download-timeout-min 0.05" in message[0]
+    else:  # rank 0 sends its error: rank 1 stops with it at once, not after the bound (a day)
+        proc = two_nodes(tmp_path, tiny_sft, [], fail=True)
+        assert proc.stderr.count(": not available from the hub (the test's)") == 2, proc.stderr
+    assert proc.returncode != 0 and not os.path.exists(tmp_path / "out" / "final")
 
 
 def test_packing_and_activation_checkpointing_do_not_change_the_losses(runs):

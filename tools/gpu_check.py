@@ -32,7 +32,8 @@ import torch.nn.functional as F
 import model as M
 from machinery import cli, engine, plan
 from machinery import hf_checkpoint as hf
-from tools.bench import engine_run, seconds
+import sample
+from tools.bench import NO_STOP
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: tools/..
@@ -42,8 +43,6 @@ TOKENIZER = os.path.join(ROOT, "data", "qwen2.5-tokenizer")
 # with it).
 TINY = M.Config(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
-# HBM bandwidth by device name (SXM: HBM3)
-HBM_BYTES_PER_S = {"H200": 4.8e12, "H100 80GB HBM3": 3.35e12, "H100 SXM": 3.35e12}
 # Relative L2 error that is rounding, not a bug: bf16 through 0.5B's 24 layers gives 2-3 % (measured
 # on a CPU); a wrong mask or position is O(1). The rows-SDPA path is the baseline the others should
 # match.
@@ -115,8 +114,10 @@ def check_attention(ref, model, seq, steps):
     ids, pos = ids.to(device), torch.arange(half, device=device).repeat(2)[None]
     packed = lambda m: m(ids.view(1, -1), position_ids=pos).view(2, half, -1)
     flash, varlen = M.flash_attn_varlen_func, M.varlen_attn
-    missing = lambda fn, what: (f"skipped: {what} not installed" if fn is None
-                                else None if cuda else "skipped: CUDA only")
+    missing = lambda fn, what: (
+        f"skipped: {what} not installed" if fn is None else "skipped: CUDA only" if not cuda
+        else None if M.flash_kernels_run(model.lm_head.weight)
+        else "skipped: needs compute capability 8.0 or newer")
     paths = [("rows: SDPA", None, (flash, varlen), lambda m: m(ids)),
              ("packed: flash-attn varlen", missing(flash, "flash-attn"), (flash, None), packed),
              ("packed: torch varlen_attn", missing(varlen, "torch.nn.attention.varlen"),
@@ -255,7 +256,9 @@ def check_train(tmp, shapes, device, dtype, block, steps):
         timed, peak = log[1:] or log, max(r["peak_mem_gb"] for r in log)
         out.append(dict(shape=name, tokens=block, steps=len(log),
                         tokens_per_s=statistics.median(r["tokens_per_s"] for r in timed),
-                        mfu=statistics.median(r["mfu"] for r in timed) if "mfu" in log[0] else None,
+                        # None on a CPU, and on a GPU of unknown peak
+                        mfu=statistics.median(r["mfu"] for r in timed) if log[0].get("mfu")
+                        else None,
                         # on a CPU peak is resident memory: no comparison
                         peak_mem_gib=peak, planned_mem_gib=planned,
                         plan_error=planned / peak - 1 if device.type == "cuda" else None))
@@ -278,36 +281,60 @@ def random_model(cfg, device, dtype, seed=0):
     return model.eval()
 
 
+def decode_seconds(model, prompts, new):
+    """Seconds of the decode steps alone of `new` tokens after each prompt, all prompts at once
+    through engine.Engine. The engine is built (its KV pool: about 55 GB zero-filled for 7B on an
+    H100) and every prompt prefilled, in the first step, which draws each row's first token, before
+    the clock starts; then `new` steps are timed, each feeding one token of every row through the
+    model (the first drawn token to the last)."""
+    runner = engine.Engine(model, len(prompts[0]) + new, max_rows=len(prompts))
+    for prompt in prompts:
+        runner.add(prompt, [sample.Row(prompt_len=len(prompt), max_len=len(prompt) + new,
+                                       special=NO_STOP, ignores_left=0, phase="answer")])
+    runner.step()
+    assert not runner.waiting, "every prompt is prefilled in the first step"
+    cuda = model.lm_head.weight.is_cuda
+    torch.cuda.synchronize() if cuda else None
+    t0 = time.perf_counter()
+    while runner.busy():
+        runner.step()
+    torch.cuda.synchronize() if cuda else None
+    seconds = time.perf_counter() - t0
+    assert runner.steps == 1 + new, "the prefill, then one step per token fed"
+    return seconds
+
+
 @torch.no_grad()
-def check_decode(model, new, repeats):
-    """Greedy decode tokens/s through engine.Engine at batch 1 and 64. At batch 1 a step reads every
-    weight and the KV cache once, so bytes per token / time against the HBM bandwidth is the
-    roofline; the embedding table is not counted unless it is also the LM head (a step reads one
-    token's vector of it). The shape must make a step bandwidth-bound: 7B on an H100 (1.5B's 3 GB
-    read in about 1 ms would measure kernel launches, not bandwidth, without CUDA graphs)."""
+def check_decode(model, new, repeats, peak=None):
+    """Greedy decode tokens/s through engine.Engine at batch 1 and 64: tokens fed per second by
+    the decode steps alone (decode_seconds). At batch 1 a step reads every weight and the KV cache
+    once, so bytes per token / time against the GPU's memory bandwidth (peak: plan.gpu_peak; None,
+    unknown) is the roofline; the embedding table is not counted unless it is also the LM head (a
+    step reads one token's vector of it). The shape must make a step bandwidth-bound: 7B on an
+    H100 (1.5B's 3 GB read in about 1 ms would measure kernel launches, not bandwidth, without
+    CUDA graphs)."""
     cfg, device, dtype = model.cfg, model.lm_head.weight.device, model.lm_head.weight.dtype
     out = {}
     for batch in (1, 64):
         prompts = torch.randint(0, cfg.vocab_size, (batch, 16),
                                 generator=torch.Generator().manual_seed(0)).tolist()
-        run = lambda: engine_run(model, prompts, [new] * batch, batch, False)
-        run()  # warm-up
-        median = statistics.median(seconds(run) for _ in range(repeats))
+        decode_seconds(model, prompts, new)  # warm-up
+        median = statistics.median(decode_seconds(model, prompts, new) for _ in range(repeats))
         out[f"batch_{batch}_tokens_per_s"] = batch * new / median
     read = lambda name: cfg.tie_word_embeddings or name != "model.embed_tokens.weight"
     weights = sum(p.numel() * p.element_size()
                   for name, p in model.named_parameters() if read(name))
     kv_per_token = plan.kv_bytes_per_token(cfg, cfg.num_key_value_heads, dtype.itemsize)
-    per_token = weights + kv_per_token * (16 + new / 2)  # at the mean context
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    peak = next((bw for key, bw in HBM_BYTES_PER_S.items() if key in name), None)
+    # at the timed steps' mean context: step j feeds token j and attends over 16 + j keys
+    per_token = weights + kv_per_token * (16 + (new + 1) / 2)
+    bandwidth = peak and peak["memory_gb_s"] * 1e9
     achieved = per_token * out["batch_1_tokens_per_s"]
     kernel = engine.paged_kernel(model.lm_head.weight, engine.PAGED_BLOCK) or "gather + SDPA"
     return dict(out, shape=f"{cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}",
                 kernel=kernel, new_tokens=new, bytes_per_token=per_token,
-                achieved_gb_s=achieved / 1e9, hbm_gb_s=peak and peak / 1e9,
-                roofline_fraction=peak and achieved / peak,
-                note=None if peak else f"unknown HBM bandwidth for {name}")
+                achieved_gb_s=achieved / 1e9, memory_gb_s=peak and peak["memory_gb_s"],
+                roofline_fraction=bandwidth and achieved / bandwidth,
+                note=None if peak else "peak unknown: no memory bandwidth for this device")
 
 
 def check_two_gpus(tmp, cfg, device="cuda"):
@@ -377,9 +404,9 @@ TABLES = [("attention",
            ["shape", "tokens", "steps", "tokens_per_s", "mfu", "peak_mem_gib", "planned_mem_gib",
             "plan_error"]),
           ("decode",
-           "Decode through engine.Engine, greedy, {new_tokens} new tokens after 16, "
-           "{shape}, {kernel}",
-           ["batch_1_tokens_per_s", "batch_64_tokens_per_s", "achieved_gb_s", "hbm_gb_s",
+           "Decode through engine.Engine, greedy, {new_tokens} new tokens after 16 (the decode "
+           "steps timed), {shape}, {kernel}",
+           ["batch_1_tokens_per_s", "batch_64_tokens_per_s", "achieved_gb_s", "memory_gb_s",
             "roofline_fraction", "note"]),
           ("two_gpus", "Two GPUs",
            ["train_losses_1_gpu", "train_losses_2_gpus", "train_max_loss_diff",
@@ -399,8 +426,13 @@ def cell(v):
 
 def markdown(report):
     """report.md: a table per section (an error or a skip in its place)."""
+    peak = report.get("peak")
     lines = [f"# gpu-check: {report['device']}, torch {report['torch']} "
-             f"(CUDA {report.get('cuda')}, cuDNN {report.get('cudnn')}), {report['mode']}"]
+             f"(CUDA {report.get('cuda')}, cuDNN {report.get('cudnn')}), {report['mode']}", "",
+             f"Peak: {peak['gpu']}, {peak['bf16_tflops']} TFLOPS dense bf16, "
+             f"{peak['memory_gb_s']:,} GB/s (NVIDIA's datasheets: docs/performance.md)" if peak
+             else f"Peak unknown for {report['device']}: MFU and the roofline fraction are not "
+                  "reported (machinery/plan.py's GPU_PEAKS lists the GPUs it knows)"]
     for name, title, keys in TABLES:
         part = report[name]
         if isinstance(part, dict) and ("error" in part or "skipped" in part):
@@ -433,8 +465,9 @@ def main(argv=None):
     ref.init_weights(seed=0)
     model = copy.deepcopy(ref).to(device, dtype)
     tmp = tempfile.mkdtemp(prefix="gpu-check-")
-    report = dict(device=torch.cuda.get_device_name(device) if gpu else "CPU",
-                  torch=torch.__version__, cuda=torch.version.cuda,
+    name = torch.cuda.get_device_name(device) if gpu else "CPU"
+    peak = plan.gpu_peak(name)  # None: MFU and the roofline fraction are not reported
+    report = dict(device=name, peak=peak, torch=torch.__version__, cuda=torch.version.cuda,
                   cudnn=torch.backends.cudnn.version() if gpu else None,
                   mode="Qwen2.5 shapes" if gpu
                   else "CPU: tiny shapes, GPU-only numbers not measured")
@@ -445,7 +478,7 @@ def main(argv=None):
         attention=lambda: check_attention(ref, model, seq, steps),
         sdpa_kernels=lambda: check_sdpa(cfg, device, dtype, seq, 20480 if gpu else 2 * seq),
         train=lambda: check_train(tmp, shapes, device, train_dtype, block, train_steps),
-        decode=lambda: check_decode(decode_model(), new, 3 if gpu else 1),
+        decode=lambda: check_decode(decode_model(), new, 3 if gpu else 1, peak),
         two_gpus=lambda: check_two_gpus(tmp, shapes["0.5B"]) if gpu else dict(skipped="a CPU run"))
     for name, fn in sections.items():
         t0 = time.perf_counter()
