@@ -258,7 +258,7 @@ def parse_setting(text, ignore_str=IGNORE_STR):
                 fields.update(min_thinking_tokens=int(m.group(2)))
             elif m and m.group(1) == "reject":
                 fields.update(max_thinking_tokens=int(m.group(2)),
-                              temperature=REJECTION_TEMPERATURE,
+                              own_temperature=REJECTION_TEMPERATURE,
                               tries=int(m.group(3) or sample.MAX_TRIES))
             else:
                 raise ValueError(f"setting {text!r}: {part!r} is not a cap (e.g. 500, auto, "
@@ -618,6 +618,15 @@ def markdown(model_name, config, runs, scaling, gains=()):
     return "\n".join(lines) + "\n"
 
 
+def save_figure(fig, model_name, path):
+    import matplotlib.pyplot as plt
+    fig.suptitle(model_name, fontsize=9)
+    fig.tight_layout()
+    with jsonl.atomic(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
+
+
 def plot_parallel(model_name, runs, path):
     """Figure 4's layout: accuracy against the thinking tokens spent per question in all, for
     sequential scaling (budget forcing: every run of that method, avg@n at its average thinking)
@@ -649,11 +658,7 @@ def plot_parallel(model_name, runs, path):
                ylabel="Accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(model_name, fontsize=9)
-    fig.tight_layout()
-    with jsonl.atomic(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, model_name, path)
 
 
 def plot(model_name, runs, path):
@@ -682,11 +687,7 @@ def plot(model_name, runs, path):
         ax.set(title=TITLES.get(b, b), xlabel="Average thinking time (tokens)",
                ylabel="Accuracy (%)")
         ax.grid(alpha=0.3)
-    fig.suptitle(model_name, fontsize=9)
-    fig.tight_layout()
-    with jsonl.atomic(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, model_name, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -786,7 +787,7 @@ def parse_args(argv=None):
     if not re.fullmatch(r"[\w.-]+", args.report):
         p.error(f"--report {args.report!r}: letters, digits, '.', '-' and '_' only")
     args.settings = list(parsed)
-    if args.n > 1 and args.temperature == 0 and any(s.temperature is None
+    if args.n > 1 and args.temperature == 0 and any(s.own_temperature is None
                                                     for s in parsed.values()):
         p.error("--n > 1 needs --temperature > 0 (greedy samples are all the same)")
     models = {}

@@ -40,7 +40,7 @@ import sys
 import weakref
 import zlib
 from collections import deque
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
@@ -75,7 +75,7 @@ CONTROL = {
 # The command line's path: questions in, samples out
 
 # What shapes the samples in an --output: a rerun into it must use the same (its .config.json),
-# with the Setting's fields that differ from their defaults (Setting.changes).
+# with every field of its Setting.
 CONFIG_KEYS = ("model", "tokenizer", "dtype", "max_tokens", "temperature", "top_p", "seed", "n")
 
 
@@ -90,14 +90,15 @@ def main(argv=None):
     if args.input:
         # An --output is resumed; records made with another config must not be mixed into it.
         args.dtype = resolve_dtype(args.dtype, args.device)
-        config = {**{k: getattr(args, k) for k in CONFIG_KEYS}, **args.setting.changes()}
+        config = {**{k: getattr(args, k) for k in CONFIG_KEYS}, **asdict(args.setting)}
         config_path = re.sub(r"\.jsonl$", "", args.output) + ".config.json"
         # which weights made the records: another model at this path (retrained) is refused
         old = jsonl.read_json(config_path).get("weights_fingerprint")
         fingerprint = hf.fingerprint_for_resume(args.model, old)
         config["weights"] = fingerprint and fingerprint["sha256"]
         hint = f"use another --output than {args.output}, or delete it"
-        jsonl.same_config(config_path, config, hint, upgrade=stored_setting,
+        jsonl.same_config(config_path, config, hint, defaults=SETTING_DEFAULTS,
+                          upgrade=stored_setting,
                           ignore=() if int(os.environ.get("RANK", 0)) == 0 else ("weights",))
     model, tokenizer, world, rank = load_for_generation(
         args.model, args.device, args.dtype, args.max_tokens, args.batch_size, args.tokenizer,
@@ -166,7 +167,7 @@ class Setting:
     step_forcing: bool = False
     tries: int = 0                # rejection sampling (§5.4): samples until the thinking ends
     #                               within max_thinking_tokens, at most this many
-    temperature: float | None = None  # this setting's own temperature (None: the run's)
+    own_temperature: float | None = None  # this setting's temperature (None: the run's)
     think: bool = True            # False: s1's "nottc", a plain chat completion without thinking
 
     def __post_init__(self):
@@ -190,9 +191,9 @@ class Setting:
             bad = bad or ("control", "steps with num_ignore or min_thinking_tokens (undefined)")
         if self.tries and not is_count(cap):
             bad = bad or ("tries", "rejection sampling with an integer max_thinking_tokens")
-        if self.temperature is not None and not (isinstance(self.temperature, (int, float))
-                                                 and self.temperature >= 0):
-            bad = bad or ("temperature", "a number >= 0")
+        own = self.own_temperature
+        if own is not None and not (isinstance(own, (int, float)) and own >= 0):
+            bad = bad or ("own_temperature", "a number >= 0")
         if bad:
             value = getattr(self, bad[0])
             raise ValueError(f"invalid '{bad[0]}': {value!r} ({bad[1]})")
@@ -211,11 +212,8 @@ class Setting:
         """The step format of s1's step-conditional model: "<|im_start|>N steps left" lines."""
         return self.control == "steps"
 
-    def changes(self):
-        """The fields that differ from the defaults: what a saved config records, so that a field
-        added later (default: off) leaves older configs equal."""
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if getattr(self, f.name) != f.default}
+
+SETTING_DEFAULTS = {f.name: f.default for f in fields(Setting)}
 
 
 def is_count(value):
@@ -480,7 +478,8 @@ def make_rows(tokenizer, question, prompt_len, max_len, settings, samples=(0,), 
                             ignores_left=s.num_ignore if s.think else 0,
                             min_thinking=s.min_thinking_tokens, steps=s.steps,
                             step_forcing=s.step_forcing, phase="think" if s.think else "answer",
-                            temperature=temperature if s.temperature is None else s.temperature,
+                            temperature=(temperature if s.own_temperature is None
+                                         else s.own_temperature),
                             top_p=top_p, seed=row_seed(seed, question, label),
                             index=first_index + i * len(settings) + j, setting=s,
                             attempt=attempt))
@@ -693,14 +692,14 @@ def control_prompt(question, kind=None, value=None):
 
 
 def stored_setting(old):
-    """A saved config in today's form: Setting fields at their defaults left out (an --output made
-    before a field existed compares equal), and the old --rejection-sampling flag as tries."""
+    """A saved config in today's form: the --rejection-sampling and --max-tries of an --output made
+    before Setting existed are its tries. (A field added to Setting since a config was saved reads
+    as its default: SETTING_DEFAULTS, given to jsonl.same_config.)"""
     old = dict(old)
+    max_tries = old.pop("max_tries", None)
     if old.pop("rejection_sampling", False):
-        old["tries"] = old.get("max_tries")
-    old.pop("max_tries", None)
-    defaults = {f.name: f.default for f in fields(Setting)}
-    return {k: v for k, v in old.items() if not (k in defaults and v == defaults[k])}
+        old["tries"] = max_tries
+    return old
 
 
 def numbered_questions(path):

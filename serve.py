@@ -58,7 +58,7 @@ LIMITS = dict(max_body_bytes=4_000_000, max_message_chars=400_000, max_ignore_st
 # sampling's tries (a request would hold the engine for up to 1,000 samples), its own temperature
 # (OpenAI's field is the one) and think (a chat model here always thinks).
 SETTING_FIELDS = sorted({f.name for f in dataclasses.fields(sample.Setting)}
-                        - {"tries", "temperature", "think"})
+                        - {"tries", "own_temperature", "think"})
 FIELDS = {"messages", "temperature", "top_p", "seed", "n", "stop", "stream", "max_tokens",
           "max_completion_tokens", "model", "user", *SETTING_FIELDS}
 

@@ -171,8 +171,6 @@ def same_config(config_path, config, hint, defaults=None, ignore=(), upgrade=Non
     with open(config_path, encoding="utf-8") as f:
         old = {**(defaults or {}), **json.load(f)}
     old = upgrade(old) if upgrade else old
-    # keys present in neither form are equal; a key only the old file holds is a change too
-    config = {**{k: None for k in old if k not in config and k != "weights_fingerprint"}, **config}
     changed = [f"{k} {old.get(k)!r} (now {v!r})" for k, v in config.items()
                if old.get(k) != v and k not in ignore]
     if changed:

@@ -138,7 +138,7 @@ def test_settings():
         "auto", control="steps", control_value=16, step_forcing=True))
     assert E.parse_setting("short")[1] == Setting("auto", control="short")
     assert E.parse_setting("reject3500") == ("reject3500", Setting(
-        3500, tries=sample.MAX_TRIES, temperature=1.0))
+        3500, tries=sample.MAX_TRIES, own_temperature=1.0))
     assert E.parse_setting("reject8x5")[1].tries == 5
     assert E.parse_setting("min500") == ("min500", Setting("auto", min_thinking_tokens=500))
     assert E.parse_setting("nocap+min_thinking_tokens=7")[1] == Setting(None,

@@ -134,8 +134,10 @@ def test_eval_samples(tmp_path, monkeypatch, capsys):
                    "answer": "\\boxed{7}", "thinking_tokens": 2, "answer_tokens": 3,
                    "ended": "natural", "forced": [], "finished": True}
             on_result(i, out)
-    monkeypatch.setitem(sys.modules, "sample", types.SimpleNamespace(
-        generate=generate, load_for_generation=lambda *a, **kw: (None, tokenizer, 1, 0)))
+    import sample
+    monkeypatch.setitem(sys.modules, "sample", types.SimpleNamespace(**{
+        **vars(sample), "generate": generate,
+        "load_for_generation": lambda *a, **kw: (None, tokenizer, 1, 0)}))
     out = tmp_path / "run"
     path = str(out / "samples.jsonl")
     argv = ["--model", "stand-in", "--benchmarks", "math500", "--limit", "4", "--settings", "auto",
