@@ -188,7 +188,8 @@ def compare_report(out):
     for name, m in methods.items():
         tries = ("; tries per sample " + ", ".join(f"{t:.1f}" for t in m["avg_tries"])
                  if "avg_tries" in m else "")
-        lines.append(f"| {name} | {100 * m['control']:.0f} % | {m['scaling']:.1f} | "
+        scaling = "-" if m["scaling"] is None else f"{m['scaling']:.1f}"
+        lines.append(f"| {name} | {100 * m['control']:.0f} % | {scaling} | "
                      f"{m['performance']:.1f} | {', '.join(m['settings'])}{tries} |")
     with open(out("compare", "figure4", "figure4.json")) as f:
         runs = {r["setting"]: r for r in json.load(f)["runs"]}
@@ -286,7 +287,7 @@ def clear(name, output):
     """Remove what a stage made before: train's and eval's directories (train.py refuses to
     overwrite a run it was not told to resume), else its file and the files named after it."""
     folder = os.path.dirname(output)
-    if name in ("train", "eval"):
+    if name in ("train", "eval", "table 3", "figure 4"):  # eval.py would resume its samples
         shutil.rmtree(folder, ignore_errors=True)
         return
     stem = os.path.basename(output).split(".")[0]

@@ -71,8 +71,10 @@ NOTTC_METHOD = "no thinking (nottc)"  # a point of its own: no budget, no method
 # steps, with and without "<|im_start|>0" ending the thinking (l. 68-80, its own model
 # simplescaling/step-conditional-control); class-conditional short and long (l. 88-89); rejection
 # sampling at 3500-16000 tokens (l. 43-48). Which budgets the paper's budget-forcing row used is
-# not in the repository; we take the token-conditional ones, so that the two rows compare.
-TABLE3 = (["2048", "4096", "8192", "16384"]
+# not in the repository; we take the token-conditional ones, so that the two rows compare, and
+# auto, s1's default (five runs, as the paper's row counts); auto is also what class-conditional
+# control's short and long are measured against.
+TABLE3 = (["2048", "4096", "8192", "16384", "auto"]
           + [f"tokens{n}" for n in (2048, 4096, 8192, 16384)]
           + [f"{n}+tokens{n}" for n in (2048, 4096, 8192, 16384)]
           + [f"steps{n}" for n in (16, 32, 64, 128, 256)]
@@ -171,7 +173,7 @@ def main(argv=None):
                            for q in questions[b]]
             accuracies[(b, label)] = question_accuracies(by_question)
             runs.append(summarize(b, label, by_question, budget_of(setting, args.max_tokens),
-                                  method_of(setting)))
+                                  method_of(setting), setting.control))
             r = runs[-1]
             print(f"{b} {label}: accuracy {fmt(r['accuracy'], r['accuracy_se'])} % over "
                   f"{r['questions']} questions, {r['avg_thinking_tokens']:.0f} thinking tokens on "
@@ -230,47 +232,50 @@ def parse_setting(text, ignore_str=IGNORE_STR):
     if [p.lower() for p in parts] == [NOTTC]:
         return NOTTC, sample.Setting(think=False)
     fields, cap, extension, rest = {}, None, None, []
+
+    def put(part, **values):
+        """Each field is set by one part: "500+max_thinking_tokens=1000" is an error, not 1000."""
+        twice = sorted(set(values) & set(fields))
+        if twice:
+            raise ValueError(f"setting {text!r}: {part!r} sets {twice[0]} a second time")
+        fields.update(values)
     for part in parts:
         low = part.lower()
         head, colon, string = part.partition(":")
         m = re.fullmatch(r"(wait|ignore)([1-9]\d*)", head.lower())
         if low in ("auto", "nocap") or low.isdigit() and int(low) > 0:
-            if cap is not None:
-                raise ValueError(f"setting {text!r}: two caps")
-            cap = low
-        elif m and extension is None and (not colon or m.group(1) == "ignore" and string):
+            cap = low if not low.isdigit() else str(int(low))  # "0500" is "500"
+            put(part, max_thinking_tokens=int(cap) if cap.isdigit() else
+                None if cap == "nocap" else "auto")
+        elif m and (not colon or m.group(1) == "ignore" and string):
             # K >= 1: "wait0" would be auto under another name
             extension = m.group(0).lower() + (f":{string}" if colon else "")
-            fields.update(num_ignore=int(m.group(2)),
-                          ignore_str=ignore_str if m.group(1) == "wait" else string)
+            put(part, num_ignore=int(m.group(2)),
+                ignore_str=ignore_str if m.group(1) == "wait" else string)
         elif "=" in part:
-            fields.update(sample.setting_fields(part))
+            put(part, **sample.setting_fields(part))
             rest.append(part)
         else:
             m = re.fullmatch(r"(tokens|steps|min|reject)([1-9]\d*)(?:x([1-9]\d*))?", low)
             if low in ("short", "long"):
-                fields.update(control=low)
+                put(part, control=low)
             elif low == "bf":
-                fields.update(step_forcing=True)
+                put(part, step_forcing=True)
             elif m and m.group(1) in ("tokens", "steps") and not m.group(3):
-                fields.update(control=m.group(1), control_value=int(m.group(2)))
+                put(part, control=m.group(1), control_value=int(m.group(2)))
             elif m and m.group(1) == "min" and not m.group(3):
-                fields.update(min_thinking_tokens=int(m.group(2)))
+                put(part, min_thinking_tokens=int(m.group(2)))
             elif m and m.group(1) == "reject":
-                fields.update(max_thinking_tokens=int(m.group(2)),
-                              own_temperature=REJECTION_TEMPERATURE,
-                              tries=int(m.group(3) or sample.MAX_TRIES))
+                put(part, max_thinking_tokens=int(m.group(2)),
+                    own_temperature=REJECTION_TEMPERATURE,
+                    tries=int(m.group(3) or sample.MAX_TRIES))
             else:
                 raise ValueError(f"setting {text!r}: {part!r} is not a cap (e.g. 500, auto, "
                                  "nocap), waitK, ignoreK, ignoreK:TEXT, tokensN, stepsN, bf, "
                                  "short, long, "
                                  "rejectB, rejectBxT, minN, NAME=VALUE or none")
             rest.append(low)
-    if cap is not None and "tries" in fields:
-        raise ValueError(f"setting {text!r}: rejectB carries its own budget")
-    if "max_thinking_tokens" not in fields:
-        fields["max_thinking_tokens"] = (int(cap) if cap and cap.isdigit() else None
-                                         if cap == "nocap" else "auto")
+    fields.setdefault("max_thinking_tokens", "auto")
     try:
         setting = sample.setting_from(fields)
     except ValueError as e:
@@ -336,7 +341,9 @@ def extension_gains(accuracies):
     for (benchmark, setting), acc in accuracies.items():
         if not parse_setting(setting)[1].num_ignore:
             continue
-        cap = setting.partition("+")[0] if "+" in setting else "auto"
+        # the same setting without its extension part ("auto" when nothing else is left)
+        rest = [p for p in setting.split("+") if not re.fullmatch(r"(wait|ignore)\d+(:.*)?", p)]
+        cap = "+".join(rest) or "auto"
         bases = (cap, "nocap" if cap == "auto" else None)
         base = next((c for c in bases if (benchmark, c) in accuracies), None)
         if base is not None:
@@ -389,7 +396,7 @@ def question_accuracies(by_question):
 
 
 def summarize(benchmark, setting, by_question, budget=(0, MAX_TOKENS, "tokens"),
-              method="budget forcing"):
+              method="budget forcing", control=None):
     """One run (a benchmark under one setting): accuracy = avg@n, maj@n, pass@n with standard
     errors, maj@k and pass@k over the first k samples for k = 1, 2, 4, ..., n (parallel scaling),
     the sample statistics, rejection sampling's tries, and every grading failure by kind, with the
@@ -406,7 +413,7 @@ def summarize(benchmark, setting, by_question, budget=(0, MAX_TOKENS, "tokens"),
     tries = [s["tries"] for s in samples if "tries" in s]
     rejection = {"avg_tries": sum(tries) / len(tries),
                  "accepted": sum(s["accepted"] for s in samples) / len(samples)} if tries else {}
-    return {"benchmark": benchmark, "setting": setting, "method": method,
+    return {"benchmark": benchmark, "setting": setting, "method": method, "control": control,
             "questions": len(by_question), "samples_per_question": n, "accuracy": acc[0],
             "accuracy_se": acc[1], **{k: parallel[-1][k] for k in ("maj", "maj_se", "pass",
                                                                    "pass_se")},
@@ -430,7 +437,7 @@ def method_metrics(runs, max_tokens=MAX_TOKENS):
     """The paper's Table 3 for one benchmark: each method's Control, Scaling and Performance over
     its own runs (scaling_metrics), with the settings it ran. Class-conditional prompts ask for
     less or more thinking than none: "short" keeps within the thinking of the "auto" run, "long"
-    goes beyond it (without an auto run, both have the whole context)."""
+    goes beyond it (without an auto run their Control is unknown)."""
     base = next((r["avg_thinking_tokens"] for r in runs if r["setting"] == "auto"), None)
     out = {}
     for method in dict.fromkeys(r["method"] for r in runs):
@@ -440,11 +447,16 @@ def method_metrics(runs, max_tokens=MAX_TOKENS):
         points = []
         for r in mine:
             lo, hi, unit = r["budget"]
-            if method == "class-conditional" and base is not None:
-                lo, hi = (0, base) if r["setting"].startswith("short") else (base, max_tokens)
+            if method == "class-conditional":  # no budget without a run to compare with
+                lo, hi = ((0, base) if r["control"] == "short" else (base, max_tokens)
+                          ) if base is not None else (None, None)
             used = r["avg_steps"] if unit == "steps" else r["avg_thinking_tokens"]
             points.append((r["avg_thinking_tokens"], 100 * r["accuracy"], lo, hi, used))
-        out[method] = {**scaling_metrics(points), "settings": [r["setting"] for r in mine],
+        known = all(p[2] is not None for p in points)
+        metrics = scaling_metrics([p if known else (p[0], p[1], 0, math.inf) for p in points])
+        if not known:
+            metrics["control"] = None  # class-conditional without an auto run: unknown
+        out[method] = {**metrics, "settings": [r["setting"] for r in mine],
                        "unit": mine[0]["budget"][2]}
         if "avg_tries" in mine[0]:
             out[method]["avg_tries"] = [r["avg_tries"] for r in mine]
@@ -670,23 +682,25 @@ def plot(model_name, runs, path):
     names = list(dict.fromkeys(r["benchmark"] for r in runs))
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.8), squeeze=False)
     for ax, b in zip(axes[0], names):
-        every = sorted((r["avg_thinking_tokens"], 100 * r["accuracy"], r["setting"],
-                        100 * (r["accuracy_se"] or 0))
-                       for r in runs if r["benchmark"] == b)
-        # the budget-forcing curve; nottc is a point of its own
-        points = [p for p in every if p[2] != NOTTC]
-        if points:
+        mine = [r for r in runs if r["benchmark"] == b]
+        methods = list(dict.fromkeys(r["method"] for r in mine))
+        # one curve per method (budget forcing's is Figure 1's); nottc is a point of its own
+        for method in methods:
+            points = sorted((r["avg_thinking_tokens"], 100 * r["accuracy"], r["setting"],
+                             100 * (r["accuracy_se"] or 0)) for r in mine if r["method"] == method)
             ax.errorbar([p[0] for p in points], [p[1] for p in points],
-                        yerr=[p[3] for p in points], fmt="o-", color="tab:blue", capsize=3)
-        for x, y, label, se in every:
-            if label == NOTTC:
-                ax.errorbar([x], [y], yerr=[se], fmt="s", color="tab:orange", capsize=3)
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7)
-        if min(p[0] for p in every) > 0:
+                        yerr=[p[3] for p in points], capsize=3, label=method,
+                        fmt="s" if method == NOTTC_METHOD else "o-")
+            for x, y, label, _ in points:
+                ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, -11),
+                            fontsize=7)
+        if min(r["avg_thinking_tokens"] for r in mine) > 0:
             ax.set_xscale("log", base=2)
         ax.set(title=TITLES.get(b, b), xlabel="Average thinking time (tokens)",
                ylabel="Accuracy (%)")
         ax.grid(alpha=0.3)
+        if len(methods) > 1:
+            ax.legend(fontsize=7)
     save_figure(fig, model_name, path)
 
 
@@ -790,6 +804,11 @@ def parse_args(argv=None):
     if args.n > 1 and args.temperature == 0 and any(s.own_temperature is None
                                                     for s in parsed.values()):
         p.error("--n > 1 needs --temperature > 0 (greedy samples are all the same)")
+    greedy = [label for label, s in parsed.items() if s.tries > 1 and (
+        args.temperature if s.own_temperature is None else s.own_temperature) == 0]
+    if greedy:
+        p.error(f"--settings {greedy[0]}: rejection sampling at temperature 0 would draw the same "
+                "sample every try (rejectB runs at temperature 1; or give own_temperature=T)")
     models = {}
     for spec in args.method_model:
         method, eq, model = spec.partition("=")

@@ -179,8 +179,14 @@ class Setting:
                 bad = bad or (name, "an integer >= 0")
         if not isinstance(self.ignore_str, str):
             bad = bad or ("ignore_str", "a string")
-        if self.control is not None and self.control not in CONTROL:
+        if self.control is not None and not (isinstance(self.control, str)
+                                             and self.control in CONTROL):
             bad = bad or ("control", f"one of {', '.join(sorted(CONTROL))}")
+        for name in ("step_forcing", "think"):
+            if not isinstance(getattr(self, name), bool):
+                bad = bad or (name, "true or false")
+        if self.control_value is not None and self.control not in ("tokens", "steps"):
+            bad = bad or ("control_value", "used with control tokens or steps only")
         if self.control in ("tokens", "steps") and not (
                 is_count(self.control_value) and self.control_value >= 1):
             bad = bad or ("control_value", f"a positive integer (control {self.control})")
@@ -191,8 +197,12 @@ class Setting:
             bad = bad or ("control", "steps with num_ignore or min_thinking_tokens (undefined)")
         if self.tries and not is_count(cap):
             bad = bad or ("tries", "rejection sampling with an integer max_thinking_tokens")
+        if self.tries and (self.step_forcing or not self.think):
+            # accepted means: the thinking ended by itself within the budget
+            bad = bad or ("tries", "rejection sampling of a thinking that ends by itself")
         own = self.own_temperature
-        if own is not None and not (isinstance(own, (int, float)) and own >= 0):
+        if own is not None and not (isinstance(own, (int, float)) and not isinstance(own, bool)
+                                    and own >= 0):
             bad = bad or ("own_temperature", "a number >= 0")
         if bad:
             value = getattr(self, bad[0])
@@ -778,13 +788,7 @@ def parse_args(argv=None):
                 "(serve.py serves)")
     if args.input and not args.output:
         p.error("--input needs --output")
-    if args.rejection_sampling and (not isinstance(args.max_thinking_tokens, int)
-                                    or args.temperature <= 0):
-        p.error("--rejection-sampling needs an integer --max-thinking-tokens and --temperature > 0 "
-                "(greedy retries would all be the same)")
-    if args.control in ("tokens", "steps") and args.control_value is None:
-        p.error(f"--control {args.control} needs --control-value")
-    try:
+    try:  # the flags and any --setting NAME=VALUE, checked together by the Setting
         flags = dict(max_thinking_tokens=args.max_thinking_tokens, num_ignore=args.num_ignore,
                      ignore_str=args.ignore_str, min_thinking_tokens=args.min_thinking_tokens,
                      control=args.control, control_value=args.control_value,
@@ -795,6 +799,12 @@ def parse_args(argv=None):
         args.setting = setting_from(flags)
     except ValueError as e:
         p.error(f"--setting: {e}")
+    s = args.setting
+    if s.tries and (args.temperature if s.own_temperature is None else s.own_temperature) <= 0:
+        p.error("--rejection-sampling needs an integer --max-thinking-tokens and --temperature > 0 "
+                "(greedy retries would all be the same)")
+    if s.control in ("tokens", "steps") and s.control_value is None:
+        p.error(f"--control {s.control} needs --control-value")
     return args
 
 

@@ -149,13 +149,29 @@ def test_settings():
         "step-conditional + budget forcing", "token-conditional",
         "token-conditional + budget forcing"]
     assert [m for m in methods.values()].count("rejection sampling") == 6
+    assert E.parse_setting("0500")[0] == "500"
+    # each "Wait" run against the same setting without its extension
+    gains = E.extension_gains({("b", s): [1, 0] if "wait" in s else [0, 0] for s in (
+        "wait2+tokens2048", "tokens2048", "4000+wait1", "4000", "wait1", "nocap")})
+    assert [(g["setting"], g["against"]) for g in gains] == [
+        ("wait2+tokens2048", "tokens2048"), ("4000+wait1", "4000"), ("wait1", "nocap")]
+    # class-conditional control is measured against the auto run, and unknown without one
+    run = lambda setting, tokens, control=None: {
+        "setting": setting, "method": E.method_of(E.parse_setting(setting)[1]),
+        "control": control, "avg_thinking_tokens": tokens, "accuracy": 0.5, "avg_steps": 0,
+        "budget": list(E.budget_of(E.parse_setting(setting)[1], 1000))}
+    ccc = [run("short", 500, "short"), run("long", 300, "long")]
+    assert E.method_metrics(ccc + [run("auto", 400)])["class-conditional"]["control"] == 0.0
+    assert E.method_metrics(ccc)["class-conditional"]["control"] is None
     for bad in ("abc", "0", "512+hmm", "-5", "wait2:Hmm", "ignore2:", "none+wait1", "none:x",
                 "nottc", "500:Hmm", "wait0", "500+ignore0", "bf", "tokens0", "500+reject8",
-                "steps4+wait1", "colour=red", "500+600"):
+                "steps4+wait1", "colour=red", "500+600", "num_ignore=4+wait2",
+                "500+max_thinking_tokens=1000", "tokens2048+tokens4096", "control=[1]"):
         with pytest.raises(ValueError, match="setting"):
             E.parse_setting(bad)
     assert E.parse_args(["--settings", "sweep", "auto"]).settings == E.SWEEP
-    for argv in (["--settings", "lots"], ["--n", "4"], ["--data", "mmlu=x.jsonl"]):
+    for argv in (["--settings", "lots"], ["--n", "4"], ["--data", "mmlu=x.jsonl"],
+                 ["--settings", "500+tries=3"]):  # greedy retries would all be the same
         with pytest.raises(SystemExit):
             E.parse_args(argv)
 

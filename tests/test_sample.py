@@ -317,7 +317,7 @@ def test_command_line_prompt_and_rejection_sampling(tiny):
     assert "--- thinking (" in out and "--- answer (" in out
     bad = run(args + ["--rejection-sampling"], check=False)
     assert bad.returncode == 2
-    assert "--rejection-sampling needs an integer --max-thinking-tokens" in bad.stderr
+    assert "rejection sampling with an integer max_thinking_tokens" in bad.stderr
 
 
 def test_a_row_that_reaches_the_context_ends_exactly_there(bigram):
@@ -435,7 +435,10 @@ def test_a_setting_names_its_bad_field():
                          "max_thinking_tokens"), ({"control": "tokens"}, "control_value"),
                          ({"tries": 3}, "tries"), ({"step_forcing": True}, "step_forcing"),
                          ({"control": "colour"}, "control"), ({"num_ignore": True}, "num_ignore"),
-                         ({"min_thinking_tokens": "a"}, "min_thinking_tokens")):
+                         ({"min_thinking_tokens": "a"}, "min_thinking_tokens"),
+                         ({"control": []}, "control"), ({"step_forcing": "no"}, "step_forcing"),
+                         ({"control_value": 5}, "control_value"),
+                         ({"max_thinking_tokens": 5, "tries": 3, "think": False}, "tries")):
         with pytest.raises(ValueError, match=f"invalid '{name}'"):
             sample.setting_from(fields)
     with pytest.raises(ValueError, match="unknown setting field 'colour'"):

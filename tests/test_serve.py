@@ -329,7 +329,8 @@ def test_every_setting_field_is_a_request_field(bigram):
         assert code == 200 and message["reasoning_content"] == direct["thinking"] != "abc"
         for body, says in ((ask("q", num_ignore=-1), "invalid 'num_ignore'"),
                            (ask("q", control="tokens"), "invalid 'control_value'"),
-                           (ask("q", tries=3), "unsupported field(s): 'tries'")):
+                           (ask("q", tries=3), "unsupported field(s): 'tries'"),
+                           (ask("q", control=[]), "invalid 'control'")):
             code, text = post(url, body)
             assert code == 400 and says in json.loads(text)["error"]["message"], text
     finally:
