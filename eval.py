@@ -111,8 +111,7 @@ def main(argv=None):
     config = {k: getattr(args, k) for k in ("model", "tokenizer", "dtype", "max_tokens",
                                             "temperature", "top_p", "ignore_str", "seed",
                                             "gpqa_seed")}
-    if args.method_model:  # recorded only when given: older configs stay equal
-        config["method_models"] = args.method_model
+    config["method_models"] = args.method_model  # older configs hold none: {} (below)
     config_path = os.path.join(args.out, "eval_config.json")
     old = jsonl.read_json(config_path)
     if old:
@@ -126,14 +125,16 @@ def main(argv=None):
     fingerprint = hf_checkpoint.fingerprint_for_resume(config["model"],
                                                        old.get("weights_fingerprint"))
     config["weights"] = fingerprint and fingerprint["sha256"]
+    config["method_weights"], config["method_fingerprints"] = {}, {}
     for method, name in args.method_model.items():
         earlier = old.get("method_fingerprints", {}).get(method)
         print_ = hf_checkpoint.fingerprint_for_resume(name, earlier)
-        config.setdefault("method_weights", {})[method] = print_ and print_["sha256"]
-        config.setdefault("method_fingerprints", {})[method] = print_
+        config["method_weights"][method] = print_ and print_["sha256"]
+        config["method_fingerprints"][method] = print_
     if old:  # a file that records no gpqa_seed was made with seed 0, the default
         jsonl.same_config(config_path, config, f"use another --out than {args.out}, or delete it",
-                          defaults={"gpqa_seed": 0}, ignore=("method_fingerprints",) + (
+                          defaults={"gpqa_seed": 0, "method_models": {}, "method_weights": {}},
+                          ignore=("method_fingerprints",) + (
                               () if rank == 0 else ("weights", "method_weights")))
     args.model, args.tokenizer = config["model"], config["tokenizer"]
 

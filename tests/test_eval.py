@@ -461,3 +461,6 @@ def test_table3_methods_and_parallel_scaling_in_one_run(tmp_path, bigram, monkey
     runs2, _ = E.main(argv[:-8] + ["--n", "2", "--temperature", "0.5", "--max-tokens", "400",
                                    "--out", str(out)])
     assert [p["maj"] for p in runs2[0]["parallel"]] == [p["maj"] for p in runs[0]["parallel"][:2]]
+    # a method's own model is part of the run: dropping it is refused, not mixed in
+    with pytest.raises(SystemExit, match="method_models {} \\(now {'token-conditional'"):
+        E.main(argv + ["--method-model", "token-conditional=other"])
