@@ -157,9 +157,9 @@ def main(argv=None):
         if rank == 0:
             saved = dict(config, weights_fingerprint=fingerprint)
             jsonl.write_atomic(config_path, json.dumps(saved, indent=1) + "\n")
-        settings = {label: parse_setting(label, args.ignore_str)[1] for label in args.settings}
-        for name in dict.fromkeys(model_for(args, settings[t[1]]) for t in todo):
-            mine = [t for t in todo if model_for(args, settings[t[1]]) == name]
+        model_of = {label: model_for(args, s) for label, s in args.setting_of.items()}
+        for name in dict.fromkeys(model_of[t[1]] for t in todo):
+            mine = [t for t in todo if model_of[t[1]] == name]
             model, tokenizer = load_model(args, name)
             generate_missing(args, mine, path, done, model, tokenizer, rank=rank)
             del model  # the next method's model loads into the memory this one frees
@@ -169,7 +169,7 @@ def main(argv=None):
     runs, scaling, accuracies = [], {}, {}
     for b in args.benchmarks:
         for label in args.settings:
-            setting = parse_setting(label, args.ignore_str)[1]
+            setting = args.setting_of[label]
             by_question = [[done[(b, label, q["id"], i)] for i in range(args.n)]
                            for q in questions[b]]
             accuracies[(b, label)] = question_accuracies(by_question)
@@ -505,7 +505,7 @@ def generate_missing(args, todo, path, done, model, tokenizer, rank=0):
     runs its share of the questions into a part file, and rank 0 appends every replica's rows to
     samples.jsonl at the end, in todo's order (parallel.py)."""
     import sample
-    settings = {label: parse_setting(label, args.ignore_str)[1] for _, label, _, _ in todo}
+    settings = args.setting_of
     for benchmark, label, _, q in todo:  # a prompt that leaves no room is named, never cut
         text = settings[label].prompt_text(q["prompt"])
         n = len(tokenizer.encode(text, add_special_tokens=False))
@@ -801,7 +801,7 @@ def parse_args(argv=None):
     args.report = args.report or report_name(args.settings, args.n, args.temperature)
     if not re.fullmatch(r"[\w.-]+", args.report):
         p.error(f"--report {args.report!r}: letters, digits, '.', '-' and '_' only")
-    args.settings = list(parsed)
+    args.settings, args.setting_of = list(parsed), parsed  # the labels, and what each runs
     if args.n > 1 and args.temperature == 0 and any(s.own_temperature is None
                                                     for s in parsed.values()):
         p.error("--n > 1 needs --temperature > 0 (greedy samples are all the same)")

@@ -212,8 +212,7 @@ class Setting:
         """The prompt: the question, its control suffix, and the opening of the thinking: s1's
         "<|im_start|>think", or "<|im_start|>" for the step format (thinking_start=<|im_start|>),
         or nothing for a plain completion."""
-        if self.control:
-            question += CONTROL[self.control].format(self.control_value)
+        question = control_prompt(question, self.control, self.control_value)
         opening = "" if not self.think else chat.IM_START if self.steps else chat.THINK
         return chat.prompt_text(question, system) + opening
 
@@ -229,6 +228,11 @@ SETTING_DEFAULTS = {f.name: f.default for f in fields(Setting)}
 def is_count(value):
     """An integer that is not a bool (True is an int in Python, and in JSON it is not a count)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def control_prompt(question, kind=None, value=None):
+    """The question with a conditional-control suffix (CONTROL), if any."""
+    return question if kind is None else question + CONTROL[kind].format(value)
 
 
 def setting_fields(text):
@@ -696,10 +700,6 @@ def load_for_generation(name, device="auto", dtype="auto", max_tokens=MAX_TOKENS
 
 # ----------------------------------------------------------------------------------------------
 # 5. Helpers of the command line
-
-def control_prompt(question, kind=None, value=None):
-    return question if kind is None else question + CONTROL[kind].format(value)
-
 
 def stored_setting(old):
     """A saved config in today's form: the --rejection-sampling and --max-tries of an --output made
